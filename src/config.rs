@@ -1,0 +1,190 @@
+//! The validated, typed configuration.
+//!
+//! `cli.rs` turns the command line into a [`Config`]; everything downstream reads only this.
+//! Mutually exclusive choices are enums, so nothing after parsing re-checks flag combinations.
+
+use std::net::IpAddr;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use crate::auth::{SpkiPin, UriPattern};
+use crate::net::Addr;
+
+/// Everything a run needs, fully validated.
+#[derive(Debug)]
+pub struct Config {
+    pub mode: Mode,
+    /// `--listen`, as written and parsed.
+    pub listen: Addr,
+    /// `--target`, as written and parsed.
+    pub target: Addr,
+    pub identity: IdentitySource,
+    /// `--cacert`; `None` means the system trust store.
+    pub cacert: Option<PathBuf>,
+    pub timeouts: Timeouts,
+    /// `--max-concurrent-conns`; 0 means unlimited.
+    pub max_concurrent_conns: u32,
+    /// `--timed-reload`; `None` when zero or negative.
+    pub timed_reload: Option<Duration>,
+    pub tls: TlsPolicy,
+    pub quiet: Quiet,
+    /// `--skip-resolve`.
+    pub skip_resolve: bool,
+    /// `--syslog`.
+    pub syslog: bool,
+    /// `--disable-landlock`.
+    pub disable_landlock: bool,
+    /// `--status`, parsed (scheme stripped).
+    pub status: Option<StatusAddr>,
+    /// `--enable-shutdown`.
+    pub enable_shutdown: bool,
+}
+
+/// The mode-specific part of the configuration.
+#[derive(Debug)]
+pub enum Mode {
+    Server(ServerOpts),
+    Client(ClientOpts),
+}
+
+impl Mode {
+    pub fn name(&self) -> &'static str {
+        match self {
+            Mode::Server(_) => "server",
+            Mode::Client(_) => "client",
+        }
+    }
+}
+
+#[derive(Debug)]
+pub struct ServerOpts {
+    pub auth: ServerAuth,
+    /// `--proxy-protocol` (= `Conn`) or `--proxy-protocol-mode`.
+    pub proxy_protocol: Option<ProxyProtocolMode>,
+    /// `--target-status`.
+    pub target_status: Option<String>,
+}
+
+/// How the server authenticates and authorizes clients (SPEC 4.2, 5.5).
+#[derive(Debug)]
+pub enum ServerAuth {
+    /// `--disable-authentication`: no client certificate requested.
+    Disabled,
+    /// `--allow-all`: any client with a verified certificate.
+    AllowAll,
+    /// `--allow-spki-pin`: any certificate whose leaf SPKI matches a pin; no chain checks.
+    Pins(Vec<SpkiPin>),
+    /// `--allow-cn/-ou/-dns/-ip/-uri`: verified chain, then the first match accepts.
+    Acl(Acl),
+}
+
+#[derive(Debug)]
+pub struct ClientOpts {
+    /// `--override-server-name`.
+    pub override_server_name: Option<String>,
+    pub verify: ClientVerify,
+    /// `--proxy`.
+    pub proxy: Option<String>,
+}
+
+/// How the client checks the server (SPEC 4.3, 5.2).
+#[derive(Debug)]
+pub enum ClientVerify {
+    /// Chain and hostname verification, then the ACL if it is not empty.
+    Standard(Acl),
+    /// `--verify-spki-pin`: only the pin is checked.
+    Pins(Vec<SpkiPin>),
+}
+
+/// Name-based access control list; an empty list (client mode only) accepts everyone.
+#[derive(Debug, Default)]
+pub struct Acl {
+    pub cn: Vec<String>,
+    pub ou: Vec<String>,
+    pub dns: Vec<String>,
+    pub ip: Vec<IpAddr>,
+    pub uri: Vec<UriPattern>,
+}
+
+impl Acl {
+    pub fn is_empty(&self) -> bool {
+        self.cn.is_empty()
+            && self.ou.is_empty()
+            && self.dns.is_empty()
+            && self.ip.is_empty()
+            && self.uri.is_empty()
+    }
+}
+
+/// Where the identity comes from (SPEC 3.1).
+#[derive(Debug, Clone)]
+pub enum IdentitySource {
+    /// `--keystore` (+ `--storepass`).
+    Keystore { path: PathBuf, password: String },
+    /// `--cert` + `--key`.
+    CertKey { cert: PathBuf, key: PathBuf },
+    /// Client `--disable-authentication`: no certificate.
+    None,
+}
+
+/// Deadlines for one connection and for the drain (SPEC 2.3, 7.3, 12.2).
+#[derive(Debug, Clone, Copy)]
+pub struct Timeouts {
+    /// `--connect-timeout`: handshake + dial budget. A negative flag value becomes zero, which
+    /// fails every handshake at once.
+    pub connect: Duration,
+    /// `--close-timeout`: grace after the first EOF (negative flag values become zero).
+    pub close: Duration,
+    /// `--max-conn-lifetime`; `None` when zero or negative.
+    pub max_lifetime: Option<Duration>,
+    /// `--shutdown-timeout`; `None` when negative (exit 1 as soon as shutdown starts).
+    pub shutdown: Option<Duration>,
+}
+
+/// TLS knobs (SPEC 2.6, 4.1).
+#[derive(Debug, Clone)]
+pub struct TlsPolicy {
+    /// `--max-tls-version` raw value ("" = TLS 1.3); checked when the TLS config is built.
+    pub max_version: String,
+    /// `--cipher-suites` groups, in order, validated.
+    pub cipher_suites: Vec<CipherGroup>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum CipherGroup {
+    Aes,
+    Chacha,
+    /// `UNSAFE-AZURE` (only with `--allow-unsafe-cipher-suites`); maps to nothing extra here,
+    /// since no CBC suite is ever offered.
+    UnsafeAzure,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ProxyProtocolMode {
+    Conn,
+    Tls,
+    TlsFull,
+}
+
+/// `--quiet` classes (SPEC 13.2).
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Quiet {
+    pub all: bool,
+    pub conns: bool,
+    pub conn_errs: bool,
+    pub handshake_errs: bool,
+}
+
+/// `--status` with its scheme remembered (SPEC 8.1).
+#[derive(Debug)]
+pub struct StatusAddr {
+    pub addr: Addr,
+    pub scheme: StatusScheme,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum StatusScheme {
+    None,
+    Http,
+    Https,
+}
