@@ -66,7 +66,7 @@ pub struct ServerOpts {
 }
 
 /// How the server authenticates and authorizes clients (SPEC 4.2, 5.5).
-#[derive(Debug)]
+#[derive(Debug, Clone)]
 pub enum ServerAuth {
     /// `--disable-authentication`: no client certificate requested.
     Disabled,
@@ -88,7 +88,7 @@ pub struct ClientOpts {
 }
 
 /// How the client checks the server (SPEC 4.3, 5.2).
-#[derive(Debug)]
+#[derive(Debug, Clone)]
 pub enum ClientVerify {
     /// Chain and hostname verification, then the ACL if it is not empty.
     Standard(Acl),
@@ -97,7 +97,7 @@ pub enum ClientVerify {
 }
 
 /// Name-based access control list; an empty list (client mode only) accepts everyone.
-#[derive(Debug, Default)]
+#[derive(Debug, Clone, Default)]
 pub struct Acl {
     pub cn: Vec<String>,
     pub ou: Vec<String>,

@@ -60,8 +60,16 @@ fn is_ours(target: &str) -> bool {
 
 /// Installs the logger. Fails only when `--syslog` cannot reach a syslog socket.
 pub fn init(quiet: Quiet, syslog: bool) -> Result<(), String> {
-    let sink = if syslog { Sink::Syslog(Syslog::connect()?) } else { Sink::Stdout };
-    let logger = Logger { quiet, pid: std::process::id(), sink };
+    let sink = if syslog {
+        Sink::Syslog(Syslog::connect()?)
+    } else {
+        Sink::Stdout
+    };
+    let logger = Logger {
+        quiet,
+        pid: std::process::id(),
+        sink,
+    };
     log::set_boxed_logger(Box::new(logger)).map_err(|e| e.to_string())?;
     log::set_max_level(log::LevelFilter::Info);
     Ok(())
@@ -127,23 +135,32 @@ impl Syslog {
     const PATHS: [&'static str; 3] = ["/dev/log", "/var/run/syslog", "/var/run/log"];
 
     fn connect() -> Result<Syslog, String> {
-        let tag = std::env::args().next().unwrap_or_else(|| "ghostunnel".to_string());
+        let tag = std::env::args()
+            .next()
+            .unwrap_or_else(|| "ghostunnel".to_string());
         for path in Self::PATHS {
             if let Ok(d) = std::os::unix::net::UnixDatagram::unbound() {
                 if d.connect(path).is_ok() {
-                    return Ok(Syslog { socket: std::sync::Mutex::new(SyslogSocket::Datagram(d)), tag });
+                    return Ok(Syslog {
+                        socket: std::sync::Mutex::new(SyslogSocket::Datagram(d)),
+                        tag,
+                    });
                 }
             }
             if let Ok(s) = std::os::unix::net::UnixStream::connect(path) {
-                return Ok(Syslog { socket: std::sync::Mutex::new(SyslogSocket::Stream(s)), tag });
+                return Ok(Syslog {
+                    socket: std::sync::Mutex::new(SyslogSocket::Stream(s)),
+                    tag,
+                });
             }
         }
         Err("Unix syslog delivery error".to_string())
     }
 
     fn send(&self, line: &str) {
-        const MONTHS: [&str; 12] =
-            ["Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec"];
+        const MONTHS: [&str; 12] = [
+            "Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec",
+        ];
         let t = LocalTime::now();
         let msg = format!(
             "<30>{} {:2} {:02}:{:02}:{:02} {}[{}]: {}\n",
@@ -156,7 +173,9 @@ impl Syslog {
             std::process::id(),
             line
         );
-        let Ok(mut socket) = self.socket.lock() else { return };
+        let Ok(mut socket) = self.socket.lock() else {
+            return;
+        };
         let _ = match &mut *socket {
             SyslogSocket::Datagram(d) => d.send(msg.as_bytes()).map(drop),
             SyslogSocket::Stream(s) => s.write_all(msg.as_bytes()),

@@ -1,10 +1,223 @@
-//! ghostunnel: a TLS proxy with mutual authentication.
+//! ghostunnel: a TLS proxy with mutual authentication, drop-in compatible with Ghostunnel on
+//! Linux. `run` reads like the lifecycle of SPEC 1: every step happens here, in order.
+
+#![deny(unsafe_code)]
 
 mod auth;
 mod certs;
 mod cli;
+mod client;
 mod config;
+mod duration;
 mod logging;
 mod net;
+mod proxy;
+mod relay;
+mod server;
+mod signals;
+mod tls;
 
-fn main() {}
+use std::process::ExitCode;
+use std::sync::Arc;
+
+use rustls::pki_types::ServerName;
+
+use crate::config::{Config, IdentitySource, Mode};
+use crate::net::{AddrKind, Listener};
+use crate::proxy::{Connector, Proxy};
+
+fn main() -> ExitCode {
+    let args: Vec<_> = std::env::args_os().skip(1).collect();
+    match run(args) {
+        Ok(code) => code,
+        Err(failure) => failure.report(),
+    }
+}
+
+/// A startup failure, reported once: lines for the logger, then one line on stderr.
+enum Failure {
+    /// Parse stage (SPEC 2.7.1): stderr only.
+    Usage(String),
+    /// Logger setup: stderr only.
+    Logger(String),
+    /// Later steps: the logged lines, then `error: <e>` on stderr.
+    Startup {
+        logged: Vec<String>,
+        printed: String,
+    },
+}
+
+impl Failure {
+    fn startup(logged: impl Into<String>, printed: impl Into<String>) -> Failure {
+        Failure::Startup {
+            logged: vec![logged.into()],
+            printed: printed.into(),
+        }
+    }
+
+    fn report(self) -> ExitCode {
+        match self {
+            Failure::Usage(msg) => eprintln!("ghostunnel: error: {msg}, try --help"),
+            Failure::Logger(msg) => eprintln!("error: unable to set up logger: {msg}"),
+            Failure::Startup { logged, printed } => {
+                for line in logged {
+                    log::info!("{line}");
+                }
+                eprintln!("error: {printed}");
+            }
+        }
+        ExitCode::from(1)
+    }
+}
+
+fn run(args: Vec<std::ffi::OsString>) -> Result<ExitCode, Failure> {
+    // 1-2. Parse the command line and run the parse-stage checks.
+    let env = |name: &str| std::env::var(name).ok().filter(|v| !v.is_empty());
+    let raw = match cli::parse(args, &env).map_err(Failure::Usage)? {
+        cli::Parsed::Run(raw) => raw,
+        cli::Parsed::Exit { text, stdout } => {
+            if stdout {
+                print!("{text}");
+            } else {
+                eprint!("{text}");
+            }
+            return Ok(ExitCode::SUCCESS);
+        }
+    };
+
+    // 4-5. Logger.
+    logging::init(raw.quiet, raw.syslog).map_err(Failure::Logger)?;
+    log::info!("starting ghostunnel in {} mode", raw.mode_name());
+
+    // 8. Mode validation.
+    let config = raw
+        .into_config()
+        .map_err(|e| Failure::startup(format!("error: {e}"), e))?;
+    let config = Arc::new(config);
+
+    // 9-12. Credentials, target and TLS contexts; then the listener.
+    log::info!(
+        "{}",
+        match config.identity {
+            IdentitySource::Keystore { .. } => "using keystore file on disk as certificate source",
+            IdentitySource::CertKey { .. } => "using cert/key files on disk as certificate source",
+            IdentitySource::None => "no cert source configured -- running without certificate",
+        }
+    );
+    let (connector, reloader): (Arc<dyn Connector>, Arc<signals::ReloadFn>) = match &config.mode {
+        Mode::Server(opts) => {
+            let tls = tls::server(config.clone(), &opts.auth).map_err(cert_failure)?;
+            prepare_target(&config)?;
+            check_max_tls(&config, "error trying to read CA bundle: ")?;
+            let tls = Arc::new(tls);
+            let connector = server::Server {
+                tls: tls.clone(),
+                target: config.target.clone(),
+                timeouts: config.timeouts,
+                proxy_protocol: opts.proxy_protocol,
+            };
+            (
+                Arc::new(connector),
+                Arc::new(move || tls.reload().map(|()| tls.current().subject.clone())),
+            )
+        }
+        Mode::Client(opts) => {
+            let name = match (&opts.override_server_name, &config.target.kind) {
+                (Some(name), _) => name.clone(),
+                (None, AddrKind::Tcp { host, .. }) => host.clone(),
+                (None, _) => String::new(),
+            };
+            let server_name = ServerName::try_from(name.clone()).map_err(|e| {
+                let e = format!("invalid server name '{name}': {e}");
+                Failure::startup(format!("error: unable to build dialer: {e}"), e)
+            })?;
+            let tls =
+                tls::client(config.clone(), &opts.verify, server_name).map_err(cert_failure)?;
+            prepare_target(&config)?;
+            check_max_tls(&config, "error: unable to build dialer: ")?;
+            let tls = Arc::new(tls);
+            let connector = client::Client {
+                tls: tls.clone(),
+                target: config.target.clone(),
+                timeouts: config.timeouts,
+            };
+            (
+                Arc::new(connector),
+                Arc::new(move || tls.reload().map(|()| tls.current().subject.clone())),
+            )
+        }
+    };
+
+    // 12. The listener.
+    let listener = Arc::new(Listener::bind(&config.listen).map_err(|e| {
+        let e = net::strip_os_error(&e);
+        let (step, mode) = match config.mode {
+            Mode::Server(_) => ("error trying to listen", "server"),
+            Mode::Client(_) => ("error opening socket", "client"),
+        };
+        Failure::Startup {
+            logged: vec![
+                format!("{step}: {e}"),
+                format!("error from {mode} listen: {e}"),
+            ],
+            printed: e,
+        }
+    })?);
+
+    // 14-16. Serve, with signal handling and the reload timer.
+    log::info!("listening for connections on {}", config.listen);
+    let proxy = Proxy::new(config.max_concurrent_conns);
+    let started = signals::start(proxy.clone(), listener.clone(), reloader.clone()).and_then(
+        |()| match config.timed_reload {
+            Some(every) => signals::start_timer(every, proxy.clone(), reloader.clone()),
+            None => Ok(()),
+        },
+    );
+    if let Err(e) = started {
+        return Err(Failure::startup(format!("error: {e}"), e.to_string()));
+    }
+    proxy.serve(&listener, connector);
+
+    // 12.2. Drain: the listener is closed (a UNIX socket file removed), pipes finish.
+    drop(listener);
+    log::info!("shutdown proxy, waiting for drain");
+    let drained = match config.timeouts.shutdown {
+        Some(limit) => proxy.wait_drained(Some(limit)),
+        None => false,
+    };
+    if drained {
+        Ok(ExitCode::SUCCESS)
+    } else {
+        log::info!("graceful shutdown timeout: forcing exit");
+        Ok(ExitCode::from(1))
+    }
+}
+
+/// A certificate or trust-store load failure (SPEC 3.6).
+fn cert_failure(e: String) -> Failure {
+    Failure::startup(format!("error: unable to load certificates: {e}"), e)
+}
+
+/// Resolves `--target` once at startup unless skipped (SPEC 6.5), and logs it.
+fn prepare_target(config: &Config) -> Result<(), Failure> {
+    let via_proxy = matches!(&config.mode, Mode::Client(c) if c.proxy.is_some());
+    if let AddrKind::Tcp { host, port } = &config.target.kind {
+        if !config.skip_resolve && !via_proxy {
+            net::resolve(host, port).map_err(|e| {
+                Failure::startup(
+                    format!("error: invalid target address: {e}"),
+                    format!("invalid target address: {e}"),
+                )
+            })?;
+        }
+    }
+    log::info!("using target address {}", config.target);
+    Ok(())
+}
+
+/// `--max-tls-version` is checked when the TLS configuration is built (SPEC 2.6).
+fn check_max_tls(config: &Config, log_prefix: &str) -> Result<(), Failure> {
+    tls::versions(&config.tls.max_version)
+        .map(drop)
+        .map_err(|e| Failure::startup(format!("{log_prefix}{e}"), e))
+}

@@ -28,7 +28,14 @@ pub enum AddrKind {
 }
 
 /// Literal prefixes that make an address "safe" (SPEC 6.4).
-const SAFE_PREFIXES: [&str; 6] = ["unix:", "systemd:", "launchd:", "127.0.0.1:", "[::1]:", "localhost:"];
+const SAFE_PREFIXES: [&str; 6] = [
+    "unix:",
+    "systemd:",
+    "launchd:",
+    "127.0.0.1:",
+    "[::1]:",
+    "localhost:",
+];
 
 impl Addr {
     /// Parses `launchd:NAME`, `systemd:NAME`, `unix:PATH` or `HOST:PORT`, in that order. The
@@ -44,7 +51,10 @@ impl Addr {
             let (host, port) = split_host_port(raw)?;
             AddrKind::Tcp { host, port }
         };
-        Ok(Addr { raw: raw.to_string(), kind })
+        Ok(Addr {
+            raw: raw.to_string(),
+            kind,
+        })
     }
 
     /// Whether the literal string starts with one of the safe prefixes (SPEC 6.4).
@@ -113,7 +123,10 @@ pub fn split_host_port(addr: &str) -> Result<(String, String), String> {
 /// Resolves `host:port` like the reference (empty host = 0.0.0.0, IPv4 first when `prefer_v4`).
 pub fn resolve(host: &str, port: &str) -> io::Result<Vec<SocketAddr>> {
     let port: u16 = port.parse().map_err(|_| {
-        io::Error::new(io::ErrorKind::InvalidInput, format!("lookup tcp/{port}: unknown port"))
+        io::Error::new(
+            io::ErrorKind::InvalidInput,
+            format!("lookup tcp/{port}: unknown port"),
+        )
     })?;
     if host.is_empty() {
         return Ok(vec![SocketAddr::from(([0, 0, 0, 0], port))]);
@@ -123,7 +136,10 @@ pub fn resolve(host: &str, port: &str) -> io::Result<Vec<SocketAddr>> {
         .map_err(|e| io::Error::new(e.kind(), format!("lookup {host}: {}", lookup_cause(&e))))?
         .collect();
     if addrs.is_empty() {
-        return Err(io::Error::new(io::ErrorKind::NotFound, format!("lookup {host}: no such host")));
+        return Err(io::Error::new(
+            io::ErrorKind::NotFound,
+            format!("lookup {host}: no such host"),
+        ));
     }
     Ok(addrs)
 }
@@ -147,7 +163,10 @@ pub fn pick_listen_addr(addrs: &[SocketAddr]) -> SocketAddr {
 pub enum Listener {
     Tcp(TcpListener),
     /// A UNIX listener; `unlink` is the path to remove when closed (none if inherited).
-    Unix { listener: UnixListener, unlink: Option<PathBuf> },
+    Unix {
+        listener: UnixListener,
+        unlink: Option<PathBuf>,
+    },
 }
 
 impl Listener {
@@ -160,7 +179,9 @@ impl Listener {
                 let socket = Socket::new(Domain::for_address(sa), Type::STREAM, None)?;
                 socket.set_reuse_address(true)?;
                 socket.set_reuse_port(true)?;
-                socket.bind(&sa.into()).map_err(|e| op_error("listen tcp", &sa.to_string(), "bind", e))?;
+                socket
+                    .bind(&sa.into())
+                    .map_err(|e| op_error("listen tcp", &sa.to_string(), "bind", e))?;
                 socket.listen(backlog())?;
                 Ok(Listener::Tcp(socket.into()))
             }
@@ -173,7 +194,10 @@ impl Listener {
                     };
                     op_error("listen unix", &path.display().to_string(), "bind", e)
                 })?;
-                Ok(Listener::Unix { listener, unlink: Some(path.clone()) })
+                Ok(Listener::Unix {
+                    listener,
+                    unlink: Some(path.clone()),
+                })
             }
             AddrKind::Systemd(_) => Err(io::Error::new(
                 io::ErrorKind::Unsupported,
@@ -232,7 +256,10 @@ impl AsRawFd for Listener {
 
 impl Drop for Listener {
     fn drop(&mut self) {
-        if let Listener::Unix { unlink: Some(path), .. } = self {
+        if let Listener::Unix {
+            unlink: Some(path), ..
+        } = self
+        {
             let _ = std::fs::remove_file(path);
         }
     }
@@ -263,7 +290,9 @@ pub fn strip_os_error(e: &io::Error) -> String {
     };
     let mut c = s.chars();
     match c.next() {
-        Some(first) if e.raw_os_error().is_some() => first.to_lowercase().collect::<String>() + c.as_str(),
+        Some(first) if e.raw_os_error().is_some() => {
+            first.to_lowercase().collect::<String>() + c.as_str()
+        }
         _ => s,
     }
 }
@@ -294,7 +323,8 @@ pub fn dial(addr: &Addr, deadline: Instant) -> io::Result<Stream> {
             Err(last.unwrap_or_else(|| io::Error::other("no addresses")))
         }
         AddrKind::Unix(path) => {
-            let timeout = remaining().map_err(|e| dial_error("unix", &path.display().to_string(), e))?;
+            let timeout =
+                remaining().map_err(|e| dial_error("unix", &path.display().to_string(), e))?;
             connect_unix(path, timeout).map(Stream::Unix)
         }
         _ => Err(io::Error::new(
@@ -351,7 +381,11 @@ impl Stream {
                 Ok(a) => format!("tcp:{a}"),
                 Err(_) => "tcp:?".to_string(),
             },
-            Stream::Unix(s) => match s.peer_addr().ok().and_then(|a| a.as_pathname().map(Path::to_path_buf)) {
+            Stream::Unix(s) => match s
+                .peer_addr()
+                .ok()
+                .and_then(|a| a.as_pathname().map(Path::to_path_buf))
+            {
                 Some(p) => format!("unix:{}", p.display()),
                 None => "unix:@".to_string(),
             },
@@ -410,27 +444,61 @@ mod tests {
 
     #[test]
     fn address_grammar() {
-        assert_eq!(Addr::parse("unix:/x").unwrap().kind, AddrKind::Unix("/x".into()));
-        assert_eq!(Addr::parse("systemd:gt").unwrap().kind, AddrKind::Systemd("gt".into()));
+        assert_eq!(
+            Addr::parse("unix:/x").unwrap().kind,
+            AddrKind::Unix("/x".into())
+        );
+        assert_eq!(
+            Addr::parse("systemd:gt").unwrap().kind,
+            AddrKind::Systemd("gt".into())
+        );
         assert_eq!(
             Addr::parse("[::1]:80").unwrap().kind,
-            AddrKind::Tcp { host: "::1".into(), port: "80".into() }
+            AddrKind::Tcp {
+                host: "::1".into(),
+                port: "80".into()
+            }
         );
         assert_eq!(
             Addr::parse(":80").unwrap().kind,
-            AddrKind::Tcp { host: "".into(), port: "80".into() }
+            AddrKind::Tcp {
+                host: "".into(),
+                port: "80".into()
+            }
         );
-        assert_eq!(Addr::parse("nohost").unwrap_err(), "address nohost: missing port in address");
-        assert_eq!(Addr::parse("a:b:c").unwrap_err(), "address a:b:c: too many colons in address");
-        assert_eq!(Addr::parse("[::1]").unwrap_err(), "address [::1]: missing port in address");
+        assert_eq!(
+            Addr::parse("nohost").unwrap_err(),
+            "address nohost: missing port in address"
+        );
+        assert_eq!(
+            Addr::parse("a:b:c").unwrap_err(),
+            "address a:b:c: too many colons in address"
+        );
+        assert_eq!(
+            Addr::parse("[::1]").unwrap_err(),
+            "address [::1]: missing port in address"
+        );
     }
 
     #[test]
     fn safety_prefixes_are_literal() {
-        for ok in ["unix:/x", "systemd:a", "127.0.0.1:1", "[::1]:1", "localhost:1"] {
+        for ok in [
+            "unix:/x",
+            "systemd:a",
+            "127.0.0.1:1",
+            "[::1]:1",
+            "localhost:1",
+        ] {
             assert!(Addr::is_safe(ok), "{ok}");
         }
-        for bad in ["LOCALHOST:80", "127.0.0.2:80", "0.0.0.0:80", ":80", "localhost.example:80", "alocalhost.com:1"] {
+        for bad in [
+            "LOCALHOST:80",
+            "127.0.0.2:80",
+            "0.0.0.0:80",
+            ":80",
+            "localhost.example:80",
+            "alocalhost.com:1",
+        ] {
             assert!(!Addr::is_safe(bad), "{bad}");
         }
     }

@@ -1,0 +1,291 @@
+//! The accept loop, the worker pool, the concurrency limit and the drain (SPEC 7.1, 12.2).
+//!
+//! The main thread blocks in `accept()`; each accepted socket goes to a pooled OS thread (small
+//! stack, reused while connections keep coming) that runs the mode's [`Connector`]. Owns no TLS
+//! and no policy beyond counting.
+
+use std::collections::VecDeque;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Condvar, Mutex, MutexGuard};
+use std::time::{Duration, Instant};
+
+use crate::config::Timeouts;
+use crate::duration::{format_bytes, format_go_duration};
+use crate::logging::{CONN_ERRS, CONNS};
+use crate::net::{Listener, Stream};
+use crate::relay::{self, CopyLimits, Endpoint};
+
+/// Worker threads need little stack: rustls and the relay keep their buffers on the heap.
+const WORKER_STACK: usize = 256 * 1024;
+
+/// An idle worker waits this long for a new connection before it exits.
+const WORKER_IDLE: Duration = Duration::from_secs(30);
+
+/// Handles one accepted connection from start to close. Runs on a worker thread.
+pub trait Connector: Send + Sync + 'static {
+    fn handle(&self, inbound: Stream, proxy: &Proxy);
+}
+
+/// Shared state of the proxy: shutdown flag, open-connection count, slots, pool.
+pub struct Proxy {
+    shutting_down: AtomicBool,
+    open: Mutex<usize>,
+    drained: Condvar,
+    /// `--max-concurrent-conns`; 0 means unlimited.
+    max_conns: usize,
+    slot_freed: Condvar,
+    pool: Pool,
+    /// Connections accepted since start.
+    pub accepted: AtomicU64,
+}
+
+impl Proxy {
+    pub fn new(max_conns: u32) -> Arc<Proxy> {
+        Arc::new(Proxy {
+            shutting_down: AtomicBool::new(false),
+            open: Mutex::new(0),
+            drained: Condvar::new(),
+            max_conns: max_conns as usize,
+            slot_freed: Condvar::new(),
+            pool: Pool::default(),
+            accepted: AtomicU64::new(0),
+        })
+    }
+
+    /// True once shutdown started; in-progress handshakes and dials give up when they see it.
+    pub fn cancel_flag(&self) -> &AtomicBool {
+        &self.shutting_down
+    }
+
+    pub fn is_shutting_down(&self) -> bool {
+        self.shutting_down.load(Ordering::SeqCst)
+    }
+
+    /// Marks shutdown and wakes the accept loop through `listener`. Safe to call concurrently
+    /// and repeatedly, from any thread.
+    pub fn begin_shutdown(&self, listener: &Listener) {
+        self.shutting_down.store(true, Ordering::SeqCst);
+        listener.shutdown();
+        // Wake an accept loop that waits for a free slot.
+        self.slot_freed.notify_all();
+    }
+
+    /// Connections currently in a worker.
+    pub fn open_connections(&self) -> usize {
+        *lock(&self.open)
+    }
+
+    /// Runs the accept loop on the calling thread until shutdown. A slot of the concurrency
+    /// limit is taken before `accept()`, so excess clients wait in the kernel backlog.
+    pub fn serve(self: &Arc<Self>, listener: &Listener, connector: Arc<dyn Connector>) {
+        let mut backoff = Duration::ZERO;
+        loop {
+            if !self.take_slot() {
+                return;
+            }
+            match listener.accept() {
+                Ok(stream) => {
+                    backoff = Duration::ZERO;
+                    self.accepted.fetch_add(1, Ordering::Relaxed);
+                    let proxy = self.clone();
+                    let connector = connector.clone();
+                    self.pool.run(Box::new(move || {
+                        let _slot = Slot(proxy.clone());
+                        connector.handle(stream, &proxy);
+                    }));
+                }
+                Err(e) => {
+                    self.release_slot();
+                    if self.is_shutting_down() {
+                        return;
+                    }
+                    log::info!(target: CONN_ERRS, "error accepting connection: {}", crate::net::strip_os_error(&e));
+                    // 5 ms, doubling per consecutive error, up to 1 s (SPEC 7.1).
+                    backoff = (backoff * 2).clamp(Duration::from_millis(5), Duration::from_secs(1));
+                    std::thread::sleep(backoff);
+                }
+            }
+        }
+    }
+
+    /// Blocks until a slot is free (or shutdown); counts the connection as open.
+    fn take_slot(&self) -> bool {
+        let mut open = lock(&self.open);
+        while self.max_conns != 0 && *open >= self.max_conns && !self.is_shutting_down() {
+            open = match self.slot_freed.wait(open) {
+                Ok(g) => g,
+                Err(p) => p.into_inner(),
+            };
+        }
+        if self.is_shutting_down() {
+            return false;
+        }
+        *open += 1;
+        true
+    }
+
+    fn release_slot(&self) {
+        let mut open = lock(&self.open);
+        *open -= 1;
+        self.slot_freed.notify_one();
+        if *open == 0 {
+            self.drained.notify_all();
+        }
+    }
+
+    /// Waits for every worker to finish. `None` waits forever. Returns false on timeout.
+    pub fn wait_drained(&self, timeout: Option<Duration>) -> bool {
+        let deadline = timeout.map(|t| Instant::now() + t);
+        let mut open = lock(&self.open);
+        while *open > 0 {
+            open = match deadline {
+                None => match self.drained.wait(open) {
+                    Ok(g) => g,
+                    Err(p) => p.into_inner(),
+                },
+                Some(d) => {
+                    let Some(left) = d.checked_duration_since(Instant::now()) else {
+                        return false;
+                    };
+                    match self.drained.wait_timeout(open, left) {
+                        Ok((g, _)) => g,
+                        Err(p) => p.into_inner().0,
+                    }
+                }
+            };
+        }
+        true
+    }
+}
+
+/// Releases its concurrency slot when dropped, even if the connection handler panics.
+struct Slot(Arc<Proxy>);
+
+impl Drop for Slot {
+    fn drop(&mut self) {
+        self.0.release_slot();
+    }
+}
+
+/// Locks a mutex whose data stays consistent even if a holder panicked (plain counters).
+fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    match m.lock() {
+        Ok(g) => g,
+        Err(p) => p.into_inner(),
+    }
+}
+
+type Job = Box<dyn FnOnce() + Send + 'static>;
+
+/// A pool of reusable worker threads: a job goes to an idle worker, or a new one is spawned.
+/// Idle workers exit after [`WORKER_IDLE`].
+#[derive(Default)]
+struct Pool {
+    state: Arc<(Mutex<PoolState>, Condvar)>,
+}
+
+#[derive(Default)]
+struct PoolState {
+    jobs: VecDeque<Job>,
+    idle: usize,
+}
+
+impl Pool {
+    fn run(&self, job: Job) {
+        let (lock_, cvar) = &*self.state;
+        let mut st = lock(lock_);
+        st.jobs.push_back(job);
+        if st.idle >= st.jobs.len() {
+            cvar.notify_one();
+            return;
+        }
+        drop(st);
+        let state = self.state.clone();
+        let spawned = std::thread::Builder::new()
+            .name("conn".into())
+            .stack_size(WORKER_STACK)
+            .spawn(move || worker(&state));
+        if let Err(e) = spawned {
+            // No thread: run the job here rather than lose the connection's slot.
+            log::info!(target: CONN_ERRS, "error accepting connection: cannot start worker: {e}");
+            if let Some(job) = lock(lock_).jobs.pop_back() {
+                job();
+            }
+        }
+    }
+}
+
+fn worker(state: &(Mutex<PoolState>, Condvar)) {
+    let (m, cvar) = state;
+    loop {
+        let job = {
+            let mut st = lock(m);
+            loop {
+                if let Some(job) = st.jobs.pop_front() {
+                    break job;
+                }
+                st.idle += 1;
+                let (g, timeout) = match cvar.wait_timeout(st, WORKER_IDLE) {
+                    Ok(r) => r,
+                    Err(p) => p.into_inner(),
+                };
+                st = g;
+                st.idle -= 1;
+                if timeout.timed_out() && st.jobs.is_empty() {
+                    return;
+                }
+            }
+        };
+        // A panic in one connection must not take the slot accounting down with it.
+        if std::panic::catch_unwind(std::panic::AssertUnwindSafe(job)).is_err() {
+            log::info!(target: CONN_ERRS, "error during copy: connection handler panicked");
+        }
+    }
+}
+
+/// Runs the copy phase between two connected endpoints, with the `opening pipe` and
+/// `closed pipe` lines (SPEC 13.3). `started` is when the connection was accepted.
+pub fn pipe(
+    inbound: &mut Endpoint,
+    outbound: &mut Endpoint,
+    timeouts: &Timeouts,
+    started: Instant,
+) {
+    let left = format!(
+        "{} [{}]",
+        inbound.stream().peer_display(),
+        peer_label(inbound)
+    );
+    let right = format!(
+        "{} [{}]",
+        outbound.stream().peer_display(),
+        peer_label(outbound)
+    );
+    log::info!(target: CONNS, "opening pipe: {left} <-> {right} ");
+    let limits = CopyLimits {
+        close: timeouts.close,
+        lifetime: timeouts.max_lifetime.map(|d| Instant::now() + d),
+    };
+    let stats = relay::copy(inbound, outbound, limits);
+    if let Some(e) = &stats.error {
+        log::info!(target: CONN_ERRS, "error during copy: {e}");
+    }
+    log::info!(
+        target: CONNS,
+        "closed pipe: {left} <-> {right} [forwarded {}, returned {}, open {}]",
+        format_bytes(stats.forwarded),
+        format_bytes(stats.returned),
+        format_go_duration(started.elapsed()),
+    );
+}
+
+/// `no tls`, `no cert`, or the peer leaf's subject.
+fn peer_label(end: &Endpoint) -> String {
+    match end.tls_conn() {
+        None => "no tls".to_string(),
+        Some(conn) => match conn.peer_certificates() {
+            Some([leaf, ..]) => crate::certs::subject_string(leaf),
+            _ => "no cert".to_string(),
+        },
+    }
+}

@@ -1,0 +1,443 @@
+//! One thread drives one connection: the TLS handshake under a deadline, then both copy
+//! directions with poll(2) over non-blocking sockets (SPEC 7.2, 7.3).
+//!
+//! Half-close is real: EOF from one side becomes `shutdown(SHUT_WR)` (plain) or `close_notify`
+//! then FIN (TLS) towards the other, and the reverse direction keeps flowing until it ends too or
+//! the close timeout expires. Every wait has a deadline, so no peer can pin the thread.
+//! Owns no policy: the caller decides deadlines and logs.
+
+use std::io::{self, Read, Write};
+use std::net::Shutdown;
+use std::os::fd::AsRawFd;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::{Duration, Instant};
+
+use rustls::Connection;
+
+use crate::net::Stream;
+
+/// How long one poll may sleep before re-checking the shutdown flag during a handshake.
+const SHUTDOWN_CHECK: Duration = Duration::from_millis(250);
+
+/// Plaintext read size; the reference copies with 32 KiB buffers.
+const CHUNK: usize = 32 * 1024;
+
+/// Why a handshake did not complete.
+#[derive(Debug)]
+pub enum HandshakeError {
+    /// The deadline passed (or shutdown started) first.
+    Timeout,
+    /// The peer closed the connection mid-handshake.
+    Eof,
+    Tls(rustls::Error),
+    Io(io::Error),
+}
+
+impl std::fmt::Display for HandshakeError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            HandshakeError::Timeout => f.write_str("i/o timeout"),
+            HandshakeError::Eof => f.write_str("EOF"),
+            HandshakeError::Tls(e) => f.write_str(&crate::tls::describe(e)),
+            HandshakeError::Io(e) => f.write_str(&crate::net::strip_os_error(e)),
+        }
+    }
+}
+
+/// Completes the TLS handshake on a non-blocking socket before `deadline`. Abandons it early
+/// when `cancel` becomes true (shutdown).
+pub fn handshake(
+    sock: &mut Stream,
+    conn: &mut Connection,
+    deadline: Instant,
+    cancel: &AtomicBool,
+) -> Result<(), HandshakeError> {
+    sock.set_nonblocking(true).map_err(HandshakeError::Io)?;
+    loop {
+        while conn.wants_write() {
+            match conn.write_tls(sock) {
+                Ok(_) => {}
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
+                Err(e) => return Err(HandshakeError::Io(e)),
+            }
+        }
+        if !conn.is_handshaking() && !conn.wants_write() {
+            return Ok(());
+        }
+        let now = Instant::now();
+        if now >= deadline || cancel.load(Ordering::Relaxed) {
+            return Err(HandshakeError::Timeout);
+        }
+        let mut events = 0;
+        if conn.wants_read() {
+            events |= libc::POLLIN;
+        }
+        if conn.wants_write() {
+            events |= libc::POLLOUT;
+        }
+        let wait = (deadline - now).min(SHUTDOWN_CHECK);
+        let mut fds = [libc::pollfd {
+            fd: sock.as_raw_fd(),
+            events,
+            revents: 0,
+        }];
+        poll(&mut fds, Some(wait)).map_err(HandshakeError::Io)?;
+        if fds[0].revents & (libc::POLLIN | libc::POLLHUP | libc::POLLERR) != 0 && conn.wants_read()
+        {
+            match conn.read_tls(sock) {
+                Ok(0) => return Err(HandshakeError::Eof),
+                Ok(_) => {}
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => continue,
+                Err(e) => return Err(HandshakeError::Io(e)),
+            }
+            if let Err(e) = conn.process_new_packets() {
+                // Best effort: tell the peer why (the alert rustls queued).
+                let _ = conn.write_tls(sock);
+                return Err(HandshakeError::Tls(e));
+            }
+        }
+    }
+}
+
+/// Deadlines for the copy phase.
+#[derive(Debug, Clone, Copy)]
+pub struct CopyLimits {
+    /// `--close-timeout`: once either direction ends, the whole pipe has this long to finish.
+    pub close: Duration,
+    /// `--max-conn-lifetime` as an absolute deadline, if any.
+    pub lifetime: Option<Instant>,
+}
+
+/// What the copy phase did.
+#[derive(Debug, Default)]
+pub struct CopyStats {
+    /// Plaintext bytes from the inbound side to the target.
+    pub forwarded: u64,
+    /// Plaintext bytes from the target back to the inbound side.
+    pub returned: u64,
+    /// The copy ended on a deadline (lifetime or close timeout).
+    pub timed_out: bool,
+    /// The error that ended the copy, if it is worth logging (resets and broken pipes are not).
+    pub error: Option<String>,
+}
+
+/// One side of a pipe: a socket, optionally with TLS on it.
+pub struct Endpoint {
+    sock: Stream,
+    tls: Option<Connection>,
+    /// Plaintext from the other side not yet accepted by this socket (plain endpoints only;
+    /// TLS endpoints buffer inside rustls).
+    out: Vec<u8>,
+    /// We have seen the end of this side's data.
+    read_eof: bool,
+    /// The transport itself (TCP) reported EOF; for TLS the records may still hold data.
+    sock_eof: bool,
+    /// We decided to end writes towards this side.
+    write_shut: bool,
+    /// The FIN has been sent (after any queued TLS data and close_notify).
+    fin_sent: bool,
+}
+
+impl Endpoint {
+    pub fn plain(sock: Stream) -> Endpoint {
+        Endpoint::new(sock, None)
+    }
+
+    pub fn tls(sock: Stream, conn: Connection) -> Endpoint {
+        Endpoint::new(sock, Some(conn))
+    }
+
+    fn new(sock: Stream, tls: Option<Connection>) -> Endpoint {
+        Endpoint {
+            sock,
+            tls,
+            out: Vec::new(),
+            read_eof: false,
+            sock_eof: false,
+            write_shut: false,
+            fin_sent: false,
+        }
+    }
+
+    /// Whether output is queued for this side.
+    fn pending(&self) -> bool {
+        !self.out.is_empty() || self.tls.as_ref().is_some_and(|c| c.wants_write())
+    }
+
+    /// Writes whatever is queued, without blocking. Sends the FIN once everything is out.
+    fn flush(&mut self) -> io::Result<bool> {
+        let mut progress = false;
+        match &mut self.tls {
+            Some(conn) => {
+                while conn.wants_write() {
+                    match conn.write_tls(&mut self.sock) {
+                        Ok(_) => progress = true,
+                        Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
+                        Err(e) => return Err(e),
+                    }
+                }
+            }
+            None => {
+                while !self.out.is_empty() {
+                    match self.sock.write(&self.out) {
+                        Ok(0) => return Err(io::ErrorKind::WriteZero.into()),
+                        Ok(n) => {
+                            self.out.drain(..n);
+                            progress = true;
+                        }
+                        Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
+                        Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                        Err(e) => return Err(e),
+                    }
+                }
+            }
+        }
+        if self.write_shut && !self.fin_sent && !self.pending() {
+            self.fin_sent = true;
+            progress = true;
+            // The peer may already be gone; the FIN is a courtesy then.
+            let _ = self.sock.shutdown(Shutdown::Write);
+        }
+        Ok(progress)
+    }
+
+    /// Queues plaintext for this side.
+    fn queue(&mut self, data: &[u8]) -> io::Result<()> {
+        match &mut self.tls {
+            Some(conn) => conn.writer().write_all(data),
+            None => {
+                self.out.extend_from_slice(data);
+                Ok(())
+            }
+        }
+    }
+
+    /// Ends writes towards this side once queued data is out: close_notify for TLS, then FIN.
+    fn shut_write(&mut self) {
+        if !self.write_shut {
+            self.write_shut = true;
+            if let Some(conn) = &mut self.tls {
+                conn.send_close_notify();
+            }
+        }
+    }
+
+    /// Reads plaintext without blocking: `Ok(Some(n))` data, `Ok(None)` nothing yet; EOF sets
+    /// `read_eof` and returns `Ok(Some(0))`.
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<Option<usize>> {
+        let Some(conn) = &mut self.tls else {
+            return match self.sock.read(buf) {
+                Ok(0) => {
+                    self.read_eof = true;
+                    // Plain source: its read side is done (SPEC 7.3).
+                    let _ = self.sock.shutdown(Shutdown::Read);
+                    Ok(Some(0))
+                }
+                Ok(n) => Ok(Some(n)),
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => Ok(None),
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => Ok(None),
+                Err(e) => Err(e),
+            };
+        };
+        loop {
+            match conn.reader().read(buf) {
+                Ok(0) => {
+                    self.read_eof = true;
+                    return Ok(Some(0));
+                }
+                Ok(n) => return Ok(Some(n)),
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => {}
+                // TCP FIN without close_notify: the data stream ended all the same.
+                Err(e) if e.kind() == io::ErrorKind::UnexpectedEof => {
+                    self.read_eof = true;
+                    return Ok(Some(0));
+                }
+                Err(e) => return Err(e),
+            }
+            if self.sock_eof || !conn.wants_read() {
+                return Ok(None);
+            }
+            match conn.read_tls(&mut self.sock) {
+                Ok(0) => self.sock_eof = true,
+                Ok(_) => {}
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => return Ok(None),
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => return Ok(None),
+                Err(e) => return Err(e),
+            }
+            if let Err(e) = conn.process_new_packets() {
+                let _ = conn.write_tls(&mut self.sock);
+                return Err(io::Error::new(io::ErrorKind::InvalidData, e));
+            }
+        }
+    }
+
+    /// Whether poll should wake us for input on this side.
+    fn wants_input(&self) -> bool {
+        !self.read_eof && !self.sock_eof && self.tls.as_ref().is_none_or(|c| c.wants_read())
+    }
+
+    pub fn stream(&self) -> &Stream {
+        &self.sock
+    }
+
+    pub fn tls_conn(&self) -> Option<&Connection> {
+        self.tls.as_ref()
+    }
+}
+
+/// Copies both ways between `inbound` and `outbound` until both directions have ended, an error
+/// occurs, or a deadline passes.
+pub fn copy(inbound: &mut Endpoint, outbound: &mut Endpoint, limits: CopyLimits) -> CopyStats {
+    let mut stats = CopyStats::default();
+    if let Err(e) = inbound
+        .sock
+        .set_nonblocking(true)
+        .and(outbound.sock.set_nonblocking(true))
+    {
+        stats.error = Some(e.to_string());
+        return stats;
+    }
+    let mut buf = vec![0u8; CHUNK];
+    let mut close_deadline: Option<Instant> = None;
+    loop {
+        let step = pump(inbound, outbound, &mut buf, &mut stats.forwarded)
+            .and_then(|a| Ok(a | pump(outbound, inbound, &mut buf, &mut stats.returned)?));
+        let progress = match step {
+            Ok(p) => p,
+            Err(e) => {
+                if !is_quiet_error(&e) {
+                    stats.error = Some(crate::net::strip_os_error(&e));
+                }
+                return stats;
+            }
+        };
+        let done = |src: &Endpoint, dst: &Endpoint| src.read_eof && dst.fin_sent;
+        if done(inbound, outbound) && done(outbound, inbound) {
+            return stats;
+        }
+        if close_deadline.is_none() && (inbound.read_eof || outbound.read_eof) {
+            close_deadline = Some(Instant::now() + limits.close);
+        }
+        if progress {
+            continue;
+        }
+        let deadline = match (close_deadline, limits.lifetime) {
+            (Some(a), Some(b)) => Some(a.min(b)),
+            (a, b) => a.or(b),
+        };
+        let timeout = match deadline {
+            Some(d) => match d.checked_duration_since(Instant::now()) {
+                Some(t) if !t.is_zero() => Some(t),
+                _ => {
+                    stats.timed_out = true;
+                    stats.error = Some("i/o timeout".to_string());
+                    return stats;
+                }
+            },
+            None => None,
+        };
+        let interest = |me: &Endpoint, other: &Endpoint| {
+            let mut ev = 0;
+            if me.wants_input() && !other.pending() {
+                ev |= libc::POLLIN;
+            }
+            if me.pending() {
+                ev |= libc::POLLOUT;
+            }
+            ev
+        };
+        let ev_in = interest(inbound, outbound);
+        let ev_out = interest(outbound, inbound);
+        if ev_in == 0 && ev_out == 0 {
+            // Nothing can move and nothing is awaited: the pipe is finished.
+            return stats;
+        }
+        let mut fds = [
+            libc::pollfd {
+                fd: if ev_in == 0 {
+                    -1
+                } else {
+                    inbound.sock.as_raw_fd()
+                },
+                events: ev_in,
+                revents: 0,
+            },
+            libc::pollfd {
+                fd: if ev_out == 0 {
+                    -1
+                } else {
+                    outbound.sock.as_raw_fd()
+                },
+                events: ev_out,
+                revents: 0,
+            },
+        ];
+        if let Err(e) = poll(&mut fds, timeout) {
+            stats.error = Some(e.to_string());
+            return stats;
+        }
+    }
+}
+
+/// Moves data from `src` to `dst` as far as possible without blocking.
+fn pump(
+    src: &mut Endpoint,
+    dst: &mut Endpoint,
+    buf: &mut [u8],
+    count: &mut u64,
+) -> io::Result<bool> {
+    let mut progress = dst.flush()?;
+    loop {
+        if dst.pending() {
+            return Ok(progress);
+        }
+        if src.read_eof {
+            if !dst.write_shut {
+                dst.shut_write();
+                progress = true;
+            }
+            return Ok(dst.flush()? || progress);
+        }
+        match src.read(buf)? {
+            None => return Ok(progress),
+            Some(0) => progress = true,
+            Some(n) => {
+                *count += n as u64;
+                dst.queue(&buf[..n])?;
+                dst.flush()?;
+                progress = true;
+            }
+        }
+    }
+}
+
+/// Resets and broken pipes end a copy without a log line (SPEC 7.3).
+fn is_quiet_error(e: &io::Error) -> bool {
+    matches!(
+        e.kind(),
+        io::ErrorKind::ConnectionReset
+            | io::ErrorKind::BrokenPipe
+            | io::ErrorKind::ConnectionAborted
+    )
+}
+
+/// poll(2), retrying on EINTR. `None` waits forever.
+fn poll(fds: &mut [libc::pollfd], timeout: Option<Duration>) -> io::Result<usize> {
+    let ms = match timeout {
+        // Round up so a sub-millisecond remainder does not spin.
+        Some(t) => t.as_micros().div_ceil(1000).min(i32::MAX as u128) as i32,
+        None => -1,
+    };
+    loop {
+        // SAFETY: `fds` is a valid, exclusively borrowed slice of pollfd for the whole call.
+        #[allow(unsafe_code)]
+        let n = unsafe { libc::poll(fds.as_mut_ptr(), fds.len() as libc::nfds_t, ms) };
+        if n >= 0 {
+            return Ok(n as usize);
+        }
+        let e = io::Error::last_os_error();
+        if e.kind() != io::ErrorKind::Interrupted {
+            return Err(e);
+        }
+    }
+}

@@ -1,0 +1,196 @@
+//! Server mode: TLS in, plaintext out (SPEC 7.2). Each connection completes its TLS handshake
+//! (with client authentication) under `--connect-timeout`, then the backend is dialled within
+//! the same budget, an optional PROXY v2 header is written, and the pipe runs.
+
+use std::net::{IpAddr, SocketAddr};
+use std::sync::Arc;
+use std::time::Instant;
+
+use rustls::{Connection, ServerConnection};
+
+use crate::config::{ProxyProtocolMode, Timeouts};
+use crate::logging::{CONN_ERRS, HANDSHAKE_ERRS};
+use crate::net::{self, Addr, Stream};
+use crate::proxy::{self, Connector, Proxy};
+use crate::relay::{self, Endpoint, HandshakeError};
+use crate::tls::{Reloadable, ServerTls};
+
+/// The server-mode connector.
+pub struct Server {
+    pub tls: Arc<Reloadable<ServerTls>>,
+    pub target: Addr,
+    pub timeouts: Timeouts,
+    pub proxy_protocol: Option<ProxyProtocolMode>,
+}
+
+impl Connector for Server {
+    fn handle(&self, mut inbound: Stream, proxy: &Proxy) {
+        let started = Instant::now();
+        let deadline = started + self.timeouts.connect;
+        let peer = inbound.peer_ip_port();
+        let ctx = self.tls.current();
+        let handshake = ServerConnection::new(ctx.config.clone())
+            .map_err(HandshakeError::Tls)
+            .and_then(|c| {
+                let mut conn = Connection::Server(c);
+                relay::handshake(&mut inbound, &mut conn, deadline, proxy.cancel_flag())?;
+                if let Connection::Server(c) = &conn {
+                    ctx.recheck_resumed(c).map_err(HandshakeError::Tls)?;
+                }
+                Ok(conn)
+            });
+        let conn = match handshake {
+            Ok(conn) => conn,
+            Err(e) => {
+                log::info!(target: HANDSHAKE_ERRS, "error on TLS handshake from {peer}: {e}");
+                return;
+            }
+        };
+        let mut outbound = match net::dial(&self.target, deadline) {
+            Ok(s) => s,
+            Err(e) => {
+                log::info!(target: CONN_ERRS, "error on dial: {e}");
+                return;
+            }
+        };
+        if let Some(mode) = self.proxy_protocol {
+            let header = match proxy_header(mode, &inbound, &conn) {
+                Ok(h) => h,
+                Err(e) => {
+                    log::info!(target: CONN_ERRS, "error building proxy header: {e}");
+                    return;
+                }
+            };
+            if let Err(e) = std::io::Write::write_all(&mut outbound, &header) {
+                log::info!(target: CONN_ERRS, "error writing proxy header: {}", net::strip_os_error(&e));
+                return;
+            }
+        }
+        let mut inbound = Endpoint::tls(inbound, conn);
+        let mut outbound = Endpoint::plain(outbound);
+        proxy::pipe(&mut inbound, &mut outbound, &self.timeouts, started);
+    }
+}
+
+const SIGNATURE: [u8; 12] = [
+    0x0D, 0x0A, 0x0D, 0x0A, 0x00, 0x0D, 0x0A, 0x51, 0x55, 0x49, 0x54, 0x0A,
+];
+
+/// Builds a PROXY protocol v2 header for this connection (SPEC 7.4).
+fn proxy_header(
+    mode: ProxyProtocolMode,
+    inbound: &Stream,
+    conn: &Connection,
+) -> Result<Vec<u8>, String> {
+    let mut body = Vec::new();
+    let family = match inbound {
+        Stream::Tcp(s) => {
+            let src = s.peer_addr().map_err(|e| e.to_string())?;
+            let dst = s.local_addr().map_err(|e| e.to_string())?;
+            match (unmap(src), unmap(dst)) {
+                (SocketAddr::V4(a), SocketAddr::V4(b)) => {
+                    body.extend_from_slice(&a.ip().octets());
+                    body.extend_from_slice(&b.ip().octets());
+                    body.extend_from_slice(&a.port().to_be_bytes());
+                    body.extend_from_slice(&b.port().to_be_bytes());
+                    0x11
+                }
+                (a, b) => {
+                    body.extend_from_slice(&v6(a.ip()));
+                    body.extend_from_slice(&v6(b.ip()));
+                    body.extend_from_slice(&a.port().to_be_bytes());
+                    body.extend_from_slice(&b.port().to_be_bytes());
+                    0x21
+                }
+            }
+        }
+        Stream::Unix(s) => {
+            let path = |a: std::io::Result<std::os::unix::net::SocketAddr>| {
+                let mut p = a
+                    .ok()
+                    .and_then(|a| {
+                        a.as_pathname()
+                            .map(|p| p.as_os_str().as_encoded_bytes().to_vec())
+                    })
+                    .unwrap_or_else(|| b"@".to_vec());
+                p.resize(108, 0);
+                p
+            };
+            body.extend_from_slice(&path(s.peer_addr()));
+            body.extend_from_slice(&path(s.local_addr()));
+            0x31
+        }
+    };
+    if mode != ProxyProtocolMode::Conn {
+        if let Connection::Server(c) = conn {
+            if let Some(alpn) = c.alpn_protocol() {
+                tlv(&mut body, 0x01, alpn);
+            }
+            if let Some(sni) = c.server_name() {
+                tlv(&mut body, 0x02, sni.as_bytes());
+            }
+        }
+        let mut ssl = Vec::new();
+        let leaf = conn.peer_certificates().and_then(|c| c.first());
+        let full = mode == ProxyProtocolMode::TlsFull && leaf.is_some();
+        ssl.push(if full { 0x07 } else { 0x01 });
+        ssl.extend_from_slice(&[0, 0, 0, 0]);
+        let version = match conn.protocol_version() {
+            Some(rustls::ProtocolVersion::TLSv1_3) => "TLS 1.3",
+            _ => "TLS 1.2",
+        };
+        tlv(&mut ssl, 0x21, version.as_bytes());
+        if let (true, Some(leaf)) = (full, leaf) {
+            if let Some(cn) = common_name(leaf) {
+                tlv(&mut ssl, 0x22, cn.as_bytes());
+            }
+            tlv(&mut ssl, 0x28, leaf);
+        }
+        tlv(&mut body, 0x20, &ssl);
+    }
+    let len = u16::try_from(body.len()).map_err(|_| "header too long".to_string())?;
+    let mut header = SIGNATURE.to_vec();
+    header.push(0x21);
+    header.push(family);
+    header.extend_from_slice(&len.to_be_bytes());
+    header.extend_from_slice(&body);
+    Ok(header)
+}
+
+fn tlv(out: &mut Vec<u8>, kind: u8, value: &[u8]) {
+    out.push(kind);
+    out.extend_from_slice(&(value.len() as u16).to_be_bytes());
+    out.extend_from_slice(value);
+}
+
+/// An IPv4-mapped IPv6 address counts as IPv4.
+fn unmap(a: SocketAddr) -> SocketAddr {
+    match a {
+        SocketAddr::V6(v6) => match v6.ip().to_ipv4_mapped() {
+            Some(v4) => SocketAddr::new(IpAddr::V4(v4), v6.port()),
+            None => a,
+        },
+        v4 => v4,
+    }
+}
+
+fn v6(ip: IpAddr) -> [u8; 16] {
+    match ip {
+        IpAddr::V4(v4) => v4.to_ipv6_mapped().octets(),
+        IpAddr::V6(v6) => v6.octets(),
+    }
+}
+
+/// The leaf's subject CommonName (the last one, as the ACL reads it).
+fn common_name(der: &[u8]) -> Option<String> {
+    use der::Decode;
+    let cert = x509_cert::Certificate::from_der(der).ok()?;
+    let subject = &cert.tbs_certificate.subject;
+    let cn = subject
+        .0
+        .iter()
+        .flat_map(|rdn| rdn.0.iter())
+        .filter(|atv| atv.oid == der::oid::db::rfc4519::CN)
+        .last()?;
+    String::from_utf8(cn.value.value().to_vec()).ok()
+}

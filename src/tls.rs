@@ -1,0 +1,554 @@
+//! TLS policy and the reloadable TLS contexts (SPEC 4, 9).
+//!
+//! Owns the rustls configurations: protocol versions and AEAD-only suites, the server's
+//! client-certificate verifier (chain + `--allow-*`, or pins), the client's server verifier
+//! (chain + hostname + `--verify-*`, or pins), and the atomic swap of identity and trust on
+//! reload. Reads certificate files only through `certs.rs`; owns no sockets.
+
+use std::fmt;
+use std::sync::{Arc, RwLock};
+
+use rustls::client::WebPkiServerVerifier;
+use rustls::client::danger::{HandshakeSignatureValid, ServerCertVerified, ServerCertVerifier};
+use rustls::crypto::CryptoProvider;
+use rustls::pki_types::{CertificateDer, ServerName, UnixTime};
+use rustls::server::WebPkiClientVerifier;
+use rustls::server::danger::{ClientCertVerified, ClientCertVerifier};
+use rustls::sign::CertifiedKey;
+use rustls::{
+    CertificateError, CipherSuite, ClientConfig, DigitallySignedStruct, DistinguishedName, Error,
+    HandshakeKind, OtherError, RootCertStore, ServerConfig, SignatureScheme,
+    SupportedProtocolVersion,
+};
+
+use crate::auth::{self, SpkiPin};
+use crate::certs;
+use crate::config::{
+    Acl, CipherGroup, ClientVerify, Config, IdentitySource, ServerAuth, TlsPolicy,
+};
+
+/// The crypto provider restricted to the suites we allow (SPEC 4.1): the three TLS 1.3 suites
+/// and the ECDHE + AEAD TLS 1.2 suites of the selected groups. Nothing else is ever offered.
+pub fn provider(policy: &TlsPolicy) -> CryptoProvider {
+    #[cfg(feature = "aws-lc-rs")]
+    let mut provider = rustls::crypto::aws_lc_rs::default_provider();
+    #[cfg(all(feature = "ring", not(feature = "aws-lc-rs")))]
+    let mut provider = rustls::crypto::ring::default_provider();
+    let groups = &policy.cipher_suites;
+    provider.cipher_suites.retain(|s| match s.suite() {
+        CipherSuite::TLS13_AES_128_GCM_SHA256
+        | CipherSuite::TLS13_AES_256_GCM_SHA384
+        | CipherSuite::TLS13_CHACHA20_POLY1305_SHA256 => true,
+        CipherSuite::TLS_ECDHE_ECDSA_WITH_AES_128_GCM_SHA256
+        | CipherSuite::TLS_ECDHE_RSA_WITH_AES_128_GCM_SHA256
+        | CipherSuite::TLS_ECDHE_ECDSA_WITH_AES_256_GCM_SHA384
+        | CipherSuite::TLS_ECDHE_RSA_WITH_AES_256_GCM_SHA384 => groups.contains(&CipherGroup::Aes),
+        CipherSuite::TLS_ECDHE_ECDSA_WITH_CHACHA20_POLY1305_SHA256
+        | CipherSuite::TLS_ECDHE_RSA_WITH_CHACHA20_POLY1305_SHA256 => {
+            groups.contains(&CipherGroup::Chacha)
+        }
+        _ => false,
+    });
+    provider
+}
+
+/// Protocol versions from `--max-tls-version` (SPEC 2.6): TLS 1.3 preferred, 1.2 minimum.
+pub fn versions(max: &str) -> Result<&'static [&'static SupportedProtocolVersion], String> {
+    static BOTH: [&SupportedProtocolVersion; 2] =
+        [&rustls::version::TLS13, &rustls::version::TLS12];
+    static TLS12: [&SupportedProtocolVersion; 1] = [&rustls::version::TLS12];
+    match max.to_ascii_uppercase().as_str() {
+        "" | "TLS1.3" => Ok(&BOTH),
+        "TLS1.2" => Ok(&TLS12),
+        _ => Err(format!(
+            "invalid max TLS version: unsupported TLS version: {max}"
+        )),
+    }
+}
+
+/// Identity and trust, loaded together so that a reload publishes both or neither.
+struct Material {
+    identity: Option<Arc<CertifiedKey>>,
+    roots: Arc<RootCertStore>,
+}
+
+impl Material {
+    fn load(config: &Config, provider: &CryptoProvider) -> Result<Material, String> {
+        let identity = certs::load_identity(&config.identity, provider)?;
+        let mut roots = RootCertStore::empty();
+        // Unusable anchors are skipped, as the reference skips what it cannot parse.
+        roots.add_parsable_certificates(certs::load_trust(config.cacert.as_deref())?);
+        Ok(Material {
+            identity,
+            roots: Arc::new(roots),
+        })
+    }
+}
+
+/// A TLS configuration that can be swapped atomically by a reload. Each new handshake takes the
+/// current one; established sessions keep theirs.
+pub struct Reloadable<C> {
+    current: RwLock<Arc<C>>,
+    build: Box<dyn Fn() -> Result<Arc<C>, String> + Send + Sync>,
+}
+
+impl<C> Reloadable<C> {
+    fn new(build: Box<dyn Fn() -> Result<Arc<C>, String> + Send + Sync>) -> Result<Self, String> {
+        let current = RwLock::new(build()?);
+        Ok(Reloadable { current, build })
+    }
+
+    /// The configuration for the next handshake. Any thread, any time.
+    pub fn current(&self) -> Arc<C> {
+        match self.current.read() {
+            Ok(c) => c.clone(),
+            Err(poisoned) => poisoned.into_inner().clone(),
+        }
+    }
+
+    /// Re-reads every file and swaps in the new configuration; on error the old one stays.
+    /// Any thread, any time; concurrent reloads are each atomic.
+    pub fn reload(&self) -> Result<(), String> {
+        let next = (self.build)()?;
+        match self.current.write() {
+            Ok(mut c) => *c = next,
+            Err(poisoned) => *poisoned.into_inner() = next,
+        }
+        Ok(())
+    }
+}
+
+/// The server-side configuration plus the verifier used to re-check resumed sessions.
+pub struct ServerTls {
+    pub config: Arc<ServerConfig>,
+    /// The identity's leaf subject, for `loaded certificate: …`.
+    pub subject: String,
+    verifier: Arc<ClientAuthVerifier>,
+}
+
+impl ServerTls {
+    /// Re-runs authentication on a resumed session's stored client certificate (SPEC 4.1: a
+    /// resumption must never widen access). Full handshakes were already checked.
+    pub fn recheck_resumed(&self, conn: &rustls::ServerConnection) -> Result<(), Error> {
+        if conn.handshake_kind() != Some(HandshakeKind::Resumed) {
+            return Ok(());
+        }
+        match conn.peer_certificates() {
+            Some([leaf, rest @ ..]) => self
+                .verifier
+                .verify_client_cert(leaf, rest, UnixTime::now())
+                .map(drop),
+            _ if !self.verifier.client_auth_mandatory() => Ok(()),
+            _ => Err(Error::NoCertificatesPresented),
+        }
+    }
+}
+
+/// The client-side configuration plus what is needed to re-check resumed sessions.
+pub struct ClientTls {
+    pub config: Arc<ClientConfig>,
+    /// The identity's leaf subject (empty without a certificate).
+    pub subject: String,
+    verifier: Arc<dyn ServerCertVerifier>,
+    pub server_name: ServerName<'static>,
+}
+
+impl ClientTls {
+    /// Re-runs server verification on a resumed session's stored certificate chain.
+    pub fn recheck_resumed(&self, conn: &rustls::ClientConnection) -> Result<(), Error> {
+        if conn.handshake_kind() != Some(HandshakeKind::Resumed) {
+            return Ok(());
+        }
+        match conn.peer_certificates() {
+            Some([leaf, rest @ ..]) => self
+                .verifier
+                .verify_server_cert(leaf, rest, &self.server_name, &[], UnixTime::now())
+                .map(drop),
+            _ => Err(Error::NoCertificatesPresented),
+        }
+    }
+}
+
+/// Builds the reloadable server context (SPEC 4.2). Fails like the initial load would.
+pub fn server(config: Arc<Config>, auth: &ServerAuth) -> Result<Reloadable<ServerTls>, String> {
+    let auth = auth.clone();
+    let provider = Arc::new(provider(&config.tls));
+    let versions = versions(&config.tls.max_version)?;
+    Reloadable::new(Box::new(move || {
+        let material = Material::load(&config, &provider)?;
+        let Some(identity) = material.identity else {
+            return Err("certificate cannot be used as a server".into());
+        };
+        let subject = certs::subject_string(&identity.cert[0]);
+        let verifier = Arc::new(ClientAuthVerifier::new(&auth, material.roots, &provider)?);
+        let tls = ServerConfig::builder_with_provider(provider.clone())
+            .with_protocol_versions(versions)
+            .map_err(|e| e.to_string())?
+            .with_client_cert_verifier(verifier.clone())
+            .with_cert_resolver(Arc::new(rustls::sign::SingleCertAndKey::from(identity)));
+        Ok(Arc::new(ServerTls {
+            config: Arc::new(tls),
+            subject,
+            verifier,
+        }))
+    }))
+}
+
+/// Builds the reloadable client context (SPEC 4.3).
+pub fn client(
+    config: Arc<Config>,
+    verify: &ClientVerify,
+    server_name: ServerName<'static>,
+) -> Result<Reloadable<ClientTls>, String> {
+    let verify = verify.clone();
+    let provider = Arc::new(provider(&config.tls));
+    let versions = versions(&config.tls.max_version)?;
+    let sessions: Arc<dyn rustls::client::ClientSessionStore> =
+        Arc::new(rustls::client::ClientSessionMemoryCache::new(256));
+    Reloadable::new(Box::new(move || {
+        let material = Material::load(&config, &provider)?;
+        let verifier: Arc<dyn ServerCertVerifier> = match &verify {
+            ClientVerify::Pins(pins) => Arc::new(PinVerifier::new(pins.clone(), &provider)),
+            ClientVerify::Standard(acl) => {
+                let webpki =
+                    WebPkiServerVerifier::builder_with_provider(material.roots, provider.clone())
+                        .build()
+                        .map_err(|e| format!("unable to build TLS config: {e}"))?;
+                Arc::new(ServerAclVerifier {
+                    webpki,
+                    acl: acl.clone(),
+                })
+            }
+        };
+        let builder = ClientConfig::builder_with_provider(provider.clone())
+            .with_protocol_versions(versions)
+            .map_err(|e| e.to_string())?
+            .dangerous()
+            .with_custom_certificate_verifier(verifier.clone());
+        let subject = material
+            .identity
+            .as_ref()
+            .map_or(String::new(), |id| certs::subject_string(&id.cert[0]));
+        let mut tls = match material.identity {
+            Some(identity) => builder.with_client_cert_resolver(Arc::new(
+                rustls::sign::SingleCertAndKey::from(identity),
+            )),
+            None => builder.with_no_client_auth(),
+        };
+        tls.resumption = rustls::client::Resumption::store(sessions.clone());
+        Ok(Arc::new(ClientTls {
+            config: Arc::new(tls),
+            subject,
+            verifier,
+            server_name: server_name.clone(),
+        }))
+    }))
+}
+
+/// Whether the identity source can serve TLS (the no-certificate source cannot).
+pub fn can_serve(source: &IdentitySource) -> bool {
+    !matches!(source, IdentitySource::None)
+}
+
+/// An authorization failure carried through rustls to the handshake error log line.
+#[derive(Debug)]
+struct Unauthorized(String);
+
+impl fmt::Display for Unauthorized {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+impl std::error::Error for Unauthorized {}
+
+fn unauthorized(why: String) -> Error {
+    Error::InvalidCertificate(CertificateError::Other(OtherError(Arc::new(Unauthorized(
+        why,
+    )))))
+}
+
+/// Renders a handshake error the way operators know it: our own authorization texts as they
+/// are, everything else through rustls' description.
+pub fn describe(e: &Error) -> String {
+    if let Error::InvalidCertificate(CertificateError::Other(other)) = e {
+        if let Some(u) = other.0.downcast_ref::<Unauthorized>() {
+            return u.0.clone();
+        }
+    }
+    e.to_string()
+}
+
+/// The server's client-certificate verifier for every `ServerAuth` mode.
+#[derive(Debug)]
+enum ClientAuthVerifier {
+    Disabled(Arc<dyn ClientCertVerifier>),
+    /// Chain verification, then the ACL (an `AllowAll` server has `acl: None`).
+    Chain {
+        webpki: Arc<dyn ClientCertVerifier>,
+        acl: Option<Acl>,
+    },
+    Pins(PinVerifier),
+}
+
+impl ClientAuthVerifier {
+    fn new(
+        auth: &ServerAuth,
+        roots: Arc<RootCertStore>,
+        provider: &Arc<CryptoProvider>,
+    ) -> Result<Self, String> {
+        Ok(match auth {
+            ServerAuth::Disabled => {
+                ClientAuthVerifier::Disabled(WebPkiClientVerifier::no_client_auth())
+            }
+            ServerAuth::Pins(pins) => {
+                ClientAuthVerifier::Pins(PinVerifier::new(pins.clone(), provider))
+            }
+            ServerAuth::AllowAll | ServerAuth::Acl(_) => ClientAuthVerifier::Chain {
+                webpki: WebPkiClientVerifier::builder_with_provider(roots, provider.clone())
+                    .build()
+                    .map_err(|e| format!("unable to build TLS config: {e}"))?,
+                acl: match auth {
+                    ServerAuth::Acl(acl) => Some(acl.clone()),
+                    _ => None,
+                },
+            },
+        })
+    }
+
+    fn signatures(&self) -> &dyn SignatureChecks {
+        match self {
+            ClientAuthVerifier::Disabled(v) | ClientAuthVerifier::Chain { webpki: v, .. } => v,
+            ClientAuthVerifier::Pins(p) => p,
+        }
+    }
+}
+
+impl ClientCertVerifier for ClientAuthVerifier {
+    fn offer_client_auth(&self) -> bool {
+        !matches!(self, ClientAuthVerifier::Disabled(_))
+    }
+
+    fn client_auth_mandatory(&self) -> bool {
+        self.offer_client_auth()
+    }
+
+    fn root_hint_subjects(&self) -> &[DistinguishedName] {
+        match self {
+            ClientAuthVerifier::Chain { webpki, .. } => webpki.root_hint_subjects(),
+            // Pin mode sends no CA names (SPEC 4.2).
+            _ => &[],
+        }
+    }
+
+    fn verify_client_cert(
+        &self,
+        end_entity: &CertificateDer<'_>,
+        intermediates: &[CertificateDer<'_>],
+        now: UnixTime,
+    ) -> Result<ClientCertVerified, Error> {
+        match self {
+            ClientAuthVerifier::Disabled(v) => v.verify_client_cert(end_entity, intermediates, now),
+            ClientAuthVerifier::Pins(p) => {
+                auth::check_pins(&p.pins, end_entity).map_err(unauthorized)?;
+                Ok(ClientCertVerified::assertion())
+            }
+            ClientAuthVerifier::Chain { webpki, acl } => {
+                let verified = webpki.verify_client_cert(end_entity, intermediates, now)?;
+                if let Some(acl) = acl {
+                    auth::check_acl(acl, end_entity).map_err(unauthorized)?;
+                }
+                Ok(verified)
+            }
+        }
+    }
+
+    fn verify_tls12_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &DigitallySignedStruct,
+    ) -> Result<HandshakeSignatureValid, Error> {
+        self.signatures().tls12(message, cert, dss)
+    }
+
+    fn verify_tls13_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &DigitallySignedStruct,
+    ) -> Result<HandshakeSignatureValid, Error> {
+        self.signatures().tls13(message, cert, dss)
+    }
+
+    fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
+        self.signatures().schemes()
+    }
+}
+
+/// Handshake signature checks, shared by every verifier: proof of possession is always checked.
+trait SignatureChecks {
+    fn tls12(
+        &self,
+        m: &[u8],
+        c: &CertificateDer<'_>,
+        d: &DigitallySignedStruct,
+    ) -> Result<HandshakeSignatureValid, Error>;
+    fn tls13(
+        &self,
+        m: &[u8],
+        c: &CertificateDer<'_>,
+        d: &DigitallySignedStruct,
+    ) -> Result<HandshakeSignatureValid, Error>;
+    fn schemes(&self) -> Vec<SignatureScheme>;
+}
+
+impl SignatureChecks for Arc<dyn ClientCertVerifier> {
+    fn tls12(
+        &self,
+        m: &[u8],
+        c: &CertificateDer<'_>,
+        d: &DigitallySignedStruct,
+    ) -> Result<HandshakeSignatureValid, Error> {
+        self.verify_tls12_signature(m, c, d)
+    }
+    fn tls13(
+        &self,
+        m: &[u8],
+        c: &CertificateDer<'_>,
+        d: &DigitallySignedStruct,
+    ) -> Result<HandshakeSignatureValid, Error> {
+        self.verify_tls13_signature(m, c, d)
+    }
+    fn schemes(&self) -> Vec<SignatureScheme> {
+        self.supported_verify_schemes()
+    }
+}
+
+/// Accepts any certificate whose leaf SPKI matches a pin; no chain, expiry or name checks, but
+/// the handshake signature is still verified with the provider's algorithms.
+#[derive(Debug)]
+struct PinVerifier {
+    pins: Vec<SpkiPin>,
+    algorithms: rustls::crypto::WebPkiSupportedAlgorithms,
+}
+
+impl PinVerifier {
+    fn new(pins: Vec<SpkiPin>, provider: &CryptoProvider) -> PinVerifier {
+        PinVerifier {
+            pins,
+            algorithms: provider.signature_verification_algorithms,
+        }
+    }
+}
+
+impl SignatureChecks for PinVerifier {
+    fn tls12(
+        &self,
+        m: &[u8],
+        c: &CertificateDer<'_>,
+        d: &DigitallySignedStruct,
+    ) -> Result<HandshakeSignatureValid, Error> {
+        rustls::crypto::verify_tls12_signature(m, c, d, &self.algorithms)
+    }
+    fn tls13(
+        &self,
+        m: &[u8],
+        c: &CertificateDer<'_>,
+        d: &DigitallySignedStruct,
+    ) -> Result<HandshakeSignatureValid, Error> {
+        rustls::crypto::verify_tls13_signature(m, c, d, &self.algorithms)
+    }
+    fn schemes(&self) -> Vec<SignatureScheme> {
+        self.algorithms.supported_schemes()
+    }
+}
+
+impl ServerCertVerifier for PinVerifier {
+    fn verify_server_cert(
+        &self,
+        end_entity: &CertificateDer<'_>,
+        _intermediates: &[CertificateDer<'_>],
+        _server_name: &ServerName<'_>,
+        _ocsp_response: &[u8],
+        _now: UnixTime,
+    ) -> Result<ServerCertVerified, Error> {
+        auth::check_pins(&self.pins, end_entity).map_err(unauthorized)?;
+        Ok(ServerCertVerified::assertion())
+    }
+
+    fn verify_tls12_signature(
+        &self,
+        m: &[u8],
+        c: &CertificateDer<'_>,
+        d: &DigitallySignedStruct,
+    ) -> Result<HandshakeSignatureValid, Error> {
+        self.tls12(m, c, d)
+    }
+
+    fn verify_tls13_signature(
+        &self,
+        m: &[u8],
+        c: &CertificateDer<'_>,
+        d: &DigitallySignedStruct,
+    ) -> Result<HandshakeSignatureValid, Error> {
+        self.tls13(m, c, d)
+    }
+
+    fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
+        self.schemes()
+    }
+}
+
+/// Standard chain + hostname verification, then the `--verify-*` ACL when one is given.
+#[derive(Debug)]
+struct ServerAclVerifier {
+    webpki: Arc<WebPkiServerVerifier>,
+    /// `--verify-*`; empty means chain and hostname checks only.
+    acl: Acl,
+}
+
+impl ServerCertVerifier for ServerAclVerifier {
+    fn verify_server_cert(
+        &self,
+        end_entity: &CertificateDer<'_>,
+        intermediates: &[CertificateDer<'_>],
+        server_name: &ServerName<'_>,
+        ocsp_response: &[u8],
+        now: UnixTime,
+    ) -> Result<ServerCertVerified, Error> {
+        let verified = self.webpki.verify_server_cert(
+            end_entity,
+            intermediates,
+            server_name,
+            ocsp_response,
+            now,
+        )?;
+        if !self.acl.is_empty() {
+            auth::check_acl(&self.acl, end_entity).map_err(unauthorized)?;
+        }
+        Ok(verified)
+    }
+
+    fn verify_tls12_signature(
+        &self,
+        m: &[u8],
+        c: &CertificateDer<'_>,
+        d: &DigitallySignedStruct,
+    ) -> Result<HandshakeSignatureValid, Error> {
+        self.webpki.verify_tls12_signature(m, c, d)
+    }
+
+    fn verify_tls13_signature(
+        &self,
+        m: &[u8],
+        c: &CertificateDer<'_>,
+        d: &DigitallySignedStruct,
+    ) -> Result<HandshakeSignatureValid, Error> {
+        self.webpki.verify_tls13_signature(m, c, d)
+    }
+
+    fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
+        self.webpki.supported_verify_schemes()
+    }
+}
