@@ -13,6 +13,7 @@ mod logging;
 mod net;
 mod proxy;
 mod relay;
+mod sandbox;
 mod server;
 mod signals;
 mod tls;
@@ -163,6 +164,17 @@ fn run(args: Vec<std::ffi::OsString>) -> Result<ExitCode, Failure> {
             printed: e,
         }
     })?);
+
+    // 6. The sandbox, on this thread before any other thread exists: everything later
+    // (reloads, dials, the drain) must fit the plan.
+    if !config.disable_landlock {
+        log::info!("setting up landlock rules to limit process privileges");
+        let notify = std::env::var("NOTIFY_SOCKET").ok();
+        log::info!(
+            "{}",
+            sandbox::Plan::from_config(&config, notify.as_deref()).apply()
+        );
+    }
 
     // 14-16. Serve, with signal handling and the reload timer.
     log::info!("listening for connections on {}", config.listen);

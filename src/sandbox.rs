@@ -1,0 +1,190 @@
+//! The Landlock sandbox (SPEC 11): a [`Plan`] derived from the validated configuration, applied
+//! best-effort on the main thread before any other thread exists.
+//!
+//! Owns building and applying the ruleset from a `Plan`; never reads flags. Listeners are bound
+//! before the sandbox, so the plan grants no TCP bind at all.
+
+use std::collections::BTreeSet;
+use std::path::{Path, PathBuf};
+
+use landlock::{
+    ABI, Access, AccessFs, AccessNet, NetPort, Ruleset, RulesetAttr, RulesetCreatedAttr,
+    RulesetStatus, Scope, path_beneath_rules,
+};
+
+use crate::config::{Config, IdentitySource, Mode};
+use crate::net::AddrKind;
+
+/// The ABI we ask for; older kernels get the subset they support.
+const ABI_WANTED: ABI = ABI::V7;
+
+/// What the process may still touch once sandboxed.
+#[derive(Debug, Default, PartialEq, Eq)]
+pub struct Plan {
+    /// Read-only (read file, read dir): certificate directories, trust stores, resolver files.
+    pub read_only: BTreeSet<PathBuf>,
+    /// Directories of UNIX sockets we created and must remove at shutdown.
+    pub remove_in: BTreeSet<PathBuf>,
+    /// TCP ports we may connect to: targets and DNS.
+    pub connect: BTreeSet<u16>,
+    /// Whether abstract UNIX sockets must stay reachable (an abstract `NOTIFY_SOCKET`).
+    pub allow_abstract_unix: bool,
+}
+
+impl Plan {
+    /// Derives the plan. `notify_socket` is the value of `NOTIFY_SOCKET`, if any.
+    pub fn from_config(config: &Config, notify_socket: Option<&str>) -> Plan {
+        let mut plan = Plan::default();
+        // Certificate, key and CA files: their directories (so rename rotation plus reload
+        // works) and, for symlinks, the directory of the resolved target.
+        let files: Vec<&Path> = match &config.identity {
+            IdentitySource::Keystore { path, .. } => vec![path],
+            IdentitySource::CertKey { cert, key } => vec![cert, key],
+            IdentitySource::None => vec![],
+        };
+        for file in files.into_iter().chain(config.cacert.as_deref()) {
+            plan.add_file_dir(file);
+        }
+        if config.cacert.is_none() {
+            // The system trust store, re-read on reload.
+            for dir in [
+                "/etc/ssl",
+                "/etc/pki",
+                "/usr/share/ca-certificates",
+                "/usr/local/share/ca-certificates",
+                "/var/lib/ca-certificates",
+            ] {
+                plan.read_only.insert(dir.into());
+            }
+            if let Ok(file) = std::env::var("SSL_CERT_FILE") {
+                plan.add_file_dir(Path::new(&file));
+            }
+            if let Ok(dirs) = std::env::var("SSL_CERT_DIR") {
+                for dir in dirs.split(':').filter(|d| !d.is_empty()) {
+                    plan.read_only.insert(dir.into());
+                }
+            }
+        }
+        // Name resolution at dial time: the resolver's configuration and NSS modules.
+        for path in [
+            "/etc/hosts",
+            "/etc/resolv.conf",
+            "/etc/nsswitch.conf",
+            "/etc/gai.conf",
+            "/etc/host.conf",
+        ] {
+            plan.read_only.insert(path.into());
+        }
+        // The UNIX listener's socket file is removed at shutdown.
+        if let AddrKind::Unix(path) = &config.listen.kind {
+            plan.remove_in.insert(parent(path));
+        }
+        // Connect: the target port, and DNS over TCP.
+        let target_is_tcp = matches!(config.target.kind, AddrKind::Tcp { .. });
+        if let Some(port) = config.target.tcp_port() {
+            plan.connect.insert(port);
+        }
+        if target_is_tcp {
+            plan.connect.insert(53);
+        }
+        if let Mode::Client(opts) = &config.mode {
+            if let Some(port) = opts.proxy.as_deref().and_then(proxy_port) {
+                plan.connect.insert(port);
+            }
+        }
+        plan.allow_abstract_unix = notify_socket.is_some_and(|s| s.starts_with('@'));
+        plan
+    }
+
+    fn add_file_dir(&mut self, file: &Path) {
+        self.read_only.insert(parent(file));
+        if let Ok(real) = std::fs::canonicalize(file) {
+            self.read_only.insert(parent(&real));
+        }
+    }
+
+    /// Applies the plan to the calling thread and every thread it starts later. Returns the
+    /// line to log: what is enforced, or why nothing is.
+    pub fn apply(&self) -> String {
+        match self.try_apply() {
+            Ok(status) => status,
+            Err(e) => format!("warning: unable to set up landlock: {e}"),
+        }
+    }
+
+    fn try_apply(&self) -> Result<String, landlock::RulesetError> {
+        let abi = ABI_WANTED;
+        let read = AccessFs::from_read(abi);
+        let mut ruleset = Ruleset::default()
+            .handle_access(AccessFs::from_all(abi))?
+            .handle_access(AccessNet::from_all(abi))?;
+        let mut scopes = Scope::from_all(abi);
+        if self.allow_abstract_unix {
+            scopes.remove(Scope::AbstractUnixSocket);
+        }
+        ruleset = ruleset.scope(scopes)?;
+        let existing = |set: &BTreeSet<PathBuf>| {
+            set.iter()
+                .filter(|p| p.exists())
+                .cloned()
+                .collect::<Vec<_>>()
+        };
+        let created = ruleset
+            .create()?
+            .add_rules(path_beneath_rules(existing(&self.read_only), read))?
+            .add_rules(path_beneath_rules(
+                existing(&self.remove_in),
+                read | AccessFs::RemoveFile,
+            ))?
+            .add_rules(path_beneath_rules(nss_dirs(), read))?
+            .add_rules(self.connect.iter().map(|&p| {
+                Ok::<_, landlock::RulesetError>(NetPort::new(p, AccessNet::ConnectTcp))
+            }))?;
+        let status = created.restrict_self()?;
+        Ok(match status.ruleset {
+            RulesetStatus::FullyEnforced => {
+                format!(
+                    "landlock: fully enforced (filesystem, network: connect to ports {:?} only, scoping)",
+                    self.connect
+                )
+            }
+            RulesetStatus::PartiallyEnforced => {
+                "landlock: partially enforced (the kernel lacks some Landlock features)".to_string()
+            }
+            RulesetStatus::NotEnforced => {
+                "landlock: not enforced (Landlock is unavailable in this kernel)".to_string()
+            }
+        })
+    }
+}
+
+/// Where glibc finds NSS modules and their libraries, for name resolution at dial time.
+fn nss_dirs() -> Vec<PathBuf> {
+    ["/lib", "/lib64", "/usr/lib", "/usr/lib64"]
+        .iter()
+        .map(PathBuf::from)
+        .filter(|p| p.exists())
+        .collect()
+}
+
+fn parent(path: &Path) -> PathBuf {
+    match path.parent() {
+        Some(p) if !p.as_os_str().is_empty() => p.to_path_buf(),
+        _ => PathBuf::from("."),
+    }
+}
+
+/// The port of a `--proxy` URL: explicit, or the scheme's default.
+fn proxy_port(url: &str) -> Option<u16> {
+    let (scheme, rest) = url.split_once("://")?;
+    let host = rest.split('/').next()?;
+    let host = host.rsplit_once('@').map_or(host, |(_, h)| h);
+    match host.rsplit_once(':') {
+        Some((_, port)) if !port.ends_with(']') => port.parse().ok(),
+        _ => match scheme {
+            "http" => Some(8080),
+            "socks5" | "socks5h" => Some(1080),
+            _ => None,
+        },
+    }
+}
