@@ -441,3 +441,160 @@ fn poll(fds: &mut [libc::pollfd], timeout: Option<Duration>) -> io::Result<usize
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use std::io::{Read, Write};
+    use std::net::{Shutdown, TcpListener, TcpStream};
+    use std::sync::Arc;
+    use std::thread;
+    use std::time::{Duration, Instant};
+
+    use rustls::pki_types::{CertificateDer, PrivateKeyDer, PrivatePkcs8KeyDer, ServerName};
+    use rustls::{
+        ClientConfig, ClientConnection, Connection, RootCertStore, ServerConfig, ServerConnection,
+    };
+
+    use super::*;
+
+    /// A connected TCP pair: (our side, the peer's side).
+    fn pair() -> (Stream, TcpStream) {
+        let l = TcpListener::bind("127.0.0.1:0").unwrap();
+        let peer = TcpStream::connect(l.local_addr().unwrap()).unwrap();
+        let (ours, _) = l.accept().unwrap();
+        (Stream::Tcp(ours), peer)
+    }
+
+    fn limits() -> CopyLimits {
+        CopyLimits {
+            close: Duration::from_secs(5),
+            lifetime: None,
+        }
+    }
+
+    #[test]
+    fn plain_half_close_keeps_the_reverse_direction_flowing() {
+        let (a, mut client) = pair();
+        let (b, mut backend) = pair();
+        let relay =
+            thread::spawn(move || copy(&mut Endpoint::plain(a), &mut Endpoint::plain(b), limits()));
+        client.write_all(b"request").unwrap();
+        client.shutdown(Shutdown::Write).unwrap();
+        let mut got = Vec::new();
+        backend.read_to_end(&mut got).unwrap();
+        assert_eq!(got, b"request");
+        // The backend answers only after it saw EOF; the client still gets it, then EOF.
+        backend.write_all(b"response").unwrap();
+        backend.shutdown(Shutdown::Write).unwrap();
+        let mut got = Vec::new();
+        client.read_to_end(&mut got).unwrap();
+        assert_eq!(got, b"response");
+        let stats = relay.join().unwrap();
+        assert_eq!((stats.forwarded, stats.returned), (7, 8));
+        assert!(stats.error.is_none() && !stats.timed_out);
+    }
+
+    #[test]
+    fn close_timeout_cuts_a_half_closed_pipe() {
+        let (a, mut client) = pair();
+        let (b, _backend) = pair();
+        let limits = CopyLimits {
+            close: Duration::from_millis(200),
+            lifetime: None,
+        };
+        let started = Instant::now();
+        let relay =
+            thread::spawn(move || copy(&mut Endpoint::plain(a), &mut Endpoint::plain(b), limits));
+        client.shutdown(Shutdown::Write).unwrap();
+        let stats = relay.join().unwrap();
+        assert!(stats.timed_out);
+        assert!(started.elapsed() < Duration::from_secs(3));
+    }
+
+    fn tls_configs() -> (Arc<ServerConfig>, Arc<ClientConfig>) {
+        let key = rcgen::KeyPair::generate().unwrap();
+        let cert = rcgen::CertificateParams::new(vec!["localhost".into()])
+            .unwrap()
+            .self_signed(&key)
+            .unwrap();
+        let der = CertificateDer::from(cert.der().to_vec());
+        let provider = Arc::new(rustls::crypto::aws_lc_rs::default_provider());
+        let server = ServerConfig::builder_with_provider(provider.clone())
+            .with_safe_default_protocol_versions()
+            .unwrap()
+            .with_no_client_auth()
+            .with_single_cert(
+                vec![der.clone()],
+                PrivateKeyDer::Pkcs8(PrivatePkcs8KeyDer::from(key.serialize_der())),
+            )
+            .unwrap();
+        let mut roots = RootCertStore::empty();
+        roots.add(der).unwrap();
+        let client = ClientConfig::builder_with_provider(provider)
+            .with_safe_default_protocol_versions()
+            .unwrap()
+            .with_root_certificates(roots)
+            .with_no_client_auth();
+        (Arc::new(server), Arc::new(client))
+    }
+
+    #[test]
+    fn tls_half_close_sends_close_notify_and_keeps_reading() {
+        let (server_cfg, client_cfg) = tls_configs();
+        let (mut a, client_sock) = pair();
+        let (b, mut backend) = pair();
+        let client = thread::spawn(move || {
+            let conn =
+                ClientConnection::new(client_cfg, ServerName::try_from("localhost").unwrap())
+                    .unwrap();
+            let mut tls = rustls::StreamOwned::new(conn, client_sock);
+            tls.write_all(b"ping").unwrap();
+            tls.conn.send_close_notify();
+            tls.flush().unwrap();
+            let mut got = Vec::new();
+            tls.read_to_end(&mut got).unwrap();
+            got
+        });
+        let relay = thread::spawn(move || {
+            let mut conn = Connection::Server(ServerConnection::new(server_cfg).unwrap());
+            let cancel = AtomicBool::new(false);
+            handshake(
+                &mut a,
+                &mut conn,
+                Instant::now() + Duration::from_secs(5),
+                &cancel,
+            )
+            .unwrap();
+            copy(
+                &mut Endpoint::tls(a, conn),
+                &mut Endpoint::plain(b),
+                limits(),
+            )
+        });
+        let mut got = Vec::new();
+        backend.read_to_end(&mut got).unwrap();
+        assert_eq!(got, b"ping");
+        backend.write_all(b"pong after EOF").unwrap();
+        drop(backend);
+        assert_eq!(client.join().unwrap(), b"pong after EOF");
+        let stats = relay.join().unwrap();
+        assert_eq!((stats.forwarded, stats.returned), (4, 14));
+    }
+
+    #[test]
+    fn silent_peer_is_cut_at_the_handshake_deadline() {
+        let (server_cfg, _) = tls_configs();
+        let (mut a, _silent) = pair();
+        let mut conn = Connection::Server(ServerConnection::new(server_cfg).unwrap());
+        let started = Instant::now();
+        let cancel = AtomicBool::new(false);
+        let r = handshake(
+            &mut a,
+            &mut conn,
+            Instant::now() + Duration::from_millis(300),
+            &cancel,
+        );
+        assert!(matches!(r, Err(HandshakeError::Timeout)));
+        assert!(started.elapsed() < Duration::from_secs(2));
+    }
+}
