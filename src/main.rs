@@ -11,6 +11,8 @@ mod config;
 mod duration;
 mod logging;
 mod net;
+#[cfg(feature = "pkcs12")]
+mod pkcs12;
 mod proxy;
 mod relay;
 mod sandbox;
