@@ -496,7 +496,7 @@ mod tests {
 
     #[test]
     fn close_timeout_cuts_a_half_closed_pipe() {
-        let (a, mut client) = pair();
+        let (a, client) = pair();
         let (b, _backend) = pair();
         let limits = CopyLimits {
             close: Duration::from_millis(200),

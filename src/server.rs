@@ -190,7 +190,6 @@ fn common_name(der: &[u8]) -> Option<String> {
         .0
         .iter()
         .flat_map(|rdn| rdn.0.iter())
-        .filter(|atv| atv.oid == der::oid::db::rfc4519::CN)
-        .last()?;
+        .rfind(|atv| atv.oid == der::oid::db::rfc4519::CN)?;
     String::from_utf8(cn.value.value().to_vec()).ok()
 }
