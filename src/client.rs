@@ -13,18 +13,25 @@ use crate::net::{self, Addr, Stream};
 use crate::proxy::{self, Connector, Proxy};
 use crate::relay::{self, Endpoint, HandshakeError};
 use crate::tls::{ClientTls, Reloadable};
+use crate::tunnel::ProxyUrl;
 
 /// The client-mode connector.
 pub struct Client {
     pub tls: Arc<Reloadable<ClientTls>>,
     pub target: Addr,
     pub timeouts: Timeouts,
+    /// `--proxy`: reach the target through this proxy.
+    pub proxy: Option<ProxyUrl>,
 }
 
 impl Client {
     /// Dials the target and completes the TLS handshake before `deadline`.
     pub fn dial(&self, deadline: Instant, proxy: &Proxy) -> Result<(Stream, Connection), String> {
-        let mut sock = net::dial(&self.target, deadline).map_err(|e| e.to_string())?;
+        let sock = match &self.proxy {
+            Some(proxy) => proxy.dial(&self.target.raw, deadline),
+            None => net::dial(&self.target, deadline),
+        };
+        let mut sock = sock.map_err(|e| e.to_string())?;
         let ctx = self.tls.current();
         let conn = ClientConnection::new(ctx.config.clone(), ctx.server_name.clone())
             .map_err(HandshakeError::Tls)

@@ -19,6 +19,7 @@ mod sandbox;
 mod server;
 mod signals;
 mod tls;
+mod tunnel;
 
 use std::process::ExitCode;
 use std::sync::Arc;
@@ -138,11 +139,24 @@ fn run(args: Vec<std::ffi::OsString>) -> Result<ExitCode, Failure> {
                 tls::client(config.clone(), &opts.verify, server_name).map_err(cert_failure)?;
             prepare_target(&config)?;
             check_max_tls(&config, "error: unable to build dialer: ")?;
+            let proxy = opts.proxy.as_deref().map(tunnel::ProxyUrl::parse).transpose().map_err(|e| {
+                Failure::Startup {
+                    logged: vec![
+                        format!("error: error configuring proxy: {e}"),
+                        format!("error: unable to build dialer: {e}"),
+                    ],
+                    printed: e,
+                }
+            })?;
+            if let Some(url) = &opts.proxy {
+                log::info!("using proxy {url}");
+            }
             let tls = Arc::new(tls);
             let connector = client::Client {
                 tls: tls.clone(),
                 target: config.target.clone(),
                 timeouts: config.timeouts,
+                proxy,
             };
             (
                 Arc::new(connector),

@@ -14,6 +14,7 @@ use landlock::{
 
 use crate::config::{Config, IdentitySource, Mode};
 use crate::net::AddrKind;
+use crate::tunnel::ProxyUrl;
 
 /// The ABI we ask for; older kernels get the subset they support.
 const ABI_WANTED: ABI = ABI::V7;
@@ -88,7 +89,8 @@ impl Plan {
             plan.connect.insert(53);
         }
         if let Mode::Client(opts) = &config.mode {
-            if let Some(port) = opts.proxy.as_deref().and_then(proxy_port) {
+            let proxy = opts.proxy.as_deref().and_then(|url| ProxyUrl::parse(url).ok());
+            if let Some(port) = proxy.and_then(|p| p.addr.tcp_port()) {
                 plan.connect.insert(port);
             }
         }
@@ -171,20 +173,5 @@ fn parent(path: &Path) -> PathBuf {
     match path.parent() {
         Some(p) if !p.as_os_str().is_empty() => p.to_path_buf(),
         _ => PathBuf::from("."),
-    }
-}
-
-/// The port of a `--proxy` URL: explicit, or the scheme's default.
-fn proxy_port(url: &str) -> Option<u16> {
-    let (scheme, rest) = url.split_once("://")?;
-    let host = rest.split('/').next()?;
-    let host = host.rsplit_once('@').map_or(host, |(_, h)| h);
-    match host.rsplit_once(':') {
-        Some((_, port)) if !port.ends_with(']') => port.parse().ok(),
-        _ => match scheme {
-            "http" => Some(8080),
-            "socks5" | "socks5h" => Some(1080),
-            _ => None,
-        },
     }
 }

@@ -1,0 +1,296 @@
+//! Client-mode `--proxy` (SPEC 6.6): reaching `--target` through an HTTP CONNECT or SOCKS5
+//! proxy. Owns the proxy URL grammar and the two handshakes; the TLS session runs over the
+//! returned stream as if it were a direct connection.
+
+use std::io::{self, Read, Write};
+use std::time::Instant;
+
+use crate::net::{self, Addr, AddrKind, Stream};
+
+/// A parsed `--proxy` URL.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ProxyUrl {
+    pub kind: ProxyKind,
+    /// `host:port` of the proxy itself.
+    pub addr: Addr,
+    /// SOCKS5 username and password (HTTP CONNECT ignores credentials, as the reference does).
+    pub credentials: Option<(String, String)>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ProxyKind {
+    HttpConnect,
+    Socks5,
+}
+
+impl ProxyUrl {
+    /// Parses `http://host[:port]`, `socks5://[user[:pass]@]host[:port]` or `socks5h://…`.
+    /// Errors: `proxy: unknown scheme: <scheme>`, or a description of the malformed URL.
+    pub fn parse(url: &str) -> Result<ProxyUrl, String> {
+        let Some((scheme, rest)) = url.split_once("://") else {
+            return Err(format!("parse \"{url}\": missing protocol scheme"));
+        };
+        let (kind, default_port) = match scheme.to_ascii_lowercase().as_str() {
+            "http" => (ProxyKind::HttpConnect, "8080"),
+            "socks5" | "socks5h" => (ProxyKind::Socks5, "1080"),
+            other => return Err(format!("proxy: unknown scheme: {other}")),
+        };
+        let authority = rest.split(['/', '?', '#']).next().unwrap_or_default();
+        let (userinfo, hostport) = match authority.rsplit_once('@') {
+            Some((u, h)) => (Some(u), h),
+            None => (None, authority),
+        };
+        let credentials = userinfo.map(|u| match u.split_once(':') {
+            Some((user, pass)) => (user.to_string(), pass.to_string()),
+            None => (u.to_string(), String::new()),
+        });
+        let has_port = match hostport.rsplit_once(':') {
+            Some((h, _)) => !h.starts_with('[') || h.ends_with(']'),
+            None => false,
+        };
+        let with_port = if has_port {
+            hostport.to_string()
+        } else {
+            format!("{hostport}:{default_port}")
+        };
+        let addr = Addr::parse(&with_port)?;
+        if !matches!(addr.kind, AddrKind::Tcp { .. }) {
+            return Err(format!("invalid proxy address {hostport}"));
+        }
+        Ok(ProxyUrl {
+            kind,
+            addr,
+            credentials,
+        })
+    }
+
+    /// Connects to the proxy and asks it for a tunnel to `target` (`host:port`), all before
+    /// `deadline`. The returned stream is blocking.
+    pub fn dial(&self, target: &str, deadline: Instant) -> io::Result<Stream> {
+        let mut sock = net::dial(&self.addr, deadline)?;
+        let left = deadline.saturating_duration_since(Instant::now());
+        if left.is_zero() {
+            return Err(io::Error::new(io::ErrorKind::TimedOut, "i/o timeout"));
+        }
+        if let Stream::Tcp(s) = &sock {
+            s.set_read_timeout(Some(left))?;
+            s.set_write_timeout(Some(left))?;
+        }
+        match self.kind {
+            ProxyKind::HttpConnect => http_connect(&mut sock, target)?,
+            ProxyKind::Socks5 => socks5_connect(&mut sock, target, self.credentials.as_ref())?,
+        }
+        if let Stream::Tcp(s) = &sock {
+            s.set_read_timeout(None)?;
+            s.set_write_timeout(None)?;
+        }
+        Ok(sock)
+    }
+}
+
+fn http_connect(sock: &mut Stream, target: &str) -> io::Result<()> {
+    write!(sock, "CONNECT {target} HTTP/1.1\r\nHost: {target}\r\n\r\n")?;
+    // Read the response head byte by byte so no tunnelled byte is consumed.
+    let mut head = Vec::with_capacity(256);
+    while !head.ends_with(b"\r\n\r\n") {
+        if head.len() >= 8192 {
+            return Err(io::Error::other("http_tunnel: response head too large"));
+        }
+        let mut byte = [0u8];
+        if sock.read(&mut byte)? == 0 {
+            return Err(io::Error::new(
+                io::ErrorKind::UnexpectedEof,
+                "http_tunnel: unexpected EOF",
+            ));
+        }
+        head.push(byte[0]);
+    }
+    let mut headers = [httparse::EMPTY_HEADER; 32];
+    let mut resp = httparse::Response::new(&mut headers);
+    resp.parse(&head)
+        .map_err(|e| io::Error::other(format!("http_tunnel: {e}")))?;
+    let code = resp.code.unwrap_or(0);
+    if code != 200 {
+        let line = String::from_utf8_lossy(head.split(|&b| b == b'\r').next().unwrap_or_default());
+        let status = line.split_once(' ').map_or("", |(_, s)| s);
+        return Err(io::Error::other(format!(
+            "http_tunnel: failed proxying {code}: {status}"
+        )));
+    }
+    Ok(())
+}
+
+fn socks5_connect(
+    sock: &mut Stream,
+    target: &str,
+    creds: Option<&(String, String)>,
+) -> io::Result<()> {
+    let (host, port) = net::split_host_port(target).map_err(io::Error::other)?;
+    let port: u16 = port
+        .parse()
+        .map_err(|_| io::Error::other(format!("socks5: bad port in {target}")))?;
+    let method = if creds.is_some() { 2 } else { 0 };
+    sock.write_all(&[5, 1, method])?;
+    let mut reply = [0u8; 2];
+    sock.read_exact(&mut reply)?;
+    if reply[0] != 5 || reply[1] != method {
+        return Err(io::Error::other(
+            "socks5: no acceptable authentication method",
+        ));
+    }
+    if let Some((user, pass)) = creds {
+        let too_long = || io::Error::other("socks5: username or password too long");
+        let mut auth = vec![1, u8::try_from(user.len()).map_err(|_| too_long())?];
+        auth.extend_from_slice(user.as_bytes());
+        auth.push(u8::try_from(pass.len()).map_err(|_| too_long())?);
+        auth.extend_from_slice(pass.as_bytes());
+        sock.write_all(&auth)?;
+        sock.read_exact(&mut reply)?;
+        if reply[1] != 0 {
+            return Err(io::Error::other(
+                "socks5: username/password authentication failed",
+            ));
+        }
+    }
+    let mut req = vec![5, 1, 0];
+    match host.parse::<std::net::IpAddr>() {
+        Ok(std::net::IpAddr::V4(ip)) => {
+            req.push(1);
+            req.extend_from_slice(&ip.octets());
+        }
+        Ok(std::net::IpAddr::V6(ip)) => {
+            req.push(4);
+            req.extend_from_slice(&ip.octets());
+        }
+        Err(_) => {
+            req.push(3);
+            req.push(
+                u8::try_from(host.len())
+                    .map_err(|_| io::Error::other("socks5: host name too long"))?,
+            );
+            req.extend_from_slice(host.as_bytes());
+        }
+    }
+    req.extend_from_slice(&port.to_be_bytes());
+    sock.write_all(&req)?;
+    let mut head = [0u8; 4];
+    sock.read_exact(&mut head)?;
+    if head[1] != 0 {
+        return Err(io::Error::other(format!(
+            "socks5: connect to {target} failed: {}",
+            socks_reply(head[1])
+        )));
+    }
+    let rest = match head[3] {
+        1 => 4 + 2,
+        4 => 16 + 2,
+        3 => {
+            let mut len = [0u8];
+            sock.read_exact(&mut len)?;
+            usize::from(len[0]) + 2
+        }
+        _ => return Err(io::Error::other("socks5: bad address type in reply")),
+    };
+    let mut skip = vec![0u8; rest];
+    sock.read_exact(&mut skip)?;
+    Ok(())
+}
+
+fn socks_reply(code: u8) -> &'static str {
+    match code {
+        1 => "general failure",
+        2 => "connection not allowed by ruleset",
+        3 => "network unreachable",
+        4 => "host unreachable",
+        5 => "connection refused",
+        6 => "TTL expired",
+        7 => "command not supported",
+        8 => "address type not supported",
+        _ => "unknown error",
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::net::TcpListener;
+    use std::thread;
+    use std::time::Duration;
+
+    use super::*;
+
+    #[test]
+    fn url_grammar_and_default_ports() {
+        let p = ProxyUrl::parse("http://proxy.local").unwrap();
+        assert_eq!(
+            (p.kind, p.addr.raw.as_str()),
+            (ProxyKind::HttpConnect, "proxy.local:8080")
+        );
+        let p = ProxyUrl::parse("socks5://u:p@127.0.0.1").unwrap();
+        assert_eq!(p.addr.raw, "127.0.0.1:1080");
+        assert_eq!(p.credentials, Some(("u".into(), "p".into())));
+        assert_eq!(
+            ProxyUrl::parse("socks5h://[::1]:9050").unwrap().addr.raw,
+            "[::1]:9050"
+        );
+        assert_eq!(
+            ProxyUrl::parse("ftp://x").unwrap_err(),
+            "proxy: unknown scheme: ftp"
+        );
+    }
+
+    #[test]
+    fn http_connect_refusal_names_the_status() {
+        let l = TcpListener::bind("127.0.0.1:0").unwrap();
+        let url = format!("http://{}", l.local_addr().unwrap());
+        let server = thread::spawn(move || {
+            let (mut s, _) = l.accept().unwrap();
+            let mut buf = [0u8; 512];
+            let n = s.read(&mut buf).unwrap();
+            s.write_all(b"HTTP/1.1 403 Forbidden\r\n\r\n").unwrap();
+            String::from_utf8_lossy(&buf[..n]).to_string()
+        });
+        let err = ProxyUrl::parse(&url)
+            .unwrap()
+            .dial("backend:443", Instant::now() + Duration::from_secs(5))
+            .unwrap_err();
+        assert_eq!(
+            err.to_string(),
+            "http_tunnel: failed proxying 403: 403 Forbidden"
+        );
+        assert_eq!(
+            server.join().unwrap(),
+            "CONNECT backend:443 HTTP/1.1\r\nHost: backend:443\r\n\r\n"
+        );
+    }
+
+    #[test]
+    fn socks5_passes_the_host_name_and_credentials() {
+        let l = TcpListener::bind("127.0.0.1:0").unwrap();
+        let url = format!("socks5://alice:secret@{}", l.local_addr().unwrap());
+        let server = thread::spawn(move || {
+            let (mut s, _) = l.accept().unwrap();
+            let mut greet = [0u8; 3];
+            s.read_exact(&mut greet).unwrap();
+            s.write_all(&[5, 2]).unwrap();
+            let mut auth = [0u8; 14];
+            s.read_exact(&mut auth).unwrap();
+            s.write_all(&[1, 0]).unwrap();
+            let mut req = [0u8; 5 + 7 + 2];
+            s.read_exact(&mut req).unwrap();
+            s.write_all(&[5, 0, 0, 1, 127, 0, 0, 1, 0, 80]).unwrap();
+            s.write_all(b"tunnelled").unwrap();
+            (greet, auth.to_vec(), req.to_vec())
+        });
+        let mut sock = ProxyUrl::parse(&url)
+            .unwrap()
+            .dial("backend:443", Instant::now() + Duration::from_secs(5))
+            .unwrap();
+        let mut got = [0u8; 9];
+        sock.read_exact(&mut got).unwrap();
+        assert_eq!(&got, b"tunnelled");
+        let (greet, auth, req) = server.join().unwrap();
+        assert_eq!(greet, [5, 1, 2]);
+        assert_eq!(auth, b"\x01\x05alice\x06secret");
+        assert_eq!(req, b"\x05\x01\x00\x03\x07backend\x01\xbb");
+    }
+}
