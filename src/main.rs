@@ -18,15 +18,17 @@ mod relay;
 mod sandbox;
 mod server;
 mod signals;
+mod status;
 mod tls;
 mod tunnel;
 
 use std::process::ExitCode;
 use std::sync::Arc;
+use std::time::Instant;
 
 use rustls::pki_types::ServerName;
 
-use crate::config::{Config, IdentitySource, Mode};
+use crate::config::{Config, IdentitySource, Mode, StatusScheme};
 use crate::net::{AddrKind, Listener};
 use crate::proxy::{Connector, Proxy};
 
@@ -108,7 +110,8 @@ fn run(args: Vec<std::ffi::OsString>) -> Result<ExitCode, Failure> {
             IdentitySource::None => "no cert source configured -- running without certificate",
         }
     );
-    let (connector, reloader): (Arc<dyn Connector>, Arc<signals::ReloadFn>) = match &config.mode {
+    let proxy = Proxy::new(config.max_concurrent_conns);
+    let parts = match &config.mode {
         Mode::Server(opts) => {
             let tls = tls::server(config.clone(), &opts.auth).map_err(cert_failure)?;
             prepare_target(&config)?;
@@ -120,10 +123,16 @@ fn run(args: Vec<std::ffi::OsString>) -> Result<ExitCode, Failure> {
                 timeouts: config.timeouts,
                 proxy_protocol: opts.proxy_protocol,
             };
-            (
-                Arc::new(connector),
-                Arc::new(move || tls.reload().map(|()| tls.current().subject.clone())),
-            )
+            let (target, connect) = (config.target.clone(), config.timeouts.connect);
+            let (t1, t2) = (tls.clone(), tls);
+            ModeParts {
+                connector: Arc::new(connector),
+                reloader: Arc::new(move || t1.reload().map(|()| t1.current().subject.clone())),
+                backend_check: Box::new(move || {
+                    net::dial(&target, Instant::now() + connect).map(drop).map_err(|e| e.to_string())
+                }),
+                status_tls: Box::new(move || t2.current().status.clone()),
+            }
         }
         Mode::Client(opts) => {
             let name = match (&opts.override_server_name, &config.target.kind) {
@@ -139,7 +148,7 @@ fn run(args: Vec<std::ffi::OsString>) -> Result<ExitCode, Failure> {
                 tls::client(config.clone(), &opts.verify, server_name).map_err(cert_failure)?;
             prepare_target(&config)?;
             check_max_tls(&config, "error: unable to build dialer: ")?;
-            let proxy = opts.proxy.as_deref().map(tunnel::ProxyUrl::parse).transpose().map_err(|e| {
+            let tunnel = opts.proxy.as_deref().map(tunnel::ProxyUrl::parse).transpose().map_err(|e| {
                 Failure::Startup {
                     logged: vec![
                         format!("error: error configuring proxy: {e}"),
@@ -152,16 +161,20 @@ fn run(args: Vec<std::ffi::OsString>) -> Result<ExitCode, Failure> {
                 log::info!("using proxy {url}");
             }
             let tls = Arc::new(tls);
-            let connector = client::Client {
+            let connector = Arc::new(client::Client {
                 tls: tls.clone(),
                 target: config.target.clone(),
                 timeouts: config.timeouts,
-                proxy,
-            };
-            (
-                Arc::new(connector),
-                Arc::new(move || tls.reload().map(|()| tls.current().subject.clone())),
-            )
+                proxy: tunnel,
+            });
+            let (t1, t2) = (tls.clone(), tls);
+            let (dialer, connect, p) = (connector.clone(), config.timeouts.connect, proxy.clone());
+            ModeParts {
+                connector,
+                reloader: Arc::new(move || t1.reload().map(|()| t1.current().subject.clone())),
+                backend_check: Box::new(move || dialer.dial(Instant::now() + connect, &p).map(drop)),
+                status_tls: Box::new(move || t2.current().status.clone()),
+            }
         }
     };
 
@@ -173,40 +186,71 @@ fn run(args: Vec<std::ffi::OsString>) -> Result<ExitCode, Failure> {
             Mode::Client(_) => ("error opening socket", "client"),
         };
         Failure::Startup {
-            logged: vec![
-                format!("{step}: {e}"),
-                format!("error from {mode} listen: {e}"),
-            ],
+            logged: vec![format!("{step}: {e}"), format!("error from {mode} listen: {e}")],
             printed: e,
         }
     })?);
+
+    // 13. The status port.
+    let status_listener = match &config.status {
+        Some(status) => Some(Listener::bind(&status.addr).map_err(|e| {
+            let e = format!("unable to bind on status port: {}", net::strip_os_error(&e));
+            Failure::Startup {
+                logged: vec![format!("error: {e}"), format!("error serving /_status: {e}")],
+                printed: e,
+            }
+        })?),
+        None => None,
+    };
 
     // 6. The sandbox, on this thread before any other thread exists: everything later
     // (reloads, dials, the drain) must fit the plan.
     if !config.disable_landlock {
         log::info!("setting up landlock rules to limit process privileges");
         let notify = std::env::var("NOTIFY_SOCKET").ok();
-        log::info!(
-            "{}",
-            sandbox::Plan::from_config(&config, notify.as_deref()).apply()
-        );
+        log::info!("{}", sandbox::Plan::from_config(&config, notify.as_deref()).apply());
     }
 
-    // 14-16. Serve, with signal handling and the reload timer.
+    // 14-16. Serve: status port, READY, signal handling and the reload timer.
     log::info!("listening for connections on {}", config.listen);
-    let proxy = Proxy::new(config.max_concurrent_conns);
-    let started = signals::start(proxy.clone(), listener.clone(), reloader.clone()).and_then(
-        |()| match config.timed_reload {
-            Some(every) => signals::start_timer(every, proxy.clone(), reloader.clone()),
-            None => Ok(()),
-        },
-    );
+    let lifecycle = Arc::new(status::Lifecycle::new(Box::new(|_| {})));
+    let controller = Arc::new(signals::Controller::new(
+        proxy.clone(),
+        lifecycle.clone(),
+        parts.reloader,
+        listener.clone(),
+    ));
+    if let (Some(status_listener), Some(status)) = (status_listener, &config.status) {
+        let shutdown_controller = controller.clone();
+        let info = status::StatusInfo {
+            listen: config.listen.raw.clone(),
+            target: config.target.raw.clone(),
+            hostname: status::hostname(),
+            connect_timeout: config.timeouts.connect,
+            backend_check: parts.backend_check,
+            tls: match (status.scheme, &status.addr.kind) {
+                (StatusScheme::None | StatusScheme::Https, AddrKind::Tcp { .. }) => Some(parts.status_tls),
+                _ => None,
+            },
+            shutdown: config.enable_shutdown.then(|| -> Box<dyn Fn() + Send + Sync> {
+                Box::new(move || shutdown_controller.shutdown("shutdown request processing"))
+            }),
+        };
+        status::serve(status_listener, lifecycle.clone(), Arc::new(info))
+            .map_err(|e| Failure::startup(format!("error: {e}"), e.to_string()))?;
+    }
+    lifecycle.enter(status::Phase::Listening);
+    let started = signals::start(controller.clone()).and_then(|()| match config.timed_reload {
+        Some(every) => signals::start_timer(every, controller.clone()),
+        None => Ok(()),
+    });
     if let Err(e) = started {
         return Err(Failure::startup(format!("error: {e}"), e.to_string()));
     }
-    proxy.serve(&listener, connector);
+    proxy.serve(&listener, parts.connector);
 
     // 12.2. Drain: the listener is closed (a UNIX socket file removed), pipes finish.
+    drop(controller);
     drop(listener);
     log::info!("shutdown proxy, waiting for drain");
     let drained = match config.timeouts.shutdown {
@@ -219,6 +263,16 @@ fn run(args: Vec<std::ffi::OsString>) -> Result<ExitCode, Failure> {
         log::info!("graceful shutdown timeout: forcing exit");
         Ok(ExitCode::from(1))
     }
+}
+
+/// What a mode contributes to the shared lifecycle.
+struct ModeParts {
+    connector: Arc<dyn Connector>,
+    reloader: Arc<signals::ReloadFn>,
+    /// The `/_status` backend check (SPEC 8.4).
+    backend_check: Box<dyn Fn() -> Result<(), String> + Send + Sync>,
+    /// The status port's TLS configuration, following reloads.
+    status_tls: Box<dyn Fn() -> Option<Arc<rustls::ServerConfig>> + Send + Sync>,
 }
 
 /// A certificate or trust-store load failure (SPEC 3.6).

@@ -1,6 +1,6 @@
-//! Signals and reloads (SPEC 9, 12.1): a signal-hook thread turns SIGTERM/SIGINT into a
+//! Signals, reloads and shutdown (SPEC 9, 12): a signal-hook thread turns SIGTERM/SIGINT into a
 //! graceful shutdown and SIGHUP/SIGUSR1 into a reload; a timer thread runs `--timed-reload`.
-//! Handlers only record; this normal thread acts.
+//! Handlers only record; the [`Controller`] acts, on whichever thread asked.
 
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -10,64 +10,92 @@ use signal_hook::iterator::Signals;
 
 use crate::net::Listener;
 use crate::proxy::Proxy;
+use crate::status::{Lifecycle, Phase};
 
 /// Re-reads identity and trust and swaps them in; `Ok` carries the new leaf's subject.
 pub type ReloadFn = dyn Fn() -> Result<String, String> + Send + Sync;
 
-/// Reloads are serialized so their log lines never interleave.
-static RELOAD_LOCK: Mutex<()> = Mutex::new(());
+/// Starts reloads and the shutdown. Every method may be called from any thread, concurrently
+/// and repeatedly.
+pub struct Controller {
+    pub proxy: Arc<Proxy>,
+    pub lifecycle: Arc<Lifecycle>,
+    reloader: Arc<ReloadFn>,
+    /// The listener until shutdown takes it (so shutdown happens once).
+    listener: Mutex<Option<Arc<Listener>>>,
+    /// Reloads are serialized so their log lines never interleave.
+    reloading: Mutex<()>,
+}
 
-/// Runs one reload with its log lines (SPEC 9). Skipped once shutdown started.
-pub fn reload(proxy: &Proxy, reload: &ReloadFn) {
-    let _serial = RELOAD_LOCK.lock();
-    if proxy.is_shutting_down() {
-        return;
+impl Controller {
+    pub fn new(
+        proxy: Arc<Proxy>,
+        lifecycle: Arc<Lifecycle>,
+        reloader: Arc<ReloadFn>,
+        listener: Arc<Listener>,
+    ) -> Controller {
+        Controller {
+            proxy,
+            lifecycle,
+            reloader,
+            listener: Mutex::new(Some(listener)),
+            reloading: Mutex::new(()),
+        }
     }
-    match reload() {
-        Ok(subject) => log::info!("loaded certificate: {subject}"),
-        Err(e) => log::info!("error reloading TLS configuration: {e}"),
+
+    /// Runs one reload with its log lines, bracketed by the `reloading` phase (SPEC 9).
+    /// Skipped once shutdown started.
+    pub fn reload(&self) {
+        let _serial = self.reloading.lock();
+        if self.proxy.is_shutting_down() || !self.lifecycle.enter(Phase::Reloading) {
+            return;
+        }
+        match (self.reloader)() {
+            Ok(subject) => log::info!("loaded certificate: {subject}"),
+            Err(e) => log::info!("error reloading TLS configuration: {e}"),
+        }
+        log::info!("reloading configuration complete");
+        self.lifecycle.enter(Phase::Listening);
     }
-    log::info!("reloading configuration complete");
+
+    /// Starts the graceful shutdown (SPEC 12.2) with `message` as its first log line; a second
+    /// call does nothing.
+    pub fn shutdown(&self, message: &str) {
+        let taken = match self.listener.lock() {
+            Ok(mut l) => l.take(),
+            Err(p) => p.into_inner().take(),
+        };
+        let Some(listener) = taken else { return };
+        log::info!("{message}");
+        restore_default(SIGTERM);
+        restore_default(SIGINT);
+        self.lifecycle.enter(Phase::Stopping);
+        self.proxy.begin_shutdown(&listener);
+    }
 }
 
 /// Installs the handlers and starts the signal thread. Signals that arrived before this call
 /// had their default action (SPEC 12.1).
-pub fn start(
-    proxy: Arc<Proxy>,
-    listener: Arc<Listener>,
-    reloader: Arc<ReloadFn>,
-) -> std::io::Result<()> {
+pub fn start(controller: Arc<Controller>) -> std::io::Result<()> {
     let mut signals = Signals::new([SIGTERM, SIGINT, SIGHUP, SIGUSR1])?;
     std::thread::Builder::new()
         .name("signals".into())
         .spawn(move || {
-            let mut listener = Some(listener);
             for sig in signals.forever() {
                 match sig {
-                    SIGHUP | SIGUSR1 => {
-                        if proxy.is_shutting_down() {
-                            continue;
-                        }
+                    SIGHUP | SIGUSR1 if !controller.proxy.is_shutting_down() => {
                         let name = if sig == SIGHUP {
                             "hangup"
                         } else {
                             "user defined signal 1"
                         };
                         log::info!("received {name}, reloading TLS configuration");
-                        reload(&proxy, &*reloader);
+                        controller.reload();
                     }
-                    _ => {
-                        let Some(l) = listener.take() else { continue };
-                        let name = if sig == SIGTERM {
-                            "terminated"
-                        } else {
-                            "interrupt"
-                        };
-                        log::info!("received {name}, shutting down");
-                        restore_default(SIGTERM);
-                        restore_default(SIGINT);
-                        proxy.begin_shutdown(&l);
-                    }
+                    SIGTERM => controller.shutdown("received terminated, shutting down"),
+                    SIGINT => controller.shutdown("received interrupt, shutting down"),
+                    // Reload signals while draining are ignored.
+                    _ => {}
                 }
             }
         })?;
@@ -75,17 +103,13 @@ pub fn start(
 }
 
 /// Starts the `--timed-reload` timer: the first tick one interval after start.
-pub fn start_timer(
-    every: Duration,
-    proxy: Arc<Proxy>,
-    reloader: Arc<ReloadFn>,
-) -> std::io::Result<()> {
+pub fn start_timer(every: Duration, controller: Arc<Controller>) -> std::io::Result<()> {
     std::thread::Builder::new()
         .name("reload-timer".into())
         .spawn(move || {
             loop {
                 std::thread::sleep(every);
-                reload(&proxy, &*reloader);
+                controller.reload();
             }
         })?;
     Ok(())
@@ -93,8 +117,8 @@ pub fn start_timer(
 
 /// Gives `sig` back its default action, so a second SIGTERM/SIGINT kills (SPEC 12.1).
 fn restore_default(sig: i32) {
-    // SAFETY: installing SIG_DFL passes no pointers and is async-signal-safe; signal-hook's own
-    // handler for `sig` is simply replaced, which is the point.
+    // SAFETY: installing SIG_DFL passes no pointers; signal-hook's own handler for `sig` is
+    // simply replaced, which is the point.
     #[allow(unsafe_code)]
     unsafe {
         libc::signal(sig, libc::SIG_DFL);

@@ -123,6 +123,8 @@ pub struct ServerTls {
     pub config: Arc<ServerConfig>,
     /// The identity's leaf subject, for `loaded certificate: …`.
     pub subject: String,
+    /// The status port's configuration: same identity, no client certificate (SPEC 4.4).
+    pub status: Option<Arc<ServerConfig>>,
     verifier: Arc<ClientAuthVerifier>,
 }
 
@@ -149,6 +151,8 @@ pub struct ClientTls {
     pub config: Arc<ClientConfig>,
     /// The identity's leaf subject (empty without a certificate).
     pub subject: String,
+    /// The status port's configuration; `None` when there is no identity to serve with.
+    pub status: Option<Arc<ServerConfig>>,
     verifier: Arc<dyn ServerCertVerifier>,
     pub server_name: ServerName<'static>,
 }
@@ -180,6 +184,7 @@ pub fn server(config: Arc<Config>, auth: &ServerAuth) -> Result<Reloadable<Serve
             return Err("certificate cannot be used as a server".into());
         };
         let subject = certs::subject_string(&identity.cert[0]);
+        let status = Some(status_config(&provider, versions, identity.clone())?);
         let verifier = Arc::new(ClientAuthVerifier::new(&auth, material.roots, &provider)?);
         let tls = ServerConfig::builder_with_provider(provider.clone())
             .with_protocol_versions(versions)
@@ -189,6 +194,7 @@ pub fn server(config: Arc<Config>, auth: &ServerAuth) -> Result<Reloadable<Serve
         Ok(Arc::new(ServerTls {
             config: Arc::new(tls),
             subject,
+            status,
             verifier,
         }))
     }))
@@ -229,6 +235,10 @@ pub fn client(
             .identity
             .as_ref()
             .map_or(String::new(), |id| certs::subject_string(&id.cert[0]));
+        let status = match &material.identity {
+            Some(identity) => Some(status_config(&provider, versions, identity.clone())?),
+            None => None,
+        };
         let mut tls = match material.identity {
             Some(identity) => builder.with_client_cert_resolver(Arc::new(
                 rustls::sign::SingleCertAndKey::from(identity),
@@ -239,15 +249,25 @@ pub fn client(
         Ok(Arc::new(ClientTls {
             config: Arc::new(tls),
             subject,
+            status,
             verifier,
             server_name: server_name.clone(),
         }))
     }))
 }
 
-/// Whether the identity source can serve TLS (the no-certificate source cannot).
-pub fn can_serve(source: &IdentitySource) -> bool {
-    !matches!(source, IdentitySource::None)
+/// The status port's TLS: the proxy's identity, versions and suites, no client certificate.
+fn status_config(
+    provider: &Arc<CryptoProvider>,
+    versions: &[&'static SupportedProtocolVersion],
+    identity: Arc<CertifiedKey>,
+) -> Result<Arc<ServerConfig>, String> {
+    let config = ServerConfig::builder_with_provider(provider.clone())
+        .with_protocol_versions(versions)
+        .map_err(|e| e.to_string())?
+        .with_no_client_auth()
+        .with_cert_resolver(Arc::new(rustls::sign::SingleCertAndKey::from(identity)));
+    Ok(Arc::new(config))
 }
 
 /// An authorization failure carried through rustls to the handshake error log line.

@@ -1,0 +1,432 @@
+//! The status endpoint and the lifecycle state it reports (SPEC 8.1-8.3, 8.6).
+//!
+//! [`Lifecycle`] owns the state machine `initializing → listening ⇄ reloading → stopping` and
+//! tells its observer (systemd) about every change under the same lock, so nothing but watchdog
+//! pings can follow `stopping`. The HTTP/1.1 responder serves `/_status` over plain TCP, TLS or
+//! a UNIX socket; request heads are parsed by httparse. Owns no proxy logic: the backend check
+//! and the shutdown trigger are injected.
+
+use std::io::{self, Read, Write};
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use rustls::{ServerConfig, ServerConnection, StreamOwned};
+
+use crate::net::{Listener, Stream};
+
+/// The lifecycle phase, as `/_status` and systemd see it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Phase {
+    Initializing,
+    Listening,
+    Reloading,
+    Stopping,
+}
+
+impl Phase {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Phase::Initializing => "initializing",
+            Phase::Listening => "listening",
+            Phase::Reloading => "reloading",
+            Phase::Stopping => "stopping",
+        }
+    }
+}
+
+/// Called with every phase change, under the lifecycle lock.
+pub type Observer = dyn Fn(Phase) + Send + Sync;
+
+struct State {
+    phase: Phase,
+    last_reload: Option<SystemTime>,
+}
+
+/// The process's lifecycle state. Shared by the signal thread, the accept loop and the status
+/// server; every method may be called from any thread.
+pub struct Lifecycle {
+    state: Mutex<State>,
+    observer: Box<Observer>,
+}
+
+impl Lifecycle {
+    pub fn new(observer: Box<Observer>) -> Lifecycle {
+        Lifecycle {
+            state: Mutex::new(State {
+                phase: Phase::Initializing,
+                last_reload: None,
+            }),
+            observer,
+        }
+    }
+
+    fn state(&self) -> std::sync::MutexGuard<'_, State> {
+        match self.state.lock() {
+            Ok(g) => g,
+            Err(p) => p.into_inner(),
+        }
+    }
+
+    /// Moves to `phase` unless stopping already began (stopping is final). Returns whether the
+    /// move happened.
+    pub fn enter(&self, phase: Phase) -> bool {
+        let mut st = self.state();
+        if st.phase == Phase::Stopping {
+            return false;
+        }
+        if phase == Phase::Reloading {
+            st.last_reload = Some(SystemTime::now());
+        }
+        st.phase = phase;
+        (self.observer)(phase);
+        true
+    }
+
+    pub fn phase(&self) -> Phase {
+        self.state().phase
+    }
+}
+
+/// Everything `/_status` reports besides the lifecycle.
+pub struct StatusInfo {
+    pub listen: String,
+    pub target: String,
+    pub hostname: Option<String>,
+    pub connect_timeout: Duration,
+    /// Checks the backend; `Err` carries the text for `backend_error`.
+    pub backend_check: Box<dyn Fn() -> Result<(), String> + Send + Sync>,
+    /// TLS for the status port, re-fetched per connection so reloads apply; `None` = plain HTTP.
+    pub tls: Option<Box<dyn Fn() -> Option<Arc<ServerConfig>> + Send + Sync>>,
+    /// `--enable-shutdown`: what POST `/_shutdown` triggers.
+    pub shutdown: Option<Box<dyn Fn() + Send + Sync>>,
+}
+
+/// At most this many status connections are served at once; more are closed on accept.
+const MAX_CONNS: usize = 32;
+const HEAD_LIMIT: usize = 8192;
+const KEEP_ALIVE: Duration = Duration::from_secs(120);
+
+/// Serves the status endpoint on its own thread until the process exits.
+pub fn serve(
+    listener: Listener,
+    lifecycle: Arc<Lifecycle>,
+    info: Arc<StatusInfo>,
+) -> io::Result<()> {
+    let active = Arc::new(AtomicUsize::new(0));
+    std::thread::Builder::new()
+        .name("status".into())
+        .stack_size(128 * 1024)
+        .spawn(move || {
+            loop {
+                let stream = match listener.accept() {
+                    Ok(s) => s,
+                    Err(_) if lifecycle.phase() == Phase::Stopping => return,
+                    Err(_) => {
+                        std::thread::sleep(Duration::from_millis(50));
+                        continue;
+                    }
+                };
+                if active.fetch_add(1, Ordering::SeqCst) >= MAX_CONNS {
+                    active.fetch_sub(1, Ordering::SeqCst);
+                    continue;
+                }
+                let (lifecycle, info, active) = (lifecycle.clone(), info.clone(), active.clone());
+                let spawned = std::thread::Builder::new()
+                    .stack_size(128 * 1024)
+                    .spawn(move || {
+                        connection(stream, &lifecycle, &info);
+                        active.fetch_sub(1, Ordering::SeqCst);
+                    });
+                if spawned.is_err() {
+                    // The connection was moved into the closure and dropped with it.
+                    continue;
+                }
+            }
+        })?;
+    Ok(())
+}
+
+fn connection(stream: Stream, lifecycle: &Lifecycle, info: &StatusInfo) {
+    // A second handle on the socket lets the request loop change its read timeout while the
+    // stream itself is borrowed (possibly inside TLS).
+    let Ok(handle) = stream.try_clone() else {
+        return;
+    };
+    let set_timeout = move |d: Duration| {
+        let _ = handle.set_read_timeout(Some(d));
+    };
+    set_timeout(info.connect_timeout);
+    let tls = info.tls.as_ref().and_then(|f| f());
+    match (stream, tls) {
+        (Stream::Tcp(tcp), Some(config)) => {
+            let Ok(conn) = ServerConnection::new(config) else {
+                return;
+            };
+            let mut tls = StreamOwned::new(conn, tcp);
+            // The handshake runs under the header timeout.
+            while tls.conn.is_handshaking() {
+                if tls.conn.complete_io(&mut tls.sock).is_err() {
+                    return;
+                }
+            }
+            http(&mut tls, &set_timeout, lifecycle, info);
+        }
+        (mut plain, _) => http(&mut plain, &set_timeout, lifecycle, info),
+    }
+}
+
+/// Serves requests on one connection until it closes, errs or idles out.
+fn http<S: Read + Write>(
+    s: &mut S,
+    set_timeout: &dyn Fn(Duration),
+    lifecycle: &Lifecycle,
+    info: &StatusInfo,
+) {
+    let mut buf = Vec::with_capacity(1024);
+    let mut first = true;
+    loop {
+        set_timeout(if first {
+            info.connect_timeout
+        } else {
+            KEEP_ALIVE
+        });
+        first = false;
+        let Some(head_len) = read_head(s, &mut buf) else {
+            return;
+        };
+        let mut headers = [httparse::EMPTY_HEADER; 32];
+        let mut req = httparse::Request::new(&mut headers);
+        let Ok(httparse::Status::Complete(_)) = req.parse(&buf[..head_len]) else {
+            let _ = respond(
+                s,
+                400,
+                "text/plain; charset=utf-8",
+                b"400 Bad Request",
+                false,
+                true,
+            );
+            return;
+        };
+        let method = req.method.unwrap_or("GET").to_string();
+        let path = req.path.unwrap_or("/").to_string();
+        let close = req.version == Some(0)
+            || req.headers.iter().any(|h| {
+                h.name.eq_ignore_ascii_case("connection") && h.value.eq_ignore_ascii_case(b"close")
+            });
+        let body_len = req
+            .headers
+            .iter()
+            .find(|h| h.name.eq_ignore_ascii_case("content-length"))
+            .and_then(|h| {
+                std::str::from_utf8(h.value)
+                    .ok()?
+                    .trim()
+                    .parse::<usize>()
+                    .ok()
+            })
+            .unwrap_or(0);
+        buf.drain(..head_len);
+        if body_len > 64 * 1024 || !discard(s, &mut buf, body_len) {
+            return;
+        }
+        let (code, ctype, body) = route(&method, &path, lifecycle, info);
+        if respond(s, code, ctype, body.as_bytes(), method == "HEAD", close).is_err() || close {
+            return;
+        }
+    }
+}
+
+/// Reads until a complete request head is buffered; returns its length.
+fn read_head<S: Read>(s: &mut S, buf: &mut Vec<u8>) -> Option<usize> {
+    loop {
+        if let Some(i) = buf.windows(4).position(|w| w == b"\r\n\r\n") {
+            return Some(i + 4);
+        }
+        if buf.len() >= HEAD_LIMIT {
+            return None;
+        }
+        let mut chunk = [0u8; 1024];
+        match s.read(&mut chunk) {
+            Ok(0) | Err(_) => return None,
+            Ok(n) => buf.extend_from_slice(&chunk[..n]),
+        }
+    }
+}
+
+/// Drops a request body of `len` bytes (some may already be buffered).
+fn discard<S: Read>(s: &mut S, buf: &mut Vec<u8>, len: usize) -> bool {
+    while buf.len() < len {
+        let mut chunk = [0u8; 1024];
+        match s.read(&mut chunk) {
+            Ok(0) | Err(_) => return false,
+            Ok(n) => buf.extend_from_slice(&chunk[..n]),
+        }
+    }
+    buf.drain(..len);
+    true
+}
+
+fn route(
+    method: &str,
+    target: &str,
+    lifecycle: &Lifecycle,
+    info: &StatusInfo,
+) -> (u16, &'static str, String) {
+    let path = target.split('?').next().unwrap_or_default();
+    match path {
+        "/_status" => {
+            let (ok, body) = status_json(lifecycle, info);
+            (if ok { 200 } else { 503 }, "application/json", body)
+        }
+        "/_shutdown" if info.shutdown.is_some() => {
+            if method != "POST" {
+                return (405, "text/plain; charset=utf-8", String::new());
+            }
+            if lifecycle.phase() != Phase::Stopping {
+                log::info!("shutdown was requested via status endpoint");
+                if let Some(trigger) = &info.shutdown {
+                    trigger();
+                }
+            }
+            (200, "text/plain; charset=utf-8", String::new())
+        }
+        _ => (
+            404,
+            "text/plain; charset=utf-8",
+            "404 page not found\n".to_string(),
+        ),
+    }
+}
+
+/// The `/_status` document with keys in the reference's order (SPEC 8.3).
+fn status_json(lifecycle: &Lifecycle, info: &StatusInfo) -> (bool, String) {
+    let phase = lifecycle.phase();
+    let listening = matches!(phase, Phase::Listening | Phase::Reloading);
+    let backend = (info.backend_check)();
+    let ok = listening && backend.is_ok();
+    let word = |b: bool| if b { "ok" } else { "critical" };
+    let mut out = format!(
+        "{{\"ok\":{ok},\"status\":\"{}\",\"listen_address\":{},\"forward_address\":{},\"backend_ok\":{},\"backend_status\":\"{}\"",
+        word(ok),
+        json_str(&info.listen),
+        json_str(&info.target),
+        backend.is_ok(),
+        word(backend.is_ok()),
+    );
+    if let Err(e) = &backend {
+        out.push_str(&format!(",\"backend_error\":{}", json_str(e)));
+    }
+    let last_reload = {
+        let st = match lifecycle.state.lock() {
+            Ok(g) => g.last_reload,
+            Err(p) => p.into_inner().last_reload,
+        };
+        st.map_or_else(|| "0001-01-01T00:00:00Z".to_string(), rfc3339)
+    };
+    out.push_str(&format!(
+        ",\"time\":\"{}\",\"last_reload\":\"{last_reload}\"",
+        rfc3339(SystemTime::now())
+    ));
+    if let Some(h) = &info.hostname {
+        out.push_str(&format!(",\"hostname\":{}", json_str(h)));
+    }
+    out.push_str(&format!(
+        ",\"message\":\"{}\",\"revision\":{},\"compiler\":{}}}",
+        phase.as_str(),
+        json_str(env!("CARGO_PKG_VERSION")),
+        json_str(env!("GHOSTUNNEL_TOOLCHAIN")),
+    ));
+    (ok, out)
+}
+
+fn respond<S: Write>(
+    s: &mut S,
+    code: u16,
+    ctype: &str,
+    body: &[u8],
+    head_only: bool,
+    close: bool,
+) -> io::Result<()> {
+    let reason = match code {
+        200 => "OK",
+        400 => "Bad Request",
+        404 => "Not Found",
+        405 => "Method Not Allowed",
+        _ => "Service Unavailable",
+    };
+    let mut out = format!(
+        "HTTP/1.1 {code} {reason}\r\nContent-Type: {ctype}\r\nContent-Length: {}\r\n{}\r\n",
+        body.len(),
+        if close { "Connection: close\r\n" } else { "" }
+    )
+    .into_bytes();
+    if !head_only {
+        out.extend_from_slice(body);
+    }
+    s.write_all(&out)?;
+    s.flush()
+}
+
+/// A JSON string literal.
+fn json_str(s: &str) -> String {
+    let mut out = String::with_capacity(s.len() + 2);
+    out.push('"');
+    for c in s.chars() {
+        match c {
+            '"' => out.push_str("\\\""),
+            '\\' => out.push_str("\\\\"),
+            '\n' => out.push_str("\\n"),
+            '\r' => out.push_str("\\r"),
+            '\t' => out.push_str("\\t"),
+            '<' | '>' | '&' => out.push_str(&format!("\\u{:04x}", c as u32)),
+            c if (c as u32) < 0x20 => out.push_str(&format!("\\u{:04x}", c as u32)),
+            c => out.push(c),
+        }
+    }
+    out.push('"');
+    out
+}
+
+/// RFC 3339 with nanoseconds (trailing zeros trimmed) in the local zone, `Z` for UTC.
+pub fn rfc3339(t: SystemTime) -> String {
+    let d = t.duration_since(UNIX_EPOCH).unwrap_or_default();
+    let secs = d.as_secs() as libc::time_t;
+    // SAFETY: localtime_r writes only into the zeroed `tm` we own; `secs` outlives the call.
+    #[allow(unsafe_code)]
+    let tm = unsafe {
+        let mut tm: libc::tm = std::mem::zeroed();
+        libc::localtime_r(&secs, &mut tm);
+        tm
+    };
+    let mut out = format!(
+        "{:04}-{:02}-{:02}T{:02}:{:02}:{:02}",
+        tm.tm_year + 1900,
+        tm.tm_mon + 1,
+        tm.tm_mday,
+        tm.tm_hour,
+        tm.tm_min,
+        tm.tm_sec
+    );
+    let nanos = d.subsec_nanos();
+    if nanos != 0 {
+        out.push_str(format!(".{nanos:09}").trim_end_matches('0'));
+    }
+    let off = tm.tm_gmtoff;
+    if off == 0 {
+        out.push('Z');
+    } else {
+        let sign = if off < 0 { '-' } else { '+' };
+        let off = off.abs();
+        out.push_str(&format!("{sign}{:02}:{:02}", off / 3600, off % 3600 / 60));
+    }
+    out
+}
+
+/// The host name, read once at startup (SPEC 8.3 omits the key when it cannot be read).
+pub fn hostname() -> Option<String> {
+    std::fs::read_to_string("/proc/sys/kernel/hostname")
+        .ok()
+        .map(|s| s.trim().to_string())
+        .filter(|s| !s.is_empty())
+}
