@@ -1,0 +1,430 @@
+//! Spawning the real `ghostunnel` binary: readiness from the `listening for connections on`
+//! log line, captured stdout/stderr, bounded waits, kill and reap on drop.
+
+use std::ffi::OsString;
+use std::io::Read;
+use std::net::{Ipv4Addr, SocketAddr, TcpListener};
+use std::process::{Child, Command, ExitStatus, Stdio};
+use std::sync::{Arc, Condvar, Mutex};
+use std::thread;
+use std::time::{Duration, Instant};
+
+pub const BIN: &str = env!("CARGO_BIN_EXE_ghostunnel");
+pub const READY_LINE: &str = "listening for connections on";
+pub const STARTUP_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// Picks a free TCP port on 127.0.0.1 by binding port 0 and dropping the socket.
+pub fn free_port() -> u16 {
+    TcpListener::bind((Ipv4Addr::LOCALHOST, 0))
+        .expect("bind 127.0.0.1:0")
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+/// `localhost:<free port>` plus the socket address to connect to.
+pub fn free_addr() -> (String, SocketAddr) {
+    let port = free_port();
+    (
+        format!("127.0.0.1:{port}"),
+        SocketAddr::from((Ipv4Addr::LOCALHOST, port)),
+    )
+}
+
+#[derive(Default)]
+struct Buf {
+    data: Mutex<Vec<u8>>,
+    cond: Condvar,
+}
+
+impl Buf {
+    fn text(&self) -> String {
+        String::from_utf8_lossy(&self.data.lock().unwrap()).into_owned()
+    }
+}
+
+fn pump(mut r: impl Read + Send + 'static, buf: Arc<Buf>) -> thread::JoinHandle<()> {
+    thread::spawn(move || {
+        let mut chunk = [0u8; 8192];
+        loop {
+            match r.read(&mut chunk) {
+                Ok(0) | Err(_) => break,
+                Ok(n) => {
+                    buf.data.lock().unwrap().extend_from_slice(&chunk[..n]);
+                    buf.cond.notify_all();
+                }
+            }
+        }
+        buf.cond.notify_all();
+    })
+}
+
+/// Builder for a ghostunnel invocation.
+pub struct Cmd {
+    args: Vec<OsString>,
+    envs: Vec<(OsString, OsString)>,
+}
+
+impl Cmd {
+    pub fn new(mode: &str) -> Cmd {
+        Cmd {
+            args: vec![mode.into()],
+            envs: vec![],
+        }
+    }
+
+    /// No subcommand; args are given entirely by the caller.
+    pub fn bare() -> Cmd {
+        Cmd {
+            args: vec![],
+            envs: vec![],
+        }
+    }
+
+    pub fn arg(mut self, a: impl Into<OsString>) -> Cmd {
+        self.args.push(a.into());
+        self
+    }
+
+    pub fn args<I, S>(mut self, it: I) -> Cmd
+    where
+        I: IntoIterator<Item = S>,
+        S: Into<OsString>,
+    {
+        self.args.extend(it.into_iter().map(Into::into));
+        self
+    }
+
+    pub fn env(mut self, k: &str, v: &str) -> Cmd {
+        self.envs.push((k.into(), v.into()));
+        self
+    }
+
+    fn command(&self) -> Command {
+        let mut c = Command::new(BIN);
+        c.args(&self.args)
+            .envs(self.envs.iter().map(|(k, v)| (k, v)))
+            // Keep the tests independent of the host environment's fallbacks.
+            .env_remove("KEYSTORE_PATH")
+            .env_remove("CERT_PATH")
+            .env_remove("KEY_PATH")
+            .env_remove("KEYSTORE_PASS")
+            .env_remove("CACERT_PATH")
+            .env_remove("NOTIFY_SOCKET")
+            .env_remove("LISTEN_FDS")
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped());
+        c
+    }
+
+    pub fn cmdline(&self) -> String {
+        let mut s = BIN.to_string();
+        for a in &self.args {
+            s.push(' ');
+            s.push_str(&a.to_string_lossy());
+        }
+        s
+    }
+
+    /// Starts the daemon without waiting for readiness.
+    pub fn start(self) -> Daemon {
+        let mut child = self
+            .command()
+            .spawn()
+            .unwrap_or_else(|e| panic!("spawn {}: {e}", self.cmdline()));
+        let stdout = Arc::new(Buf::default());
+        let stderr = Arc::new(Buf::default());
+        let t1 = pump(child.stdout.take().unwrap(), stdout.clone());
+        let t2 = pump(child.stderr.take().unwrap(), stderr.clone());
+        Daemon {
+            child,
+            cmdline: self.cmdline(),
+            stdout,
+            stderr,
+            pumps: vec![t1, t2],
+            status: None,
+        }
+    }
+
+    /// Starts the daemon and waits (bounded) for `listening for connections on`.
+    pub fn spawn(self) -> Daemon {
+        let mut d = self.start();
+        d.wait_ready();
+        d
+    }
+
+    /// Runs to completion (bounded by `timeout`, else panics) and returns the outcome.
+    pub fn run(self, timeout: Duration) -> Outcome {
+        let mut d = self.start();
+        let status = d.wait_exit(timeout);
+        d.join_pumps();
+        Outcome {
+            cmdline: d.cmdline.clone(),
+            status,
+            stdout: d.stdout(),
+            stderr: d.stderr(),
+        }
+    }
+}
+
+/// A finished run.
+pub struct Outcome {
+    pub cmdline: String,
+    pub status: ExitStatus,
+    pub stdout: String,
+    pub stderr: String,
+}
+
+impl Outcome {
+    pub fn describe(&self) -> String {
+        format!(
+            "\ncommand: {}\nstatus: {:?}\n--- stdout ---\n{}\n--- stderr ---\n{}\n",
+            self.cmdline, self.status, self.stdout, self.stderr
+        )
+    }
+
+    pub fn assert_code(&self, code: i32) -> &Outcome {
+        assert_eq!(
+            self.status.code(),
+            Some(code),
+            "unexpected exit status{}",
+            self.describe()
+        );
+        self
+    }
+
+    pub fn assert_stderr_contains(&self, s: &str) -> &Outcome {
+        assert!(
+            self.stderr.contains(s),
+            "stderr lacks {s:?}{}",
+            self.describe()
+        );
+        self
+    }
+
+    pub fn assert_stdout_contains(&self, s: &str) -> &Outcome {
+        assert!(
+            self.stdout.contains(s),
+            "stdout lacks {s:?}{}",
+            self.describe()
+        );
+        self
+    }
+
+    pub fn assert_stdout_lacks(&self, s: &str) -> &Outcome {
+        assert!(
+            !self.stdout.contains(s),
+            "stdout unexpectedly contains {s:?}{}",
+            self.describe()
+        );
+        self
+    }
+}
+
+/// A running ghostunnel process.
+pub struct Daemon {
+    child: Child,
+    cmdline: String,
+    stdout: Arc<Buf>,
+    stderr: Arc<Buf>,
+    pumps: Vec<thread::JoinHandle<()>>,
+    status: Option<ExitStatus>,
+}
+
+impl Daemon {
+    pub fn pid(&self) -> i32 {
+        self.child.id() as i32
+    }
+
+    pub fn stdout(&self) -> String {
+        self.stdout.text()
+    }
+
+    pub fn stderr(&self) -> String {
+        self.stderr.text()
+    }
+
+    pub fn describe(&self) -> String {
+        format!(
+            "\ncommand: {}\nstatus: {:?}\n--- stdout ---\n{}\n--- stderr ---\n{}\n",
+            self.cmdline,
+            self.status,
+            self.stdout(),
+            self.stderr()
+        )
+    }
+
+    fn poll_status(&mut self) -> Option<ExitStatus> {
+        if self.status.is_none() {
+            self.status = self.child.try_wait().expect("try_wait");
+        }
+        self.status
+    }
+
+    fn wait_ready(&mut self) {
+        let deadline = Instant::now() + STARTUP_TIMEOUT;
+        loop {
+            if self.stdout().contains(READY_LINE) {
+                return;
+            }
+            if self.poll_status().is_some() {
+                self.join_pumps();
+                panic!("ghostunnel exited before becoming ready{}", self.describe());
+            }
+            if Instant::now() > deadline {
+                panic!(
+                    "ghostunnel not ready within {STARTUP_TIMEOUT:?}{}",
+                    self.describe()
+                );
+            }
+            self.wait_output(Duration::from_millis(50));
+        }
+    }
+
+    fn wait_output(&self, d: Duration) {
+        let g = self.stdout.data.lock().unwrap();
+        let _ = self.stdout.cond.wait_timeout(g, d).unwrap();
+    }
+
+    /// Waits until stdout (the log) contains `needle`; panics after `timeout`.
+    pub fn wait_log(&mut self, needle: &str, timeout: Duration) -> String {
+        let deadline = Instant::now() + timeout;
+        loop {
+            let out = self.stdout();
+            if out.contains(needle) {
+                return out;
+            }
+            if Instant::now() > deadline {
+                panic!(
+                    "log line {needle:?} not seen within {timeout:?}{}",
+                    self.describe()
+                );
+            }
+            self.wait_output(Duration::from_millis(50));
+        }
+    }
+
+    /// Counts log lines containing `needle`.
+    pub fn count_log(&self, needle: &str) -> usize {
+        self.stdout().lines().filter(|l| l.contains(needle)).count()
+    }
+
+    /// Waits until `count_log(needle) >= n`.
+    pub fn wait_log_count(&mut self, needle: &str, n: usize, timeout: Duration) {
+        let deadline = Instant::now() + timeout;
+        while self.count_log(needle) < n {
+            if Instant::now() > deadline {
+                panic!(
+                    "expected {n} log lines containing {needle:?} within {timeout:?}{}",
+                    self.describe()
+                );
+            }
+            self.wait_output(Duration::from_millis(50));
+        }
+    }
+
+    /// Sends a signal to the process.
+    pub fn signal(&self, sig: i32) {
+        // SAFETY: kill(2) on the pid of a child we own and have not reaped yet.
+        let rc = unsafe { libc::kill(self.pid(), sig) };
+        assert_eq!(rc, 0, "kill({}, {sig}) failed", self.pid());
+    }
+
+    /// Waits for exit, panicking (after killing) if it takes longer than `timeout`.
+    pub fn wait_exit(&mut self, timeout: Duration) -> ExitStatus {
+        let deadline = Instant::now() + timeout;
+        loop {
+            if let Some(s) = self.poll_status() {
+                self.join_pumps();
+                return s;
+            }
+            if Instant::now() > deadline {
+                let _ = self.child.kill();
+                let _ = self.child.wait();
+                panic!(
+                    "ghostunnel did not exit within {timeout:?}{}",
+                    self.describe()
+                );
+            }
+            thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    /// Returns the exit status if the process has exited.
+    pub fn try_status(&mut self) -> Option<ExitStatus> {
+        self.poll_status()
+    }
+
+    fn join_pumps(&mut self) {
+        for t in self.pumps.drain(..) {
+            let _ = t.join();
+        }
+    }
+}
+
+impl Drop for Daemon {
+    fn drop(&mut self) {
+        if self.poll_status().is_none() {
+            let _ = self.child.kill();
+            let _ = self.child.wait();
+        }
+    }
+}
+
+/// Starts `ghostunnel server` listening on a free port in front of `target`, with the PKI's
+/// server keystore and CA, plus `extra` flags. Returns the daemon and the address to dial.
+pub fn start_server(pki: &super::Pki, target: &str, extra: &[&str]) -> (Daemon, SocketAddr) {
+    let (listen, addr) = free_addr();
+    let d = Cmd::new("server")
+        .args(["--listen", &listen, "--target", target])
+        .args(pki.server_cred_args())
+        .args(extra)
+        .spawn();
+    (d, addr)
+}
+
+/// Starts `ghostunnel client` listening on a free port, dialing `target` with the PKI's
+/// client keystore and CA, plus `extra` flags.
+pub fn start_client(pki: &super::Pki, target: &str, extra: &[&str]) -> (Daemon, SocketAddr) {
+    let (listen, addr) = free_addr();
+    let d = Cmd::new("client")
+        .args(["--listen", &listen, "--target", target])
+        .args(pki.client_cred_args())
+        .args(extra)
+        .spawn();
+    (d, addr)
+}
+
+/// Checks the logger prefix of SPEC 13.1: `[<pid>] YYYY/MM/DD hh:mm:ss.µµµµµµ `.
+/// Returns the message part.
+pub fn log_message<'a>(line: &'a str, pid: i32) -> Option<&'a str> {
+    let rest = line.strip_prefix(&format!("[{pid}] "))?;
+    let b = rest.as_bytes();
+    // "YYYY/MM/DD hh:mm:ss.uuuuuu " is 27 bytes.
+    if b.len() < 27 {
+        return None;
+    }
+    let shape = "dddd/dd/dd dd:dd:dd.dddddd ";
+    for (c, s) in b.iter().zip(shape.bytes()) {
+        let ok = if s == b'd' {
+            c.is_ascii_digit()
+        } else {
+            *c == s
+        };
+        if !ok {
+            return None;
+        }
+    }
+    Some(&rest[27..])
+}
+
+/// The log messages (prefix stripped) of lines whose message starts with `prefix`.
+pub fn log_messages(stdout: &str, pid: i32, prefix: &str) -> Vec<String> {
+    stdout
+        .lines()
+        .filter_map(|l| log_message(l, pid))
+        .filter(|m| m.starts_with(prefix))
+        .map(str::to_string)
+        .collect()
+}
