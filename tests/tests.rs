@@ -2,4 +2,10 @@
 
 mod util;
 
+mod client;
 mod harness;
+mod keystores;
+mod lifecycle;
+mod pair;
+mod server;
+mod validation;

@@ -161,6 +161,7 @@ impl Cmd {
         d.join_pumps();
         Outcome {
             cmdline: d.cmdline.clone(),
+            pid: d.pid(),
             status,
             stdout: d.stdout(),
             stderr: d.stderr(),
@@ -171,6 +172,7 @@ impl Cmd {
 /// A finished run.
 pub struct Outcome {
     pub cmdline: String,
+    pub pid: i32,
     pub status: ExitStatus,
     pub stdout: String,
     pub stderr: String,
@@ -398,7 +400,7 @@ pub fn start_client(pki: &super::Pki, target: &str, extra: &[&str]) -> (Daemon, 
 
 /// Checks the logger prefix of SPEC 13.1: `[<pid>] YYYY/MM/DD hh:mm:ss.µµµµµµ `.
 /// Returns the message part.
-pub fn log_message<'a>(line: &'a str, pid: i32) -> Option<&'a str> {
+pub fn log_message(line: &str, pid: i32) -> Option<&str> {
     let rest = line.strip_prefix(&format!("[{pid}] "))?;
     let b = rest.as_bytes();
     // "YYYY/MM/DD hh:mm:ss.uuuuuu " is 27 bytes.

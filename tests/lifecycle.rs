@@ -1,0 +1,291 @@
+//! Timeouts, concurrency limits, signals and graceful shutdown (SPEC 7.1-7.3, 12, 13.1).
+
+use std::io::{ErrorKind, Read, Write};
+use std::net::Shutdown;
+use std::time::{Duration, Instant};
+
+use crate::util::*;
+
+const LOG_WAIT: Duration = Duration::from_secs(5);
+
+/// Every log line carries `[<pid>] YYYY/MM/DD hh:mm:ss.µµµµµµ `; startup logs the mode,
+/// the certificate source, the target and the listen address (SPEC 1, 13.1).
+#[test]
+fn startup_log_lines() {
+    let pki = Pki::new();
+    let backend = Backend::echo();
+    let (listen, _) = free_addr();
+    let target = backend.target();
+    let d = Cmd::new("server")
+        .args(["--listen", &listen, "--target", &target])
+        .args(pki.server_cred_args())
+        .arg("--allow-all")
+        .spawn();
+    let out = d.stdout();
+    let msgs: Vec<&str> = out
+        .lines()
+        .map(|l| {
+            log_message(l, d.pid())
+                .unwrap_or_else(|| panic!("bad log prefix in {l:?}{}", d.describe()))
+        })
+        .collect();
+    let pos = |m: &str| {
+        msgs.iter()
+            .position(|x| *x == m)
+            .unwrap_or_else(|| panic!("log lacks {m:?}{}", d.describe()))
+    };
+    let a = pos("starting ghostunnel in server mode");
+    let b = pos("using keystore file on disk as certificate source");
+    let c = pos(&format!("using target address {target}"));
+    let e = pos(&format!("listening for connections on {listen}"));
+    assert!(a < b && b < c && c < e, "startup order{}", d.describe());
+}
+
+/// A TCP client that connects and never sends a ClientHello is cut at
+/// `--connect-timeout`, while another client is served meanwhile.
+#[test]
+fn slow_handshake_is_cut_at_connect_timeout() {
+    let pki = Pki::new();
+    let backend = Backend::echo();
+    let (mut d, addr) = start_server(
+        &pki,
+        &backend.target(),
+        &["--allow-cn=client", "--connect-timeout=1s"],
+    );
+    let mut idle = tcp_connect(addr);
+    let port = idle.local_addr().unwrap().port();
+    let started = Instant::now();
+    let cfg = client_config(&pki.ca.cert_der, Some(&pki.client));
+    try_echo(addr, cfg, b"meanwhile")
+        .unwrap_or_else(|e| panic!("second client starved: {e}{}", d.describe()));
+    idle.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+    let mut buf = [0u8; 64];
+    let r = idle.read(&mut buf);
+    let waited = started.elapsed();
+    assert!(
+        matches!(r, Ok(0))
+            || matches!(&r, Err(e) if e.kind() != ErrorKind::WouldBlock && e.kind() != ErrorKind::TimedOut),
+        "idle client not disconnected (read: {r:?}){}",
+        d.describe()
+    );
+    assert!(
+        waited >= Duration::from_millis(800) && waited < Duration::from_secs(4),
+        "idle client cut after {waited:?}, expected about 1s"
+    );
+    d.wait_log(
+        &format!("error on TLS handshake from 127.0.0.1:{port}: "),
+        LOG_WAIT,
+    );
+    assert_eq!(backend.stats.accepted(), 1);
+}
+
+/// SIGTERM with an open connection: logs the shutdown lines, stops accepting, keeps the
+/// established pipe working, and exits 0 once it closes.
+#[test]
+fn sigterm_drains_then_exits_zero() {
+    let pki = Pki::new();
+    let backend = Backend::echo();
+    let (mut d, addr) = start_server(&pki, &backend.target(), &["--allow-cn=client"]);
+    let cfg = client_config(&pki.ca.cert_der, Some(&pki.client));
+    let mut s = try_echo(addr, cfg.clone(), b"before").expect("first connection");
+    d.signal(libc::SIGTERM);
+    d.wait_log("received terminated, shutting down", LOG_WAIT);
+    d.wait_log("shutdown proxy, waiting for drain", LOG_WAIT);
+    // New connections are no longer accepted.
+    assert!(
+        try_echo(addr, cfg, b"new").is_err(),
+        "a new connection was served while draining{}",
+        d.describe()
+    );
+    // The established pipe still works.
+    assert_echo(&mut s, b"still open");
+    std::thread::sleep(Duration::from_millis(300));
+    assert!(
+        d.try_status().is_none(),
+        "exited before the open connection closed{}",
+        d.describe()
+    );
+    s.conn.send_close_notify();
+    let _ = s.flush();
+    let _ = s.sock.shutdown(Shutdown::Both);
+    drop(s);
+    let status = d.wait_exit(Duration::from_secs(10));
+    assert_eq!(status.code(), Some(0), "exit status{}", d.describe());
+}
+
+/// SIGINT is logged as an interrupt and drains like SIGTERM.
+#[test]
+fn sigint_with_no_connections_exits_zero() {
+    let pki = Pki::new();
+    let backend = Backend::echo();
+    let (mut d, _) = start_server(&pki, &backend.target(), &["--allow-all"]);
+    d.signal(libc::SIGINT);
+    let status = d.wait_exit(Duration::from_secs(10));
+    assert_eq!(status.code(), Some(0), "exit status{}", d.describe());
+    assert!(
+        d.stdout().contains("received interrupt, shutting down"),
+        "{}",
+        d.describe()
+    );
+}
+
+/// With `--shutdown-timeout=1s` and a connection that stays open, the daemon gives up
+/// draining, logs `graceful shutdown timeout: forcing exit` and exits 1.
+#[test]
+fn shutdown_timeout_forces_exit_one() {
+    let pki = Pki::new();
+    let backend = Backend::start(Behaviour::Hold);
+    let (mut d, saddr) = start_server(
+        &pki,
+        &backend.target(),
+        &["--allow-cn=client", "--shutdown-timeout=1s"],
+    );
+    let cfg = client_config(&pki.ca.cert_der, Some(&pki.client));
+    let mut s = tls_connect(saddr, cfg, "localhost").expect("handshake");
+    s.write_all(b"x").unwrap();
+    s.flush().unwrap();
+    assert!(eventually(LOG_WAIT, || backend.stats.accepted() == 1));
+    let t = Instant::now();
+    d.signal(libc::SIGTERM);
+    let status = d.wait_exit(Duration::from_secs(10));
+    let took = t.elapsed();
+    assert_eq!(status.code(), Some(1), "exit status{}", d.describe());
+    assert!(
+        d.stdout()
+            .contains("graceful shutdown timeout: forcing exit"),
+        "{}",
+        d.describe()
+    );
+    assert!(
+        took >= Duration::from_millis(800),
+        "forced exit after only {took:?}"
+    );
+    drop(s);
+}
+
+/// `--max-concurrent-conns=1`: a second client waits in the backlog until the first
+/// finishes, then is served.
+#[test]
+fn max_concurrent_conns_queues_second_client() {
+    let pki = Pki::new();
+    let srv = TlsServer::start(&pki.server, ClientAuth::Required(pki.ca.cert_der.clone()));
+    let (d, addr) = start_client(&pki, &srv.target_localhost(), &["--max-concurrent-conns=1"]);
+    let mut first = tcp_connect(addr);
+    assert_echo(&mut first, b"first");
+    // The second connect succeeds (kernel backlog) but is not served yet.
+    let mut second = tcp_connect(addr);
+    second.write_all(b"second").unwrap();
+    second
+        .set_read_timeout(Some(Duration::from_millis(1000)))
+        .unwrap();
+    let mut buf = [0u8; 6];
+    match second.read(&mut buf) {
+        Err(e) if e.kind() == ErrorKind::WouldBlock || e.kind() == ErrorKind::TimedOut => {}
+        other => panic!(
+            "second client should wait while the first is open, got {other:?}{}",
+            d.describe()
+        ),
+    }
+    assert_echo(&mut first, b"first again");
+    first.shutdown(Shutdown::Both).unwrap();
+    drop(first);
+    second.set_read_timeout(Some(IO_TIMEOUT)).unwrap();
+    second
+        .read_exact(&mut buf)
+        .unwrap_or_else(|e| panic!("second client never served: {e}{}", d.describe()));
+    assert_eq!(&buf, b"second");
+}
+
+/// `--max-conn-lifetime=1s` cuts an otherwise healthy, open connection after about 1 s.
+#[test]
+fn max_conn_lifetime_cuts_connection() {
+    let pki = Pki::new();
+    let srv = TlsServer::start(&pki.server, ClientAuth::Required(pki.ca.cert_der.clone()));
+    let (d, addr) = start_client(&pki, &srv.target_localhost(), &["--max-conn-lifetime=1s"]);
+    let mut s = tcp_connect(addr);
+    let t = Instant::now();
+    assert_echo(&mut s, b"hello");
+    s.set_read_timeout(Some(Duration::from_secs(6))).unwrap();
+    let mut buf = [0u8; 16];
+    let r = s.read(&mut buf);
+    let took = t.elapsed();
+    assert!(
+        matches!(r, Ok(0))
+            || matches!(&r, Err(e) if e.kind() != ErrorKind::WouldBlock && e.kind() != ErrorKind::TimedOut),
+        "connection not cut (read: {r:?}){}",
+        d.describe()
+    );
+    assert!(
+        took >= Duration::from_millis(800) && took < Duration::from_secs(5),
+        "cut after {took:?}, expected about 1s"
+    );
+}
+
+/// `--close-timeout=1s`: after the client half-closes, a backend that neither answers nor
+/// closes is cut after about 1 s; the client sees EOF.
+#[test]
+fn close_timeout_cuts_half_closed_pipe() {
+    let pki = Pki::new();
+    let backend = Backend::start(Behaviour::Hold);
+    let (d, addr) = start_server(
+        &pki,
+        &backend.target(),
+        &["--allow-cn=client", "--close-timeout=1s"],
+    );
+    let cfg = client_config(&pki.ca.cert_der, Some(&pki.client));
+    let mut s = tls_connect(addr, cfg, "localhost").expect("handshake");
+    s.write_all(b"request").unwrap();
+    s.flush().unwrap();
+    assert!(eventually(LOG_WAIT, || backend.stats.bytes_in() == 7));
+    s.conn.send_close_notify();
+    s.flush().unwrap();
+    let t = Instant::now();
+    s.sock
+        .set_read_timeout(Some(Duration::from_secs(8)))
+        .unwrap();
+    let (data, _) = read_to_end_lossy(&mut s);
+    let took = t.elapsed();
+    assert!(data.is_empty());
+    assert!(
+        took >= Duration::from_millis(700) && took < Duration::from_secs(5),
+        "half-closed pipe cut after {took:?}, expected about 1s{}",
+        d.describe()
+    );
+}
+
+/// Client mode: a `unix:` listener's socket file is removed at graceful shutdown
+/// (SPEC 6.2, 12.2).
+#[test]
+fn unix_listener_removed_on_shutdown() {
+    let pki = Pki::new();
+    let srv = TlsServer::start(&pki.server, ClientAuth::Required(pki.ca.cert_der.clone()));
+    let path = pki.dir.join("l.sock");
+    let mut d = Cmd::new("client")
+        .args(["--listen", &format!("unix:{}", path.display())])
+        .args(["--target", &srv.target_localhost()])
+        .args(pki.client_cred_args())
+        .spawn();
+    assert!(path.exists(), "socket file missing{}", d.describe());
+    d.signal(libc::SIGTERM);
+    let status = d.wait_exit(Duration::from_secs(10));
+    assert_eq!(status.code(), Some(0), "{}", d.describe());
+    assert!(!path.exists(), "socket file left behind{}", d.describe());
+}
+
+/// A UNIX listen path that already exists fails with `address already in use`.
+#[test]
+fn unix_listener_existing_path_fails() {
+    let pki = Pki::new();
+    let path = pki.dir.write("stale.sock", "");
+    let o = Cmd::new("client")
+        .args(["--listen", &format!("unix:{}", path.display())])
+        .args(["--target", "localhost:9"])
+        .args(pki.client_cred_args())
+        .run(Duration::from_secs(10));
+    o.assert_code(1)
+        .assert_stderr_contains(&format!(
+            "listen unix {}: bind: address already in use",
+            path.display()
+        ))
+        .assert_stdout_lacks(READY_LINE);
+}
