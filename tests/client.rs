@@ -274,3 +274,26 @@ fn client_target_down() {
     let (mut d, addr) = start_client(&pki, &dead, &[]);
     assert_dial_fails(&mut d, addr, "");
 }
+
+/// A remote server that accepts TCP but never answers the ClientHello: the dial fails after
+/// `--connect-timeout` and the plain client is disconnected.
+#[test]
+fn client_connect_timeout_on_silent_server() {
+    let pki = Pki::new();
+    let silent = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let target = format!("localhost:{}", silent.local_addr().unwrap().port());
+    let (mut d, addr) = start_client(&pki, &target, &["--connect-timeout=1s"]);
+    let t = std::time::Instant::now();
+    let mut s = tcp_connect(addr);
+    let _ = s.write_all(b"hello");
+    let (data, _) = read_to_end_lossy(&mut s);
+    let took = t.elapsed();
+    assert!(data.is_empty());
+    assert!(
+        took >= Duration::from_millis(800) && took < Duration::from_secs(5),
+        "disconnected after {took:?}, expected about 1s{}",
+        d.describe()
+    );
+    d.wait_log("error on dial: ", LOG_WAIT);
+    drop(silent);
+}

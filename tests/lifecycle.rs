@@ -289,3 +289,61 @@ fn unix_listener_existing_path_fails() {
         ))
         .assert_stdout_lacks(READY_LINE);
 }
+
+/// `--quiet=conns` suppresses the pipe lines but not startup lines; `--quiet=all` silences
+/// the logger entirely (SPEC 13.2).
+#[test]
+fn quiet_conns_and_all() {
+    let pki = Pki::new();
+    let backend = Backend::echo();
+    let cfg = client_config(&pki.ca.cert_der, Some(&pki.client));
+
+    let (mut d, addr) = start_server(&pki, &backend.target(), &["--allow-all"]);
+    try_echo(addr, cfg.clone(), b"hello").expect("served");
+    d.wait_log("opening pipe: ", LOG_WAIT);
+
+    let (d, addr) = start_server(&pki, &backend.target(), &["--allow-all", "--quiet=conns"]);
+    drop(try_echo(addr, cfg.clone(), b"hello").expect("served"));
+    std::thread::sleep(Duration::from_millis(300));
+    assert!(
+        !d.stdout().contains("pipe: "),
+        "--quiet=conns still logs pipes{}",
+        d.describe()
+    );
+
+    // With --quiet=all the readiness line is not logged; poll the port instead.
+    let (listen, addr) = free_addr();
+    let mut q = Cmd::new("server")
+        .args(["--listen", &listen, "--target", &backend.target()])
+        .args(pki.server_cred_args())
+        .args(["--allow-all", "--quiet=all"])
+        .start();
+    assert!(
+        eventually(STARTUP_TIMEOUT, || std::net::TcpStream::connect(addr)
+            .is_ok()),
+        "--quiet=all daemon never listened{}",
+        q.describe()
+    );
+    try_echo(addr, cfg, b"hello").unwrap_or_else(|e| panic!("{e}{}", q.describe()));
+    q.signal(libc::SIGTERM);
+    let status = q.wait_exit(Duration::from_secs(10));
+    assert_eq!(status.code(), Some(0), "{}", q.describe());
+    assert!(q.stdout().is_empty(), "--quiet=all logged{}", q.describe());
+}
+
+/// `--version` prints `rev <version> built with <toolchain> (pkcs11: …, keychain: …)` to
+/// stderr and exits 0.
+#[test]
+fn version_shape() {
+    let o = Cmd::bare().arg("--version").run(Duration::from_secs(10));
+    o.assert_code(0);
+    let line = o.stderr.lines().next().unwrap_or("");
+    assert!(
+        line.starts_with("rev ")
+            && line.contains(" built with ")
+            && line.contains("(pkcs11: ")
+            && line.ends_with(", keychain: false)"),
+        "unexpected version line {line:?}{}",
+        o.describe()
+    );
+}

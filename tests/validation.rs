@@ -551,11 +551,15 @@ fn load_empty_file() {
     let pki = Pki::new();
     let p = pki.dir.write("empty.pem", "just a comment\n");
     let p = p.display().to_string();
-    load_error(
-        &pki,
-        &s(&["--keystore", &p]),
-        &format!("error reading file '{p}', no certificates found"),
-    );
+    let (listen, _) = free_addr();
+    let o = Cmd::new("server")
+        .args(["--listen", &listen, "--target", "127.0.0.1:9"])
+        .args(["--keystore", &p, "--allow-all"])
+        .run(RUN);
+    o.assert_code(1)
+        .assert_stderr_contains(&format!("error reading file '{p}', no certificates found"))
+        .assert_stdout_contains("error: unable to load certificates: ")
+        .assert_stdout_lacks(READY_LINE);
 }
 
 #[test]
@@ -613,5 +617,39 @@ fn listen_address_in_use() {
         .run(RUN);
     o.assert_code(1)
         .assert_stderr_contains("address already in use")
+        .assert_stdout_lacks(READY_LINE);
+}
+
+/// A bad `--allow-uri` pattern fails startup with exit 1 and the SPEC 2.7.3 text.
+#[test]
+fn bad_allow_uri_pattern() {
+    let pki = Pki::new();
+    let (listen, _) = free_addr();
+    let o = Cmd::new("server")
+        .args(["--listen", &listen, "--target", "127.0.0.1:9"])
+        .args(pki.server_cred_args())
+        .arg("--allow-uri=spiffe://foo/**/bar")
+        .run(RUN);
+    o.assert_code(1)
+        .assert_stdout_contains(
+            "invalid URI pattern in --allow-uri flag (wildcard '**' can only appear at end of pattern)",
+        )
+        .assert_stdout_lacks(READY_LINE);
+}
+
+/// A bad `--verify-uri` pattern fails startup with exit 1.
+#[test]
+fn bad_verify_uri_pattern() {
+    let pki = Pki::new();
+    let (listen, _) = free_addr();
+    let o = Cmd::new("client")
+        .args(["--listen", &listen, "--target", "localhost:9"])
+        .args(pki.client_cred_args())
+        .arg("--verify-uri=spiffe://foo/a*b")
+        .run(RUN);
+    o.assert_code(1)
+        .assert_stdout_contains(
+            "invalid URI pattern in --verify-uri flag (wildcard '*' can only appear between two separators)",
+        )
         .assert_stdout_lacks(READY_LINE);
 }
