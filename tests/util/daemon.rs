@@ -14,12 +14,23 @@ pub const READY_LINE: &str = "listening for connections on";
 pub const STARTUP_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// Picks a free TCP port on 127.0.0.1 by binding port 0 and dropping the socket.
+///
+/// ghostunnel listens with SO_REUSEPORT, so two daemons handed the same port would silently
+/// share it; ports are therefore never handed out twice within one test run.
 pub fn free_port() -> u16 {
-    TcpListener::bind((Ipv4Addr::LOCALHOST, 0))
-        .expect("bind 127.0.0.1:0")
-        .local_addr()
-        .unwrap()
-        .port()
+    static USED: Mutex<Vec<u16>> = Mutex::new(Vec::new());
+    loop {
+        let port = TcpListener::bind((Ipv4Addr::LOCALHOST, 0))
+            .expect("bind 127.0.0.1:0")
+            .local_addr()
+            .unwrap()
+            .port();
+        let mut used = USED.lock().unwrap();
+        if !used.contains(&port) {
+            used.push(port);
+            return port;
+        }
+    }
 }
 
 /// `localhost:<free port>` plus the socket address to connect to.
