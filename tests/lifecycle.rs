@@ -226,7 +226,7 @@ fn max_conn_lifetime_cuts_connection() {
 #[test]
 fn close_timeout_cuts_half_closed_pipe() {
     let pki = Pki::new();
-    let backend = Backend::start(Behaviour::Hold);
+    let backend = Backend::start(Behaviour::Stall);
     let (d, addr) = start_server(
         &pki,
         &backend.target(),

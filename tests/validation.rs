@@ -332,8 +332,8 @@ fn server_pin_bad_algorithm() {
 #[test]
 fn server_pin_bad_length() {
     mode_error(
-        &["server", L, T, KS, "--allow-spki-pin=SHA256:AAAA"],
-        "--allow-spki-pin: invalid pin \"SHA256:AAAA\": expected 32 bytes for sha256, got 3",
+        &["server", L, T, KS, "--allow-spki-pin=sha256:AAAA"],
+        "--allow-spki-pin: invalid pin \"sha256:AAAA\": expected 32 bytes for sha256, got 3",
     );
 }
 

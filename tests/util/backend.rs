@@ -49,6 +49,8 @@ pub enum Behaviour {
     CloseImmediately,
     /// Accept and hold the connection open, reading and discarding data, until EOF.
     Hold,
+    /// Read to EOF, then keep the connection open (no reply, no FIN) for 30 s.
+    Stall,
 }
 
 fn handle<S: Read + Write>(mut s: S, b: &Behaviour, stats: &Stats, shut_wr: impl Fn(&S)) {
@@ -117,6 +119,15 @@ fn handle<S: Read + Write>(mut s: S, b: &Behaviour, stats: &Stats, shut_wr: impl
                 }
                 record(&mut got, &buf[..n]);
             }
+        }
+        Behaviour::Stall => {
+            while let Ok(n) = s.read(&mut buf) {
+                if n == 0 {
+                    break;
+                }
+                record(&mut got, &buf[..n]);
+            }
+            thread::sleep(Duration::from_secs(30));
         }
     }
     stats.received.lock().unwrap().push(got);
