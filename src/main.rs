@@ -129,7 +129,9 @@ fn run(args: Vec<std::ffi::OsString>) -> Result<ExitCode, Failure> {
                 connector: Arc::new(connector),
                 reloader: Arc::new(move || t1.reload().map(|()| t1.current().subject.clone())),
                 backend_check: Box::new(move || {
-                    net::dial(&target, Instant::now() + connect).map(drop).map_err(|e| e.to_string())
+                    net::dial(&target, Instant::now() + connect)
+                        .map(drop)
+                        .map_err(|e| e.to_string())
                 }),
                 status_tls: Box::new(move || t2.current().status.clone()),
             }
@@ -148,15 +150,18 @@ fn run(args: Vec<std::ffi::OsString>) -> Result<ExitCode, Failure> {
                 tls::client(config.clone(), &opts.verify, server_name).map_err(cert_failure)?;
             prepare_target(&config)?;
             check_max_tls(&config, "error: unable to build dialer: ")?;
-            let tunnel = opts.proxy.as_deref().map(tunnel::ProxyUrl::parse).transpose().map_err(|e| {
-                Failure::Startup {
+            let tunnel = opts
+                .proxy
+                .as_deref()
+                .map(tunnel::ProxyUrl::parse)
+                .transpose()
+                .map_err(|e| Failure::Startup {
                     logged: vec![
                         format!("error: error configuring proxy: {e}"),
                         format!("error: unable to build dialer: {e}"),
                     ],
                     printed: e,
-                }
-            })?;
+                })?;
             if let Some(url) = &opts.proxy {
                 log::info!("using proxy {url}");
             }
@@ -172,7 +177,9 @@ fn run(args: Vec<std::ffi::OsString>) -> Result<ExitCode, Failure> {
             ModeParts {
                 connector,
                 reloader: Arc::new(move || t1.reload().map(|()| t1.current().subject.clone())),
-                backend_check: Box::new(move || dialer.dial(Instant::now() + connect, &p).map(drop)),
+                backend_check: Box::new(move || {
+                    dialer.dial(Instant::now() + connect, &p).map(drop)
+                }),
                 status_tls: Box::new(move || t2.current().status.clone()),
             }
         }
@@ -186,7 +193,10 @@ fn run(args: Vec<std::ffi::OsString>) -> Result<ExitCode, Failure> {
             Mode::Client(_) => ("error opening socket", "client"),
         };
         Failure::Startup {
-            logged: vec![format!("{step}: {e}"), format!("error from {mode} listen: {e}")],
+            logged: vec![
+                format!("{step}: {e}"),
+                format!("error from {mode} listen: {e}"),
+            ],
             printed: e,
         }
     })?);
@@ -196,7 +206,10 @@ fn run(args: Vec<std::ffi::OsString>) -> Result<ExitCode, Failure> {
         Some(status) => Some(Listener::bind(&status.addr).map_err(|e| {
             let e = format!("unable to bind on status port: {}", net::strip_os_error(&e));
             Failure::Startup {
-                logged: vec![format!("error: {e}"), format!("error serving /_status: {e}")],
+                logged: vec![
+                    format!("error: {e}"),
+                    format!("error serving /_status: {e}"),
+                ],
                 printed: e,
             }
         })?),
@@ -208,11 +221,13 @@ fn run(args: Vec<std::ffi::OsString>) -> Result<ExitCode, Failure> {
     if !config.disable_landlock {
         log::info!("setting up landlock rules to limit process privileges");
         let notify = std::env::var("NOTIFY_SOCKET").ok();
-        log::info!("{}", sandbox::Plan::from_config(&config, notify.as_deref()).apply());
+        log::info!(
+            "{}",
+            sandbox::Plan::from_config(&config, notify.as_deref()).apply()
+        );
     }
 
     // 14-16. Serve: status port, READY, signal handling and the reload timer.
-    log::info!("listening for connections on {}", config.listen);
     let lifecycle = Arc::new(status::Lifecycle::new(Box::new(|_| {})));
     let controller = Arc::new(signals::Controller::new(
         proxy.clone(),
@@ -229,17 +244,20 @@ fn run(args: Vec<std::ffi::OsString>) -> Result<ExitCode, Failure> {
             connect_timeout: config.timeouts.connect,
             backend_check: parts.backend_check,
             tls: match (status.scheme, &status.addr.kind) {
-                (StatusScheme::None | StatusScheme::Https, AddrKind::Tcp { .. }) => Some(parts.status_tls),
+                (StatusScheme::None | StatusScheme::Https, AddrKind::Tcp { .. }) => {
+                    Some(parts.status_tls)
+                }
                 _ => None,
             },
-            shutdown: config.enable_shutdown.then(|| -> Box<dyn Fn() + Send + Sync> {
-                Box::new(move || shutdown_controller.shutdown("shutdown request processing"))
-            }),
+            shutdown: config
+                .enable_shutdown
+                .then(|| -> Box<dyn Fn() + Send + Sync> {
+                    Box::new(move || shutdown_controller.shutdown("shutdown request processing"))
+                }),
         };
         status::serve(status_listener, lifecycle.clone(), Arc::new(info))
             .map_err(|e| Failure::startup(format!("error: {e}"), e.to_string()))?;
     }
-    lifecycle.enter(status::Phase::Listening);
     let started = signals::start(controller.clone()).and_then(|()| match config.timed_reload {
         Some(every) => signals::start_timer(every, controller.clone()),
         None => Ok(()),
@@ -247,9 +265,12 @@ fn run(args: Vec<std::ffi::OsString>) -> Result<ExitCode, Failure> {
     if let Err(e) = started {
         return Err(Failure::startup(format!("error: {e}"), e.to_string()));
     }
+    log::info!("listening for connections on {}", config.listen);
+    lifecycle.enter(status::Phase::Listening);
     proxy.serve(&listener, parts.connector);
 
     // 12.2. Drain: the listener is closed (a UNIX socket file removed), pipes finish.
+    listener.unlink();
     drop(controller);
     drop(listener);
     log::info!("shutdown proxy, waiting for drain");

@@ -165,7 +165,7 @@ pub enum Listener {
     /// A UNIX listener; `unlink` is the path to remove when closed (none if inherited).
     Unix {
         listener: UnixListener,
-        unlink: Option<PathBuf>,
+        unlink: std::sync::Mutex<Option<PathBuf>>,
     },
 }
 
@@ -196,7 +196,7 @@ impl Listener {
                 })?;
                 Ok(Listener::Unix {
                     listener,
-                    unlink: Some(path.clone()),
+                    unlink: std::sync::Mutex::new(Some(path.clone())),
                 })
             }
             AddrKind::Systemd(_) => Err(io::Error::new(
@@ -254,14 +254,25 @@ impl AsRawFd for Listener {
     }
 }
 
+impl Listener {
+    /// Removes the socket file of a UNIX listener we created (once; never an inherited one).
+    /// Any thread, any number of times.
+    pub fn unlink(&self) {
+        if let Listener::Unix { unlink, .. } = self {
+            let path = match unlink.lock() {
+                Ok(mut p) => p.take(),
+                Err(p) => p.into_inner().take(),
+            };
+            if let Some(path) = path {
+                let _ = std::fs::remove_file(path);
+            }
+        }
+    }
+}
+
 impl Drop for Listener {
     fn drop(&mut self) {
-        if let Listener::Unix {
-            unlink: Some(path), ..
-        } = self
-        {
-            let _ = std::fs::remove_file(path);
-        }
+        self.unlink();
     }
 }
 

@@ -114,7 +114,6 @@ impl Cmd {
     fn command(&self) -> Command {
         let mut c = Command::new(BIN);
         c.args(&self.args)
-            .envs(self.envs.iter().map(|(k, v)| (k, v)))
             // Keep the tests independent of the host environment's fallbacks.
             .env_remove("KEYSTORE_PATH")
             .env_remove("CERT_PATH")
@@ -126,6 +125,7 @@ impl Cmd {
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
             .stderr(Stdio::piped());
+        c.envs(self.envs.iter().map(|(k, v)| (k, v)));
         c
     }
 

@@ -68,6 +68,17 @@ impl KeyAlg {
             KeyAlg::P384 => &rcgen::PKCS_ECDSA_P384_SHA384,
             KeyAlg::Ed25519 => &rcgen::PKCS_ED25519,
         };
+        if self == KeyAlg::Ed25519 {
+            // rcgen writes Ed25519 keys as PKCS#8 v2, which the OpenSSL 3.0 CLI cannot read
+            // for the PKCS#12 fixtures; a PKCS#8 v1 key from OpenSSL works for both.
+            let out = std::process::Command::new("openssl")
+                .args(["genpkey", "-algorithm", "ed25519"])
+                .output()
+                .expect("run openssl genpkey");
+            assert!(out.status.success(), "openssl genpkey failed");
+            let pem = String::from_utf8(out.stdout).expect("PEM is UTF-8");
+            return KeyPair::from_pem_and_sign_algo(&pem, alg).expect("load Ed25519 key");
+        }
         KeyPair::generate_for(alg).expect("generate key")
     }
 }
