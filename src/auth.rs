@@ -148,6 +148,8 @@ fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
 /// A compiled `--allow-uri`/`--verify-uri` pattern.
 #[derive(Debug, Clone)]
 pub struct UriPattern {
+    /// The pattern as written.
+    #[cfg_attr(not(test), allow(dead_code))]
     source: String,
     matcher: UriMatcher,
 }
@@ -209,6 +211,7 @@ impl UriPattern {
     }
 
     /// The pattern as written.
+    #[cfg(test)]
     pub fn as_str(&self) -> &str {
         &self.source
     }

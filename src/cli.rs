@@ -50,7 +50,16 @@ struct Flag {
 }
 
 const fn f(name: &'static str, kind: Kind, scope: Scope, help: &'static str) -> Flag {
-    Flag { name, aliases: &[], kind, scope, env: None, default: "", hidden: false, help }
+    Flag {
+        name,
+        aliases: &[],
+        kind,
+        scope,
+        env: None,
+        default: "",
+        hidden: false,
+        help,
+    }
 }
 
 impl Flag {
@@ -77,86 +86,482 @@ use Scope::*;
 
 /// Every flag of SPEC 2.3-2.5, in help order.
 const FLAGS: &[Flag] = &[
-    f("keystore", Str, Global, "Path to keystore (combined PEM with cert/key, or PKCS12 keystore).").env("KEYSTORE_PATH"),
-    f("cert", Str, Global, "Path to certificate (PEM with certificate chain).").env("CERT_PATH"),
-    f("key", Str, Global, "Path to certificate private key (PEM with private key).").env("KEY_PATH"),
-    f("storepass", Str, Global, "Password for keystore (if using PKCS keystore, optional).").env("KEYSTORE_PASS"),
-    f("cacert", Str, Global, "Path to CA bundle file (PEM/X509). Uses system trust store by default.").env("CACERT_PATH"),
-    f("use-workload-api", Bool, Global, "If true, certificate and root CAs are retrieved via the SPIFFE Workload API (not supported by this build)."),
-    f("use-workload-api-addr", Str, Global, "SPIFFE Workload API address (not supported by this build).").env("SPIFFE_ENDPOINT_SOCKET"),
-    f("use-workload-api-timeout", Duration, Global, "Initial SPIFFE Workload API wait (not supported by this build).").default("10m"),
-    f("timed-reload", Duration, Global, "Reload keystores every given interval (e.g. 300s), refresh listener/client on changes.").default("0"),
-    f("shutdown-timeout", Duration, Global, "Process will wait for this duration to allow open connections to finish.").default("5m"),
-    f("connect-timeout", Duration, Global, "Timeout for establishing connections, handshakes.").default("10s"),
-    f("close-timeout", Duration, Global, "Timeout for closing connections when one side terminates. Zero means immediate closure.").default("60s"),
-    f("max-conn-lifetime", Duration, Global, "Maximum lifetime for connections post-handshake, no matter what. Zero means infinite.").default("0s"),
-    f("max-concurrent-conns", Uint32, Global, "Maximum number of concurrent connections to handle in the proxy. Zero means infinite.").default("0"),
-    f("metrics-graphite", Str, Global, "Collect metrics and report them to the given graphite instance (not supported by this build)."),
-    f("metrics-url", Str, Global, "Collect metrics and POST them periodically to the given URL (not supported by this build)."),
-    f("metrics-prefix", Str, Global, "Set prefix string for all reported metrics (not supported by this build).").default("ghostunnel"),
-    f("metrics-interval", Duration, Global, "Collect (and post/send) metrics every specified interval (not supported by this build).").default("30s"),
-    f("status", Str, Global, "Enable serving /_status on given HOST:PORT (or unix:SOCKET)."),
-    f("enable-pprof", Bool, Global, "Enable serving /debug/pprof endpoints alongside /_status (not supported by this build)."),
-    f("enable-shutdown", Bool, Global, "Enable serving a /_shutdown endpoint alongside /_status to allow terminating via HTTP."),
-    f("quiet", QuietList, Global, "Silence log messages (can be all, conns, conn-errs, handshake-errs; repeat flag for more than one)."),
-    f("skip-resolve", Bool, Global, "Skip resolving target host on startup (useful to start Ghostunnel before network is up)."),
-    f("syslog", Bool, Global, "Send logs to syslog instead of stdout."),
-    f("pkcs11-module", Str, Global, "Path to PKCS11 module (not supported by this build).").env("PKCS11_MODULE"),
-    f("pkcs11-token-label", Str, Global, "Token label for slot/key in PKCS11 module (not supported by this build).").env("PKCS11_TOKEN_LABEL"),
-    f("pkcs11-pin", Str, Global, "PIN code for slot/key in PKCS11 module (not supported by this build).").env("PKCS11_PIN"),
-    f("disable-landlock", Bool, Global, "Disable Landlock sandboxing."),
-    f("cipher-suites", Str, Global, "Set of cipher suites to enable, comma-separated, in order of preference (AES, CHACHA).").default("AES,CHACHA").hidden(),
-    f("allow-unsafe-cipher-suites", Bool, Global, "Allow cipher suites deemed to be unsafe.").hidden(),
-    f("max-tls-version", Str, Global, "Maximum TLS version (TLS1.2 or TLS1.3).").hidden(),
-    f("use-landlock", Bool, Global, "Accepted for compatibility; Landlock is on unless --disable-landlock.").hidden(),
+    f(
+        "keystore",
+        Str,
+        Global,
+        "Path to keystore (combined PEM with cert/key, or PKCS12 keystore).",
+    )
+    .env("KEYSTORE_PATH"),
+    f(
+        "cert",
+        Str,
+        Global,
+        "Path to certificate (PEM with certificate chain).",
+    )
+    .env("CERT_PATH"),
+    f(
+        "key",
+        Str,
+        Global,
+        "Path to certificate private key (PEM with private key).",
+    )
+    .env("KEY_PATH"),
+    f(
+        "storepass",
+        Str,
+        Global,
+        "Password for keystore (if using PKCS keystore, optional).",
+    )
+    .env("KEYSTORE_PASS"),
+    f(
+        "cacert",
+        Str,
+        Global,
+        "Path to CA bundle file (PEM/X509). Uses system trust store by default.",
+    )
+    .env("CACERT_PATH"),
+    f(
+        "use-workload-api",
+        Bool,
+        Global,
+        "If true, certificate and root CAs are retrieved via the SPIFFE Workload API (not supported by this build).",
+    ),
+    f(
+        "use-workload-api-addr",
+        Str,
+        Global,
+        "SPIFFE Workload API address (not supported by this build).",
+    )
+    .env("SPIFFE_ENDPOINT_SOCKET"),
+    f(
+        "use-workload-api-timeout",
+        Duration,
+        Global,
+        "Initial SPIFFE Workload API wait (not supported by this build).",
+    )
+    .default("10m"),
+    f(
+        "timed-reload",
+        Duration,
+        Global,
+        "Reload keystores every given interval (e.g. 300s), refresh listener/client on changes.",
+    )
+    .default("0"),
+    f(
+        "shutdown-timeout",
+        Duration,
+        Global,
+        "Process will wait for this duration to allow open connections to finish.",
+    )
+    .default("5m"),
+    f(
+        "connect-timeout",
+        Duration,
+        Global,
+        "Timeout for establishing connections, handshakes.",
+    )
+    .default("10s"),
+    f(
+        "close-timeout",
+        Duration,
+        Global,
+        "Timeout for closing connections when one side terminates. Zero means immediate closure.",
+    )
+    .default("60s"),
+    f(
+        "max-conn-lifetime",
+        Duration,
+        Global,
+        "Maximum lifetime for connections post-handshake, no matter what. Zero means infinite.",
+    )
+    .default("0s"),
+    f(
+        "max-concurrent-conns",
+        Uint32,
+        Global,
+        "Maximum number of concurrent connections to handle in the proxy. Zero means infinite.",
+    )
+    .default("0"),
+    f(
+        "metrics-graphite",
+        Str,
+        Global,
+        "Collect metrics and report them to the given graphite instance (not supported by this build).",
+    ),
+    f(
+        "metrics-url",
+        Str,
+        Global,
+        "Collect metrics and POST them periodically to the given URL (not supported by this build).",
+    ),
+    f(
+        "metrics-prefix",
+        Str,
+        Global,
+        "Set prefix string for all reported metrics (not supported by this build).",
+    )
+    .default("ghostunnel"),
+    f(
+        "metrics-interval",
+        Duration,
+        Global,
+        "Collect (and post/send) metrics every specified interval (not supported by this build).",
+    )
+    .default("30s"),
+    f(
+        "status",
+        Str,
+        Global,
+        "Enable serving /_status on given HOST:PORT (or unix:SOCKET).",
+    ),
+    f(
+        "enable-pprof",
+        Bool,
+        Global,
+        "Enable serving /debug/pprof endpoints alongside /_status (not supported by this build).",
+    ),
+    f(
+        "enable-shutdown",
+        Bool,
+        Global,
+        "Enable serving a /_shutdown endpoint alongside /_status to allow terminating via HTTP.",
+    ),
+    f(
+        "quiet",
+        QuietList,
+        Global,
+        "Silence log messages (can be all, conns, conn-errs, handshake-errs; repeat flag for more than one).",
+    ),
+    f(
+        "skip-resolve",
+        Bool,
+        Global,
+        "Skip resolving target host on startup (useful to start Ghostunnel before network is up).",
+    ),
+    f(
+        "syslog",
+        Bool,
+        Global,
+        "Send logs to syslog instead of stdout.",
+    ),
+    f(
+        "pkcs11-module",
+        Str,
+        Global,
+        "Path to PKCS11 module (not supported by this build).",
+    )
+    .env("PKCS11_MODULE"),
+    f(
+        "pkcs11-token-label",
+        Str,
+        Global,
+        "Token label for slot/key in PKCS11 module (not supported by this build).",
+    )
+    .env("PKCS11_TOKEN_LABEL"),
+    f(
+        "pkcs11-pin",
+        Str,
+        Global,
+        "PIN code for slot/key in PKCS11 module (not supported by this build).",
+    )
+    .env("PKCS11_PIN"),
+    f(
+        "disable-landlock",
+        Bool,
+        Global,
+        "Disable Landlock sandboxing.",
+    ),
+    f(
+        "cipher-suites",
+        Str,
+        Global,
+        "Set of cipher suites to enable, comma-separated, in order of preference (AES, CHACHA).",
+    )
+    .default("AES,CHACHA")
+    .hidden(),
+    f(
+        "allow-unsafe-cipher-suites",
+        Bool,
+        Global,
+        "Allow cipher suites deemed to be unsafe.",
+    )
+    .hidden(),
+    f(
+        "max-tls-version",
+        Str,
+        Global,
+        "Maximum TLS version (TLS1.2 or TLS1.3).",
+    )
+    .hidden(),
+    f(
+        "use-landlock",
+        Bool,
+        Global,
+        "Accepted for compatibility; Landlock is on unless --disable-landlock.",
+    )
+    .hidden(),
     // Server mode.
-    f("listen", Str, Server, "Address and port to listen on (can be HOST:PORT, unix:PATH, systemd:NAME)."),
-    f("target", Str, Server, "Address to forward connections to (can be HOST:PORT or unix:PATH)."),
-    f("target-status", Str, Server, "Address to target for status checking downstream healthchecks (not supported by this build)."),
-    f("proxy-protocol", Bool, Server, "Enable PROXY protocol v2 to signal connection info to backend."),
-    f("proxy-protocol-mode", Enum(&["conn", "tls", "tls-full"]), Server, "PROXY protocol v2 mode: conn, tls or tls-full."),
-    f("unsafe-target", Bool, Server, "If set, does not limit target to localhost, 127.0.0.1, [::1], or UNIX sockets."),
-    f("allow-all", Bool, Server, "Allow all clients, do not check client cert subject."),
-    f("allow-cn", List, Server, "Allow clients with given common name (can be repeated)."),
-    f("allow-ou", List, Server, "Allow clients with given organizational unit name (can be repeated)."),
-    f("allow-dns", List, Server, "Allow clients with given DNS subject alternative name (can be repeated).").aliases(&["allow-dns-san"]),
-    f("allow-uri", List, Server, "Allow clients with given URI subject alternative name (can be repeated).").aliases(&["allow-uri-san"]),
-    f("allow-ip", IpList, Server, "Allow clients with given IP subject alternative name (can be repeated).").aliases(&["allow-ip-san"]).hidden(),
-    f("allow-spki-pin", List, Server, "Allow clients whose leaf SPKI matches <algo>:<base64> (can be repeated)."),
-    f("allow-policy", Str, Server, "OPA policy bundle (not supported by this build)."),
-    f("allow-query", Str, Server, "OPA query (not supported by this build)."),
-    f("disable-authentication", Bool, Server, "Disable client authentication, no client certificate will be required."),
-    f("auto-acme-cert", Str, Server, "Automatically obtain a certificate via ACME (not supported by this build)."),
-    f("auto-acme-email", Str, Server, "ACME email (not supported by this build)."),
-    f("auto-acme-agree-to-tos", Bool, Server, "Agree to the ACME CA's terms (not supported by this build)."),
-    f("auto-acme-ca", Str, Server, "ACME CA URL (not supported by this build)."),
-    f("auto-acme-testca", Str, Server, "ACME test CA URL (not supported by this build)."),
-    f("auto-acme-renew-check-interval", Duration, Server, "ACME renewal check interval (not supported by this build).").hidden(),
-    f("auto-acme-alt-tls-alpn-port", Uint32, Server, "ACME TLS-ALPN port (not supported by this build).").hidden(),
+    f(
+        "listen",
+        Str,
+        Server,
+        "Address and port to listen on (can be HOST:PORT, unix:PATH, systemd:NAME).",
+    ),
+    f(
+        "target",
+        Str,
+        Server,
+        "Address to forward connections to (can be HOST:PORT or unix:PATH).",
+    ),
+    f(
+        "target-status",
+        Str,
+        Server,
+        "Address to target for status checking downstream healthchecks (not supported by this build).",
+    ),
+    f(
+        "proxy-protocol",
+        Bool,
+        Server,
+        "Enable PROXY protocol v2 to signal connection info to backend.",
+    ),
+    f(
+        "proxy-protocol-mode",
+        Enum(&["conn", "tls", "tls-full"]),
+        Server,
+        "PROXY protocol v2 mode: conn, tls or tls-full.",
+    ),
+    f(
+        "unsafe-target",
+        Bool,
+        Server,
+        "If set, does not limit target to localhost, 127.0.0.1, [::1], or UNIX sockets.",
+    ),
+    f(
+        "allow-all",
+        Bool,
+        Server,
+        "Allow all clients, do not check client cert subject.",
+    ),
+    f(
+        "allow-cn",
+        List,
+        Server,
+        "Allow clients with given common name (can be repeated).",
+    ),
+    f(
+        "allow-ou",
+        List,
+        Server,
+        "Allow clients with given organizational unit name (can be repeated).",
+    ),
+    f(
+        "allow-dns",
+        List,
+        Server,
+        "Allow clients with given DNS subject alternative name (can be repeated).",
+    )
+    .aliases(&["allow-dns-san"]),
+    f(
+        "allow-uri",
+        List,
+        Server,
+        "Allow clients with given URI subject alternative name (can be repeated).",
+    )
+    .aliases(&["allow-uri-san"]),
+    f(
+        "allow-ip",
+        IpList,
+        Server,
+        "Allow clients with given IP subject alternative name (can be repeated).",
+    )
+    .aliases(&["allow-ip-san"])
+    .hidden(),
+    f(
+        "allow-spki-pin",
+        List,
+        Server,
+        "Allow clients whose leaf SPKI matches <algo>:<base64> (can be repeated).",
+    ),
+    f(
+        "allow-policy",
+        Str,
+        Server,
+        "OPA policy bundle (not supported by this build).",
+    ),
+    f(
+        "allow-query",
+        Str,
+        Server,
+        "OPA query (not supported by this build).",
+    ),
+    f(
+        "disable-authentication",
+        Bool,
+        Server,
+        "Disable client authentication, no client certificate will be required.",
+    ),
+    f(
+        "auto-acme-cert",
+        Str,
+        Server,
+        "Automatically obtain a certificate via ACME (not supported by this build).",
+    ),
+    f(
+        "auto-acme-email",
+        Str,
+        Server,
+        "ACME email (not supported by this build).",
+    ),
+    f(
+        "auto-acme-agree-to-tos",
+        Bool,
+        Server,
+        "Agree to the ACME CA's terms (not supported by this build).",
+    ),
+    f(
+        "auto-acme-ca",
+        Str,
+        Server,
+        "ACME CA URL (not supported by this build).",
+    ),
+    f(
+        "auto-acme-testca",
+        Str,
+        Server,
+        "ACME test CA URL (not supported by this build).",
+    ),
+    f(
+        "auto-acme-renew-check-interval",
+        Duration,
+        Server,
+        "ACME renewal check interval (not supported by this build).",
+    )
+    .hidden(),
+    f(
+        "auto-acme-alt-tls-alpn-port",
+        Uint32,
+        Server,
+        "ACME TLS-ALPN port (not supported by this build).",
+    )
+    .hidden(),
     // Client mode.
-    f("listen", Str, Client, "Address and port to listen on (can be HOST:PORT, unix:PATH, systemd:NAME)."),
-    f("target", Str, Client, "Address to forward connections to (must be HOST:PORT)."),
-    f("unsafe-listen", Bool, Client, "If set, does not limit listen to localhost, 127.0.0.1, [::1], or UNIX sockets."),
-    f("override-server-name", Str, Client, "If set, overrides the server name used for hostname verification."),
-    f("proxy", Str, Client, "If set, connect to target over given proxy (HTTP CONNECT or SOCKS5).").aliases(&["connect-proxy"]),
-    f("verify-cn", List, Client, "Allow servers with given common name (can be repeated)."),
-    f("verify-ou", List, Client, "Allow servers with given organizational unit name (can be repeated)."),
-    f("verify-dns", List, Client, "Allow servers with given DNS subject alternative name (can be repeated).").aliases(&["verify-dns-san"]),
-    f("verify-uri", List, Client, "Allow servers with given URI subject alternative name (can be repeated).").aliases(&["verify-uri-san"]),
-    f("verify-ip", IpList, Client, "Allow servers with given IP subject alternative name (can be repeated).").aliases(&["verify-ip-san"]).hidden(),
-    f("verify-spki-pin", List, Client, "Allow servers whose leaf SPKI matches <algo>:<base64> (can be repeated)."),
-    f("verify-policy", Str, Client, "OPA policy bundle (not supported by this build)."),
-    f("verify-query", Str, Client, "OPA query (not supported by this build)."),
-    f("disable-authentication", Bool, Client, "Disable client authentication, no certificate will be provided to the server."),
+    f(
+        "listen",
+        Str,
+        Client,
+        "Address and port to listen on (can be HOST:PORT, unix:PATH, systemd:NAME).",
+    ),
+    f(
+        "target",
+        Str,
+        Client,
+        "Address to forward connections to (must be HOST:PORT).",
+    ),
+    f(
+        "unsafe-listen",
+        Bool,
+        Client,
+        "If set, does not limit listen to localhost, 127.0.0.1, [::1], or UNIX sockets.",
+    ),
+    f(
+        "override-server-name",
+        Str,
+        Client,
+        "If set, overrides the server name used for hostname verification.",
+    ),
+    f(
+        "proxy",
+        Str,
+        Client,
+        "If set, connect to target over given proxy (HTTP CONNECT or SOCKS5).",
+    )
+    .aliases(&["connect-proxy"]),
+    f(
+        "verify-cn",
+        List,
+        Client,
+        "Allow servers with given common name (can be repeated).",
+    ),
+    f(
+        "verify-ou",
+        List,
+        Client,
+        "Allow servers with given organizational unit name (can be repeated).",
+    ),
+    f(
+        "verify-dns",
+        List,
+        Client,
+        "Allow servers with given DNS subject alternative name (can be repeated).",
+    )
+    .aliases(&["verify-dns-san"]),
+    f(
+        "verify-uri",
+        List,
+        Client,
+        "Allow servers with given URI subject alternative name (can be repeated).",
+    )
+    .aliases(&["verify-uri-san"]),
+    f(
+        "verify-ip",
+        IpList,
+        Client,
+        "Allow servers with given IP subject alternative name (can be repeated).",
+    )
+    .aliases(&["verify-ip-san"])
+    .hidden(),
+    f(
+        "verify-spki-pin",
+        List,
+        Client,
+        "Allow servers whose leaf SPKI matches <algo>:<base64> (can be repeated).",
+    ),
+    f(
+        "verify-policy",
+        Str,
+        Client,
+        "OPA policy bundle (not supported by this build).",
+    ),
+    f(
+        "verify-query",
+        Str,
+        Client,
+        "OPA query (not supported by this build).",
+    ),
+    f(
+        "disable-authentication",
+        Bool,
+        Client,
+        "Disable client authentication, no certificate will be provided to the server.",
+    ),
 ];
 
 /// Flags that this build refuses instead of silently ignoring.
 const UNSUPPORTED: &[&str] = &[
-    "use-workload-api", "use-workload-api-addr", "metrics-graphite", "metrics-url",
-    "metrics-prefix", "metrics-interval", "enable-pprof", "pkcs11-module", "pkcs11-token-label",
-    "pkcs11-pin", "target-status", "allow-policy", "allow-query", "auto-acme-cert",
-    "auto-acme-email", "auto-acme-agree-to-tos", "auto-acme-ca", "auto-acme-testca",
-    "auto-acme-renew-check-interval", "auto-acme-alt-tls-alpn-port", "verify-policy", "verify-query",
+    "use-workload-api",
+    "use-workload-api-addr",
+    "metrics-graphite",
+    "metrics-url",
+    "metrics-prefix",
+    "metrics-interval",
+    "enable-pprof",
+    "pkcs11-module",
+    "pkcs11-token-label",
+    "pkcs11-pin",
+    "target-status",
+    "allow-policy",
+    "allow-query",
+    "auto-acme-cert",
+    "auto-acme-email",
+    "auto-acme-agree-to-tos",
+    "auto-acme-ca",
+    "auto-acme-testca",
+    "auto-acme-renew-check-interval",
+    "auto-acme-alt-tls-alpn-port",
+    "verify-policy",
+    "verify-query",
 ];
 
 /// What parsing decided.
@@ -208,10 +613,16 @@ pub fn parse(args: Vec<OsString>, env: &dyn Fn(&str) -> Option<String>) -> Resul
                         help = true;
                         continue;
                     }
-                    "version" => return Ok(Parsed::Exit { text: version(), stdout: false }),
+                    "version" => {
+                        return Ok(Parsed::Exit {
+                            text: version(),
+                            stdout: false,
+                        });
+                    }
                     _ => {}
                 }
-                let (flag, negated) = lookup(&name, command).ok_or_else(|| format!("unknown long flag '--{name}'"))?;
+                let (flag, negated) = lookup(&name, command)
+                    .ok_or_else(|| format!("unknown long flag '--{name}'"))?;
                 if flag.kind == Bool {
                     if let Some(v) = parser.optional_value() {
                         return Err(format!("unexpected {}", v.to_string_lossy()));
@@ -231,10 +642,12 @@ pub fn parse(args: Vec<OsString>, env: &dyn Fn(&str) -> Option<String>) -> Resul
                     .to_string();
                 check_value(flag, &value)?;
                 match flag.kind {
-                    List | IpList | QuietList => match given.entry(flag.name).or_insert(Value::Many(vec![])) {
-                        Value::Many(v) => v.push(value),
-                        _ => unreachable_value(),
-                    },
+                    List | IpList | QuietList => {
+                        match given.entry(flag.name).or_insert(Value::Many(vec![])) {
+                            Value::Many(v) => v.push(value),
+                            _ => unreachable_value(),
+                        }
+                    }
                     _ => {
                         if given.insert(flag.name, Value::One(value)).is_some() {
                             return Err(format!("flag '{}' cannot be repeated", flag.name));
@@ -263,7 +676,10 @@ pub fn parse(args: Vec<OsString>, env: &dyn Fn(&str) -> Option<String>) -> Resul
         return Err("command not specified".to_string());
     };
     // Environment fallbacks, only for flags absent from the command line.
-    for flag in FLAGS.iter().filter(|f| f.scope == Global || f.scope == command) {
+    for flag in FLAGS
+        .iter()
+        .filter(|f| f.scope == Global || f.scope == command)
+    {
         if let (Some(var), false) = (flag.env, given.contains_key(flag.name)) {
             if let Some(value) = env(var) {
                 check_value(flag, &value)?;
@@ -271,13 +687,28 @@ pub fn parse(args: Vec<OsString>, env: &dyn Fn(&str) -> Option<String>) -> Resul
             }
         }
     }
-    let missing: Vec<String> =
-        ["listen", "target"].iter().filter(|n| !given.contains_key(*n)).map(|n| format!("'--{n}'")).collect();
+    let missing: Vec<String> = ["listen", "target"]
+        .iter()
+        .filter(|n| !given.contains_key(*n))
+        .map(|n| format!("'--{n}'"))
+        .collect();
     if !missing.is_empty() {
-        return Err(format!("required flag(s) {} not provided", missing.join(", ")));
+        return Err(format!(
+            "required flag(s) {} not provided",
+            missing.join(", ")
+        ));
     }
-    let raw = RawArgs { quiet: Quiet::default(), syslog: false, server: command == Server, given };
-    let raw = RawArgs { quiet: raw.quiet_classes(), syslog: raw.bool("syslog"), ..raw };
+    let raw = RawArgs {
+        quiet: Quiet::default(),
+        syslog: false,
+        server: command == Server,
+        given,
+    };
+    let raw = RawArgs {
+        quiet: raw.quiet_classes(),
+        syslog: raw.bool("syslog"),
+        ..raw
+    };
     raw.parse_stage_checks()?;
     Ok(Parsed::Run(raw))
 }
@@ -287,7 +718,12 @@ fn unreachable_value() {}
 /// Finds a flag by name or alias in scope; `--no-NAME` negates a boolean.
 fn lookup(name: &str, command: Option<Scope>) -> Option<(&'static Flag, bool)> {
     let in_scope = |f: &&Flag| f.scope == Global || Some(f.scope) == command;
-    let find = |n: &str| FLAGS.iter().filter(in_scope).find(|f| f.name == n || f.aliases.contains(&n));
+    let find = |n: &str| {
+        FLAGS
+            .iter()
+            .filter(in_scope)
+            .find(|f| f.name == n || f.aliases.contains(&n))
+    };
     if let Some(flag) = find(name) {
         return Some((flag, false));
     }
@@ -303,12 +739,15 @@ fn check_value(flag: &Flag, value: &str) -> Result<(), String> {
             .parse::<u32>()
             .map(drop)
             .map_err(|_| format!("strconv.ParseUint: parsing \"{value}\": invalid syntax")),
-        IpList => value.parse::<IpAddr>().map(drop).map_err(|_| format!("'{value}' is not an IP address")),
+        IpList => value
+            .parse::<IpAddr>()
+            .map(drop)
+            .map_err(|_| format!("'{value}' is not an IP address")),
         QuietList => check_enum(&["", "all", "conns", "conn-errs", "handshake-errs"], value),
         Enum(words) => check_enum(words, value),
-        Str if flag.name == "proxy" && value.starts_with("://") => {
-            Err(format!("invalid URL: parse \"{value}\": missing protocol scheme"))
-        }
+        Str if flag.name == "proxy" && value.starts_with("://") => Err(format!(
+            "invalid URL: parse \"{value}\": missing protocol scheme"
+        )),
         _ => Ok(()),
     }
 }
@@ -317,7 +756,10 @@ fn check_enum(words: &[&str], value: &str) -> Result<(), String> {
     if words.contains(&value) {
         Ok(())
     } else {
-        Err(format!("enum value must be one of {}, got '{value}'", words.join(", ")))
+        Err(format!(
+            "enum value must be one of {}, got '{value}'",
+            words.join(", ")
+        ))
     }
 }
 
@@ -327,8 +769,12 @@ fn expand_arg_files(args: Vec<OsString>) -> Result<Vec<OsString>, String> {
     for arg in args {
         match arg.to_str().and_then(|s| s.strip_prefix('@')) {
             Some(path) if !path.is_empty() => {
-                let text = std::fs::read_to_string(path)
-                    .map_err(|e| format!("failed to read arguments from '{path}': {}", crate::net::strip_os_error(&e)))?;
+                let text = std::fs::read_to_string(path).map_err(|e| {
+                    format!(
+                        "failed to read arguments from '{path}': {}",
+                        crate::net::strip_os_error(&e)
+                    )
+                })?;
                 out.extend(
                     text.lines()
                         .map(str::trim)
@@ -359,7 +805,11 @@ fn usage(command: Option<Scope>) -> Parsed {
         for flag in FLAGS.iter().filter(|f| f.scope == scope && !f.hidden) {
             let head = match flag.kind {
                 Bool => format!("--{}", flag.name),
-                _ => format!("--{}={}", flag.name, flag.name.to_uppercase().replace('-', "_")),
+                _ => format!(
+                    "--{}={}",
+                    flag.name,
+                    flag.name.to_uppercase().replace('-', "_")
+                ),
             };
             let mut help = flag.help.to_string();
             if let Some(env) = flag.env {
@@ -382,7 +832,10 @@ fn usage(command: Option<Scope>) -> Parsed {
             "\nCommands:\n  help [<command>...]\n    Show help.\n\n  server [<flags>]\n    Server mode (TLS listener -> plain TCP/UNIX target).\n\n  client [<flags>]\n    Client mode (plain TCP/UNIX listener -> TLS target).\n",
         ),
     }
-    Parsed::Exit { text, stdout: false }
+    Parsed::Exit {
+        text,
+        stdout: false,
+    }
 }
 
 impl RawArgs {
@@ -398,7 +851,10 @@ impl RawArgs {
     fn str(&self, name: &str) -> &str {
         match self.given.get(name) {
             Some(Value::One(s)) => s,
-            _ => FLAGS.iter().find(|f| f.name == name).map_or("", |f| f.default),
+            _ => FLAGS
+                .iter()
+                .find(|f| f.name == name)
+                .map_or("", |f| f.default),
         }
     }
 
@@ -464,9 +920,15 @@ impl RawArgs {
             return Err(format!("--{flag} is not supported by this build"));
         }
         let identity = self.identity()?;
-        let mode = if self.server { Mode::Server(self.server_opts()?) } else { Mode::Client(self.client_opts()?) };
-        let listen = Addr::parse(self.str("listen")).map_err(|e| format!("invalid --listen address: {e}"))?;
-        let target = Addr::parse(self.str("target")).map_err(|e| format!("invalid --target address: {e}"))?;
+        let mode = if self.server {
+            Mode::Server(self.server_opts()?)
+        } else {
+            Mode::Client(self.client_opts()?)
+        };
+        let listen = Addr::parse(self.str("listen"))
+            .map_err(|e| format!("invalid --listen address: {e}"))?;
+        let target = Addr::parse(self.str("target"))
+            .map_err(|e| format!("invalid --target address: {e}"))?;
         let tls = self.tls_policy()?;
         let duration = |name: &str| Duration::from_nanos(self.nanos(name).max(0) as u64);
         let positive = |name: &str| (self.nanos(name) > 0).then(|| duration(name));
@@ -485,14 +947,14 @@ impl RawArgs {
             listen,
             target,
             identity,
-            cacert: Some(self.str("cacert")).filter(|s| !s.is_empty()).map(PathBuf::from),
+            cacert: Some(self.str("cacert"))
+                .filter(|s| !s.is_empty())
+                .map(PathBuf::from),
             timeouts,
             max_concurrent_conns: self.str("max-concurrent-conns").parse().unwrap_or(0),
             timed_reload: positive("timed-reload"),
             tls,
-            quiet: self.quiet,
             skip_resolve: self.bool("skip-resolve"),
-            syslog: self.syslog,
             disable_landlock: self.bool("disable-landlock"),
             status,
             enable_shutdown: self.bool("enable-shutdown"),
@@ -523,16 +985,24 @@ impl RawArgs {
             .into());
         }
         if cert.is_empty() != key.is_empty() {
-            return Err("--cert/--key must be set together, unless using PKCS11 for private key".into());
+            return Err(
+                "--cert/--key must be set together, unless using PKCS11 for private key".into(),
+            );
         }
         Ok(if !keystore.is_empty() {
             let lower = keystore.to_ascii_lowercase();
             if lower.ends_with(".jceks") || lower.ends_with(".jks") {
                 return Err("--keystore: JCEKS/JKS keystores are not supported by this build (convert to PKCS#12)".into());
             }
-            IdentitySource::Keystore { path: keystore.into(), password: self.str("storepass").to_string() }
+            IdentitySource::Keystore {
+                path: keystore.into(),
+                password: self.str("storepass").to_string(),
+            }
         } else if !cert.is_empty() {
-            IdentitySource::CertKey { cert: cert.into(), key: key.into() }
+            IdentitySource::CertKey {
+                cert: cert.into(),
+                key: key.into(),
+            }
         } else {
             IdentitySource::None
         })
@@ -542,19 +1012,29 @@ impl RawArgs {
         let uri = self
             .list(&format!("{prefix}-uri"))
             .iter()
-            .map(|p| UriPattern::compile(p).map_err(|e| format!("invalid URI pattern in --{prefix}-uri flag ({e})")))
+            .map(|p| {
+                UriPattern::compile(p)
+                    .map_err(|e| format!("invalid URI pattern in --{prefix}-uri flag ({e})"))
+            })
             .collect::<Result<_, _>>()?;
         Ok(Acl {
             cn: self.list(&format!("{prefix}-cn")).to_vec(),
             ou: self.list(&format!("{prefix}-ou")).to_vec(),
             dns: self.list(&format!("{prefix}-dns")).to_vec(),
-            ip: self.list(&format!("{prefix}-ip")).iter().filter_map(|s| s.parse().ok()).collect(),
+            ip: self
+                .list(&format!("{prefix}-ip"))
+                .iter()
+                .filter_map(|s| s.parse().ok())
+                .collect(),
             uri,
         })
     }
 
     fn pins(&self, flag: &str) -> Result<Vec<SpkiPin>, String> {
-        self.list(flag).iter().map(|p| SpkiPin::parse(p).map_err(|e| format!("--{flag}: {e}"))).collect()
+        self.list(flag)
+            .iter()
+            .map(|p| SpkiPin::parse(p).map_err(|e| format!("--{flag}: {e}")))
+            .collect()
     }
 
     fn server_opts(&self) -> Result<ServerOpts, String> {
@@ -570,15 +1050,23 @@ impl RawArgs {
             return Err("--allow-all is mutually exclusive with other access control flags".into());
         }
         if disable && (all || a || p) {
-            return Err("--disable-authentication is mutually exclusive with other access control flags".into());
+            return Err(
+                "--disable-authentication is mutually exclusive with other access control flags"
+                    .into(),
+            );
         }
         if p && (a || all) {
-            return Err("--allow-spki-pin is mutually exclusive with other access control flags".into());
+            return Err(
+                "--allow-spki-pin is mutually exclusive with other access control flags".into(),
+            );
         }
         let pins = self.pins("allow-spki-pin")?;
         let target = self.str("target");
         if !self.bool("unsafe-target") && !Addr::is_safe(target) {
-            return Err("--target must be unix:PATH or localhost:PORT (unless --unsafe-target is set)".into());
+            return Err(
+                "--target must be unix:PATH or localhost:PORT (unless --unsafe-target is set)"
+                    .into(),
+            );
         }
         let addr = Addr::parse(target).map_err(|e| format!("invalid --target address: {e}"))?;
         if matches!(addr.kind, AddrKind::Systemd(_) | AddrKind::Launchd(_)) {
@@ -589,7 +1077,11 @@ impl RawArgs {
         }
         let proxy_protocol = match (self.bool("proxy-protocol"), self.str("proxy-protocol-mode")) {
             (true, "") => Some(ProxyProtocolMode::Conn),
-            (true, _) => return Err("--proxy-protocol and --proxy-protocol-mode are mutually exclusive".into()),
+            (true, _) => {
+                return Err(
+                    "--proxy-protocol and --proxy-protocol-mode are mutually exclusive".into(),
+                );
+            }
             (false, "") => None,
             (false, "conn") => Some(ProxyProtocolMode::Conn),
             (false, "tls") => Some(ProxyProtocolMode::Tls),
@@ -605,7 +1097,10 @@ impl RawArgs {
         } else {
             ServerAuth::Acl(self.acl("allow")?)
         };
-        Ok(ServerOpts { auth, proxy_protocol, target_status: None })
+        Ok(ServerOpts {
+            auth,
+            proxy_protocol,
+        })
     }
 
     fn client_opts(&self) -> Result<ClientOpts, String> {
@@ -613,25 +1108,35 @@ impl RawArgs {
         if !self.bool("unsafe-listen") && !Addr::is_safe(listen) {
             return Err("--listen must be unix:PATH, localhost:PORT, systemd:NAME or launchd:NAME (unless --unsafe-listen is set)".into());
         }
-        let target = Addr::parse(self.str("target")).map_err(|e| format!("invalid --target address: {e}"))?;
+        let target = Addr::parse(self.str("target"))
+            .map_err(|e| format!("invalid --target address: {e}"))?;
         if !matches!(target.kind, AddrKind::Tcp { .. }) {
             return Err(format!(
                 "invalid --target network \"{}\": client mode requires a HOST:PORT TCP target",
                 target.network()
             ));
         }
-        let names = ["verify-cn", "verify-ou", "verify-dns", "verify-ip", "verify-uri"];
+        let names = [
+            "verify-cn",
+            "verify-ou",
+            "verify-dns",
+            "verify-ip",
+            "verify-uri",
+        ];
         let verify = if self.list("verify-spki-pin").is_empty() {
             ClientVerify::Standard(self.acl("verify")?)
         } else {
             if names.iter().any(|n| !self.list(n).is_empty()) {
-                return Err("--verify-spki-pin is mutually exclusive with other verification flags".into());
+                return Err(
+                    "--verify-spki-pin is mutually exclusive with other verification flags".into(),
+                );
             }
             ClientVerify::Pins(self.pins("verify-spki-pin")?)
         };
         self.tls_policy()?;
         Ok(ClientOpts {
-            override_server_name: Some(self.str("override-server-name").to_string()).filter(|s| !s.is_empty()),
+            override_server_name: Some(self.str("override-server-name").to_string())
+                .filter(|s| !s.is_empty()),
             verify,
             proxy: Some(self.str("proxy").to_string()).filter(|s| !s.is_empty()),
         })
@@ -649,7 +1154,10 @@ impl RawArgs {
                 _ => return Err(format!("invalid cipher suite '{name}' selected")),
             });
         }
-        Ok(TlsPolicy { max_version: self.str("max-tls-version").to_string(), cipher_suites })
+        Ok(TlsPolicy {
+            max_version: self.str("max-tls-version").to_string(),
+            cipher_suites,
+        })
     }
 }
 
@@ -687,7 +1195,14 @@ mod tests {
         }
     }
 
-    const SERVER: [&str; 6] = ["server", "--listen", ":8443", "--target", "localhost:80", "--keystore=k.pem"];
+    const SERVER: [&str; 6] = [
+        "server",
+        "--listen",
+        ":8443",
+        "--target",
+        "localhost:80",
+        "--keystore=k.pem",
+    ];
 
     fn server(extra: &[&str]) -> Result<Config, String> {
         config(&[&SERVER[..], extra].concat())
@@ -696,10 +1211,22 @@ mod tests {
     #[test]
     fn grammar_errors() {
         assert_eq!(parse_raw(&["-h"]).unwrap_err(), "unknown short flag '-h'");
-        assert_eq!(parse_raw(&["bogus"]).unwrap_err(), "expected command but got \"bogus\"");
-        assert_eq!(parse_raw(&["server", "--bogus"]).unwrap_err(), "unknown long flag '--bogus'");
-        assert_eq!(parse_raw(&["server", "--allow-all=true"]).unwrap_err(), "unexpected true");
-        assert_eq!(parse_raw(&["server", "--unsafe-listen"]).unwrap_err(), "unknown long flag '--unsafe-listen'");
+        assert_eq!(
+            parse_raw(&["bogus"]).unwrap_err(),
+            "expected command but got \"bogus\""
+        );
+        assert_eq!(
+            parse_raw(&["server", "--bogus"]).unwrap_err(),
+            "unknown long flag '--bogus'"
+        );
+        assert_eq!(
+            parse_raw(&["server", "--allow-all=true"]).unwrap_err(),
+            "unexpected true"
+        );
+        assert_eq!(
+            parse_raw(&["server", "--unsafe-listen"]).unwrap_err(),
+            "unknown long flag '--unsafe-listen'"
+        );
         assert_eq!(
             parse_raw(&["server", "--listen=a:1", "--listen=b:1"]).unwrap_err(),
             "flag 'listen' cannot be repeated"
@@ -708,7 +1235,10 @@ mod tests {
             parse_raw(&["server", "--allow-all", "--no-allow-all"]).unwrap_err(),
             "flag 'allow-all' cannot be repeated"
         );
-        assert_eq!(parse_raw(&["server"]).unwrap_err(), "required flag(s) '--listen', '--target' not provided");
+        assert_eq!(
+            parse_raw(&["server"]).unwrap_err(),
+            "required flag(s) '--listen', '--target' not provided"
+        );
         assert_eq!(
             parse_raw(&["server", "--listen=:1", "--target=x:1", "extra"]).unwrap_err(),
             "unexpected extra"
@@ -717,55 +1247,105 @@ mod tests {
             parse_raw(&["server", "--max-concurrent-conns=-1"]).unwrap_err(),
             "strconv.ParseUint: parsing \"-1\": invalid syntax"
         );
-        assert_eq!(parse_raw(&["server", "--connect-timeout=5"]).unwrap_err(), "time: invalid duration \"5\"");
+        assert_eq!(
+            parse_raw(&["server", "--connect-timeout=5"]).unwrap_err(),
+            "time: invalid duration \"5\""
+        );
         assert_eq!(
             parse_raw(&["server", "--quiet=loud"]).unwrap_err(),
             "enum value must be one of , all, conns, conn-errs, handshake-errs, got 'loud'"
         );
-        assert_eq!(parse_raw(&["server", "--allow-ip=nope"]).unwrap_err(), "'nope' is not an IP address");
+        assert_eq!(
+            parse_raw(&["server", "--allow-ip=nope"]).unwrap_err(),
+            "'nope' is not an IP address"
+        );
     }
 
     #[test]
     fn help_and_version_exit_zero() {
-        for args in [&[][..], &["--help"], &["help"], &["help", "server"], &["server", "--help"], &["--version"]] {
-            assert!(matches!(parse_raw(args), Ok(Parsed::Exit { stdout: false, .. })), "{args:?}");
+        for args in [
+            &[][..],
+            &["--help"],
+            &["help"],
+            &["help", "server"],
+            &["server", "--help"],
+            &["--version"],
+        ] {
+            assert!(
+                matches!(parse_raw(args), Ok(Parsed::Exit { stdout: false, .. })),
+                "{args:?}"
+            );
         }
-        let Ok(Parsed::Exit { text, .. }) = parse_raw(&["--version"]) else { panic!() };
-        assert!(text.starts_with("rev ") && text.contains("(pkcs11: false, keychain: false)"), "{text}");
+        let Ok(Parsed::Exit { text, .. }) = parse_raw(&["--version"]) else {
+            panic!()
+        };
+        assert!(
+            text.starts_with("rev ") && text.contains("(pkcs11: false, keychain: false)"),
+            "{text}"
+        );
     }
 
     #[test]
     fn global_flags_go_either_side_and_env_falls_back() {
-        let args = ["--quiet=conns", "server", "--listen=:1", "--target=localhost:2", "--allow-all"];
+        let args = [
+            "--quiet=conns",
+            "server",
+            "--listen=:1",
+            "--target=localhost:2",
+            "--allow-all",
+        ];
         let env = |n: &str| (n == "KEYSTORE_PATH").then(|| "/k.pem".to_string());
-        let Ok(Parsed::Run(raw)) = parse(args.iter().map(OsString::from).collect(), &env) else { panic!() };
+        let Ok(Parsed::Run(raw)) = parse(args.iter().map(OsString::from).collect(), &env) else {
+            panic!()
+        };
         assert!(raw.quiet.conns && !raw.quiet.all);
         let c = raw.into_config().unwrap();
-        assert!(matches!(c.identity, IdentitySource::Keystore { ref path, .. } if path.to_str() == Some("/k.pem")));
+        assert!(
+            matches!(c.identity, IdentitySource::Keystore { ref path, .. } if path.to_str() == Some("/k.pem"))
+        );
     }
 
     #[test]
     fn parse_stage_checks_in_order() {
         let base = ["server", "--listen=:1", "--target=localhost:2"];
         let err = |extra: &[&str]| parse_raw(&[&base[..], extra].concat()).unwrap_err();
-        assert_eq!(err(&["--enable-shutdown"]), "--enable-shutdown requires --status to be set");
-        assert_eq!(err(&["--connect-timeout=0s"]), "--connect-timeout duration must not be zero");
+        assert_eq!(
+            err(&["--enable-shutdown"]),
+            "--enable-shutdown requires --status to be set"
+        );
+        assert_eq!(
+            err(&["--connect-timeout=0s"]),
+            "--connect-timeout duration must not be zero"
+        );
         assert_eq!(
             err(&["--status=http://unix:/x"]),
             "invalid --status network \"unix\": http(s):// scheme requires a HOST:PORT target"
         );
-        assert_eq!(err(&["--status=nohost"]), "invalid --status address: address nohost: missing port in address");
+        assert_eq!(
+            err(&["--status=nohost"]),
+            "invalid --status address: address nohost: missing port in address"
+        );
     }
 
     #[test]
     fn server_mode_validation() {
-        let none = config(&["server", "--listen=:1", "--target=localhost:2", "--allow-all"]).unwrap_err();
+        let none = config(&[
+            "server",
+            "--listen=:1",
+            "--target=localhost:2",
+            "--allow-all",
+        ])
+        .unwrap_err();
         assert!(none.starts_with("at least one of --keystore"), "{none}");
         assert_eq!(
             server(&["--cert=c", "--allow-all"]).unwrap_err(),
             "--cert/--key must be set together, unless using PKCS11 for private key"
         );
-        assert!(server(&[]).unwrap_err().starts_with("at least one access control flag"));
+        assert!(
+            server(&[])
+                .unwrap_err()
+                .starts_with("at least one access control flag")
+        );
         assert_eq!(
             server(&["--allow-all", "--allow-cn=x"]).unwrap_err(),
             "--allow-all is mutually exclusive with other access control flags"
@@ -779,30 +1359,79 @@ mod tests {
             server(&["--allow-spki-pin", pin, "--allow-cn=x"]).unwrap_err(),
             "--allow-spki-pin is mutually exclusive with other access control flags"
         );
-        assert!(server(&["--allow-spki-pin=md5:x"]).unwrap_err().starts_with("--allow-spki-pin: invalid pin"));
-        assert!(matches!(server(&["--allow-spki-pin", pin]).unwrap().mode, Mode::Server(ServerOpts { auth: ServerAuth::Pins(_), .. })));
-        let unsafe_target = config(&["server", "--listen=:1", "--target=10.0.0.1:2", "--keystore=k", "--allow-all"]);
-        assert_eq!(unsafe_target.unwrap_err(), "--target must be unix:PATH or localhost:PORT (unless --unsafe-target is set)");
+        assert!(
+            server(&["--allow-spki-pin=md5:x"])
+                .unwrap_err()
+                .starts_with("--allow-spki-pin: invalid pin")
+        );
+        assert!(matches!(
+            server(&["--allow-spki-pin", pin]).unwrap().mode,
+            Mode::Server(ServerOpts {
+                auth: ServerAuth::Pins(_),
+                ..
+            })
+        ));
+        let unsafe_target = config(&[
+            "server",
+            "--listen=:1",
+            "--target=10.0.0.1:2",
+            "--keystore=k",
+            "--allow-all",
+        ]);
         assert_eq!(
-            config(&["server", "--listen=:1", "--target=systemd:x", "--keystore=k", "--allow-all"]).unwrap_err(),
+            unsafe_target.unwrap_err(),
+            "--target must be unix:PATH or localhost:PORT (unless --unsafe-target is set)"
+        );
+        assert_eq!(
+            config(&[
+                "server",
+                "--listen=:1",
+                "--target=systemd:x",
+                "--keystore=k",
+                "--allow-all"
+            ])
+            .unwrap_err(),
             "invalid --target network \"systemd\": only tcp and unix targets are supported (systemd:/launchd: cannot be dialed)"
         );
         assert_eq!(
-            server(&["--allow-all", "--proxy-protocol", "--proxy-protocol-mode=tls"]).unwrap_err(),
+            server(&[
+                "--allow-all",
+                "--proxy-protocol",
+                "--proxy-protocol-mode=tls"
+            ])
+            .unwrap_err(),
             "--proxy-protocol and --proxy-protocol-mode are mutually exclusive"
         );
-        assert_eq!(server(&["--allow-all", "--cipher-suites=RC4"]).unwrap_err(), "invalid cipher suite 'RC4' selected");
+        assert_eq!(
+            server(&["--allow-all", "--cipher-suites=RC4"]).unwrap_err(),
+            "invalid cipher suite 'RC4' selected"
+        );
         assert_eq!(
             server(&["--allow-all", "--allow-policy=x"]).unwrap_err(),
             "--allow-policy is not supported by this build"
         );
-        assert!(server(&["--allow-uri=spiffe://a/**/b"]).unwrap_err().starts_with("invalid URI pattern in --allow-uri flag ("));
+        assert!(
+            server(&["--allow-uri=spiffe://a/**/b"])
+                .unwrap_err()
+                .starts_with("invalid URI pattern in --allow-uri flag (")
+        );
     }
 
     #[test]
     fn client_mode_validation() {
         let client = |extra: &[&str]| {
-            config(&[&["client", "--listen=localhost:1", "--target=h:2", "--keystore=k"][..], extra].concat())
+            config(
+                &[
+                    &[
+                        "client",
+                        "--listen=localhost:1",
+                        "--target=h:2",
+                        "--keystore=k",
+                    ][..],
+                    extra,
+                ]
+                .concat(),
+            )
         };
         assert!(client(&[]).is_ok());
         assert_eq!(
@@ -810,11 +1439,23 @@ mod tests {
             "--keystore, --cert/--key, --keychain-identity/issuer, --use-workload-api and --disable-authentication flags are mutually exclusive"
         );
         assert_eq!(
-            config(&["client", "--listen=0.0.0.0:1", "--target=h:2", "--keystore=k"]).unwrap_err(),
+            config(&[
+                "client",
+                "--listen=0.0.0.0:1",
+                "--target=h:2",
+                "--keystore=k"
+            ])
+            .unwrap_err(),
             "--listen must be unix:PATH, localhost:PORT, systemd:NAME or launchd:NAME (unless --unsafe-listen is set)"
         );
         assert_eq!(
-            config(&["client", "--listen=localhost:1", "--target=unix:/x", "--keystore=k"]).unwrap_err(),
+            config(&[
+                "client",
+                "--listen=localhost:1",
+                "--target=unix:/x",
+                "--keystore=k"
+            ])
+            .unwrap_err(),
             "invalid --target network \"unix\": client mode requires a HOST:PORT TCP target"
         );
         let pin = "sha256:47DEQpj8HBSa+/TImW+5JCeuQeRkm5NMpJWZG3hSuFU=";
@@ -826,7 +1467,13 @@ mod tests {
 
     #[test]
     fn negative_durations_follow_the_reference() {
-        let c = server(&["--allow-all", "--shutdown-timeout=-1s", "--max-conn-lifetime=-1s", "--close-timeout=-1s"]).unwrap();
+        let c = server(&[
+            "--allow-all",
+            "--shutdown-timeout=-1s",
+            "--max-conn-lifetime=-1s",
+            "--close-timeout=-1s",
+        ])
+        .unwrap();
         assert!(c.timeouts.shutdown.is_none() && c.timeouts.max_lifetime.is_none());
         assert_eq!(c.timeouts.close, Duration::ZERO);
     }

@@ -27,11 +27,8 @@ pub struct Config {
     /// `--timed-reload`; `None` when zero or negative.
     pub timed_reload: Option<Duration>,
     pub tls: TlsPolicy,
-    pub quiet: Quiet,
     /// `--skip-resolve`.
     pub skip_resolve: bool,
-    /// `--syslog`.
-    pub syslog: bool,
     /// `--disable-landlock`.
     pub disable_landlock: bool,
     /// `--status`, parsed (scheme stripped).
@@ -47,22 +44,11 @@ pub enum Mode {
     Client(ClientOpts),
 }
 
-impl Mode {
-    pub fn name(&self) -> &'static str {
-        match self {
-            Mode::Server(_) => "server",
-            Mode::Client(_) => "client",
-        }
-    }
-}
-
 #[derive(Debug)]
 pub struct ServerOpts {
     pub auth: ServerAuth,
     /// `--proxy-protocol` (= `Conn`) or `--proxy-protocol-mode`.
     pub proxy_protocol: Option<ProxyProtocolMode>,
-    /// `--target-status`.
-    pub target_status: Option<String>,
 }
 
 /// How the server authenticates and authorizes clients (SPEC 4.2, 5.5).
@@ -154,9 +140,6 @@ pub struct TlsPolicy {
 pub enum CipherGroup {
     Aes,
     Chacha,
-    /// `UNSAFE-AZURE` (only with `--allow-unsafe-cipher-suites`); maps to nothing extra here,
-    /// since no CBC suite is ever offered.
-    UnsafeAzure,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

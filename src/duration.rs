@@ -20,14 +20,18 @@ pub fn parse_go_duration(s: &str) -> Result<i128, String> {
     }
     let mut total: f64 = 0.0;
     while !rest.is_empty() {
-        let num_end = rest.find(|c: char| !(c.is_ascii_digit() || c == '.')).unwrap_or(rest.len());
+        let num_end = rest
+            .find(|c: char| !(c.is_ascii_digit() || c == '.'))
+            .unwrap_or(rest.len());
         let num = &rest[..num_end];
         if num.is_empty() || num == "." || num.matches('.').count() > 1 {
             return Err(err());
         }
         let value: f64 = num.parse().map_err(|_| err())?;
         rest = &rest[num_end..];
-        let unit_end = rest.find(|c: char| c.is_ascii_digit() || c == '.').unwrap_or(rest.len());
+        let unit_end = rest
+            .find(|c: char| c.is_ascii_digit() || c == '.')
+            .unwrap_or(rest.len());
         let scale: f64 = match &rest[..unit_end] {
             "ns" => 1.0,
             "us" | "µs" | "μs" => 1e3,
@@ -119,7 +123,10 @@ mod tests {
         assert_eq!(parse_go_duration("10µs"), Ok(10_000));
         assert_eq!(parse_go_duration("10μs"), Ok(10_000));
         for bad in ["", "10", "1x", "s", ".s", "1..2s", "--1s"] {
-            assert_eq!(parse_go_duration(bad), Err(format!("time: invalid duration \"{bad}\"")));
+            assert_eq!(
+                parse_go_duration(bad),
+                Err(format!("time: invalid duration \"{bad}\""))
+            );
         }
     }
 
@@ -130,7 +137,10 @@ mod tests {
         assert_eq!(format_go_duration(ms(299)), "299ms");
         assert_eq!(format_go_duration(ms(123_500)), "2m3.5s");
         assert_eq!(format_go_duration(ms(3_600_000)), "1h0m0s");
-        assert_eq!(format_go_duration(Duration::from_nanos(387_341)), "387.341µs");
+        assert_eq!(
+            format_go_duration(Duration::from_nanos(387_341)),
+            "387.341µs"
+        );
         assert_eq!(format_go_duration(Duration::from_nanos(2_000_400)), "2ms");
     }
 

@@ -222,18 +222,6 @@ impl Listener {
         }
     }
 
-    /// The bound address, for logs: `127.0.0.1:8443` or the socket path.
-    pub fn local_display(&self) -> String {
-        match self {
-            Listener::Tcp(l) => l.local_addr().map(|a| a.to_string()).unwrap_or_default(),
-            Listener::Unix { listener, .. } => listener
-                .local_addr()
-                .ok()
-                .and_then(|a| a.as_pathname().map(|p| p.display().to_string()))
-                .unwrap_or_default(),
-        }
-    }
-
     /// Wakes a thread blocked in [`Listener::accept`]: it returns an error from then on.
     /// Safe to call from any thread, any number of times.
     pub fn shutdown(&self) {

@@ -70,11 +70,6 @@ impl Proxy {
         self.slot_freed.notify_all();
     }
 
-    /// Connections currently in a worker.
-    pub fn open_connections(&self) -> usize {
-        *lock(&self.open)
-    }
-
     /// Runs the accept loop on the calling thread until shutdown. A slot of the concurrency
     /// limit is taken before `accept()`, so excess clients wait in the kernel backlog.
     pub fn serve(self: &Arc<Self>, listener: &Listener, connector: Arc<dyn Connector>) {

@@ -89,7 +89,10 @@ impl Plan {
             plan.connect.insert(53);
         }
         if let Mode::Client(opts) = &config.mode {
-            let proxy = opts.proxy.as_deref().and_then(|url| ProxyUrl::parse(url).ok());
+            let proxy = opts
+                .proxy
+                .as_deref()
+                .and_then(|url| ProxyUrl::parse(url).ok());
             if let Some(port) = proxy.and_then(|p| p.addr.tcp_port()) {
                 plan.connect.insert(port);
             }

@@ -23,9 +23,7 @@ use rustls::{
 
 use crate::auth::{self, SpkiPin};
 use crate::certs;
-use crate::config::{
-    Acl, CipherGroup, ClientVerify, Config, IdentitySource, ServerAuth, TlsPolicy,
-};
+use crate::config::{Acl, CipherGroup, ClientVerify, Config, ServerAuth, TlsPolicy};
 
 /// The crypto provider restricted to the suites we allow (SPEC 4.1): the three TLS 1.3 suites
 /// and the ECDHE + AEAD TLS 1.2 suites of the selected groups. Nothing else is ever offered.
