@@ -216,6 +216,9 @@ fn run(args: Vec<std::ffi::OsString>) -> Result<ExitCode, Failure> {
         None => None,
     };
 
+    // Read before the sandbox hides /proc.
+    let hostname = status::hostname();
+
     // 6. The sandbox, on this thread before any other thread exists: everything later
     // (reloads, dials, the drain) must fit the plan.
     if !config.disable_landlock {
@@ -240,7 +243,7 @@ fn run(args: Vec<std::ffi::OsString>) -> Result<ExitCode, Failure> {
         let info = status::StatusInfo {
             listen: config.listen.raw.clone(),
             target: config.target.raw.clone(),
-            hostname: status::hostname(),
+            hostname,
             connect_timeout: config.timeouts.connect,
             backend_check: parts.backend_check,
             tls: match (status.scheme, &status.addr.kind) {

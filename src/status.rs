@@ -231,7 +231,16 @@ fn http<S: Read + Write>(
             return;
         }
         let (code, ctype, body) = route(&method, &path, lifecycle, info);
-        if respond(s, code, ctype, body.as_bytes(), method == "HEAD", close).is_err() || close {
+        let sent = respond(s, code, ctype, body.as_bytes(), method == "HEAD", close);
+        // The answer goes out before the shutdown starts, so the caller sees its 200.
+        let shutdown = path.split('?').next() == Some("/_shutdown") && method == "POST";
+        if let (true, Some(trigger)) = (shutdown, &info.shutdown) {
+            if lifecycle.phase() != Phase::Stopping {
+                log::info!("shutdown was requested via status endpoint");
+                trigger();
+            }
+        }
+        if sent.is_err() || close {
             return;
         }
     }
@@ -282,12 +291,6 @@ fn route(
         "/_shutdown" if info.shutdown.is_some() => {
             if method != "POST" {
                 return (405, "text/plain; charset=utf-8", String::new());
-            }
-            if lifecycle.phase() != Phase::Stopping {
-                log::info!("shutdown was requested via status endpoint");
-                if let Some(trigger) = &info.shutdown {
-                    trigger();
-                }
             }
             (200, "text/plain; charset=utf-8", String::new())
         }
