@@ -8,4 +8,5 @@ mod keystores;
 mod lifecycle;
 mod pair;
 mod server;
+mod status;
 mod validation;
