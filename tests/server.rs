@@ -529,5 +529,8 @@ fn backend_closing_early_closes_client() {
     let _ = s.write_all(b"hello");
     let (data, _) = read_to_end_lossy(&mut s);
     assert!(data.is_empty(), "unexpected data {data:?}");
+    // The client hangs up after the EOF, as a real one would; the pipe then ends at once
+    // (without it, the open client->backend direction legitimately waits for --close-timeout).
+    drop(s);
     d.wait_log("closed pipe:", LOG_WAIT);
 }
