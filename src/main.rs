@@ -19,6 +19,7 @@ mod sandbox;
 mod server;
 mod signals;
 mod status;
+mod systemd;
 mod tls;
 mod tunnel;
 
@@ -216,8 +217,9 @@ fn run(args: Vec<std::ffi::OsString>) -> Result<ExitCode, Failure> {
         None => None,
     };
 
-    // Read before the sandbox hides /proc.
+    // Read before the sandbox hides /proc; connect the notify socket before it too.
     let hostname = status::hostname();
+    let notifier = Arc::new(systemd::Notifier::from_env());
 
     // 6. The sandbox, on this thread before any other thread exists: everything later
     // (reloads, dials, the drain) must fit the plan.
@@ -231,7 +233,26 @@ fn run(args: Vec<std::ffi::OsString>) -> Result<ExitCode, Failure> {
     }
 
     // 14-16. Serve: status port, READY, signal handling and the reload timer.
-    let lifecycle = Arc::new(status::Lifecycle::new(Box::new(|_| {})));
+    let summary = format!(
+        "{} proxying {} => {}",
+        if matches!(config.mode, Mode::Server(_)) {
+            "server"
+        } else {
+            "client"
+        },
+        config.listen,
+        config.target
+    );
+    let sd = notifier.clone();
+    let lifecycle = Arc::new(status::Lifecycle::new(Box::new(move |phase| {
+        match phase {
+            status::Phase::Listening => sd.send("READY=1"),
+            status::Phase::Reloading => sd.reloading(),
+            status::Phase::Stopping => sd.send("STOPPING=1"),
+            status::Phase::Initializing => return,
+        }
+        sd.send(&format!("STATUS={} | {summary}", phase.as_str()));
+    })));
     let controller = Arc::new(signals::Controller::new(
         proxy.clone(),
         lifecycle.clone(),
@@ -270,6 +291,13 @@ fn run(args: Vec<std::ffi::OsString>) -> Result<ExitCode, Failure> {
     }
     log::info!("listening for connections on {}", config.listen);
     lifecycle.enter(status::Phase::Listening);
+    if let Some(period) = systemd::watchdog_interval() {
+        let p = proxy.clone();
+        let alive = Box::new(move || p.responsive(period));
+        if let Err(e) = systemd::start_watchdog(notifier.clone(), period, alive) {
+            log::info!("warning: unable to start the watchdog: {e}");
+        }
+    }
     proxy.serve(&listener, parts.connector);
 
     // 12.2. Drain: the listener is closed (a UNIX socket file removed), pipes finish.

@@ -199,10 +199,15 @@ impl Listener {
                     unlink: std::sync::Mutex::new(Some(path.clone())),
                 })
             }
-            AddrKind::Systemd(_) => Err(io::Error::new(
-                io::ErrorKind::Unsupported,
-                "systemd socket activation is not supported by this build",
-            )),
+            AddrKind::Systemd(name) => match crate::systemd::take_listener(name) {
+                Ok(crate::systemd::ActivatedSocket::Tcp(l)) => Ok(Listener::Tcp(l)),
+                // systemd owns the socket file: never unlinked by us.
+                Ok(crate::systemd::ActivatedSocket::Unix(l)) => Ok(Listener::Unix {
+                    listener: l,
+                    unlink: std::sync::Mutex::new(None),
+                }),
+                Err(e) => Err(io::Error::new(io::ErrorKind::NotFound, e)),
+            },
             AddrKind::Launchd(_) => Err(io::Error::new(
                 io::ErrorKind::Unsupported,
                 "launchd socket activation is only supported on darwin",

@@ -70,6 +70,22 @@ impl Proxy {
         self.slot_freed.notify_all();
     }
 
+    /// Whether the shared accounting that the accept loop and every worker go through can be
+    /// taken within `within`: a wedged lock means a wedged proxy, and the watchdog stays silent.
+    pub fn responsive(&self, within: Duration) -> bool {
+        let deadline = Instant::now() + within;
+        loop {
+            match self.open.try_lock() {
+                Ok(_) => return true,
+                Err(std::sync::TryLockError::Poisoned(_)) => return true,
+                Err(std::sync::TryLockError::WouldBlock) if Instant::now() < deadline => {
+                    std::thread::sleep(Duration::from_millis(1));
+                }
+                Err(std::sync::TryLockError::WouldBlock) => return false,
+            }
+        }
+    }
+
     /// Runs the accept loop on the calling thread until shutdown. A slot of the concurrency
     /// limit is taken before `accept()`, so excess clients wait in the kernel backlog.
     pub fn serve(self: &Arc<Self>, listener: &Listener, connector: Arc<dyn Connector>) {

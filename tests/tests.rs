@@ -9,4 +9,5 @@ mod lifecycle;
 mod pair;
 mod server;
 mod status;
+mod systemd;
 mod validation;
