@@ -297,3 +297,37 @@ fn hardened_unit_exposure() {
         .expect("exposure score");
     assert!(score <= 2.0, "exposure {score}");
 }
+
+/// Reload by rename: a new handshake sees the new certificate while an old connection keeps
+/// flowing on the old session.
+#[test]
+fn reload_swaps_the_certificate_without_dropping_connections() {
+    use std::io::Write;
+    let pki = Pki::new();
+    let backend = Backend::echo();
+    let (mut d, addr) = start_server(&pki, &backend.target(), &["--allow-all"]);
+    let cfg = client_config(&pki.ca.cert_der, Some(&pki.client));
+    let mut old = tls_connect(addr, cfg.clone(), "localhost").expect("first handshake");
+    assert_echo(&mut old, b"before");
+    let leaf = |s: &TlsStream| s.conn.peer_certificates().unwrap()[0].to_vec();
+    assert_eq!(leaf(&old), pki.server.cert_der);
+
+    // Rotate the way operators do: write a new file, rename it over the old one.
+    let new = pki.issue("server2", &LeafSpec::server("server2"));
+    let staged = pki.dir.join("server.pem.new");
+    std::fs::copy(&new.combined_path, &staged).unwrap();
+    std::fs::rename(&staged, &pki.server.combined_path).unwrap();
+    d.signal(libc::SIGHUP);
+    d.wait_log("loaded certificate: CN=server2", Duration::from_secs(10));
+    d.wait_log("reloading configuration complete", Duration::from_secs(10));
+
+    let mut fresh = tls_connect(addr, cfg, "localhost").expect("handshake after reload");
+    assert_eq!(
+        leaf(&fresh),
+        new.cert_der,
+        "a new handshake must see the new certificate"
+    );
+    assert_echo(&mut fresh, b"after");
+    assert_echo(&mut old, b"still flowing");
+    let _ = old.flush();
+}
