@@ -89,7 +89,9 @@ impl ProxyUrl {
 }
 
 fn http_connect(sock: &mut Stream, target: &str) -> io::Result<()> {
-    write!(sock, "CONNECT {target} HTTP/1.1\r\nHost: {target}\r\n\r\n")?;
+    // One write, so the request leaves in one segment.
+    let request = format!("CONNECT {target} HTTP/1.1\r\nHost: {target}\r\n\r\n");
+    sock.write_all(request.as_bytes())?;
     // Read the response head byte by byte so no tunnelled byte is consumed.
     let mut head = Vec::with_capacity(256);
     while !head.ends_with(b"\r\n\r\n") {
@@ -244,10 +246,15 @@ mod tests {
         let url = format!("http://{}", l.local_addr().unwrap());
         let server = thread::spawn(move || {
             let (mut s, _) = l.accept().unwrap();
+            let mut got = Vec::new();
             let mut buf = [0u8; 512];
-            let n = s.read(&mut buf).unwrap();
+            while !got.ends_with(b"\r\n\r\n") {
+                let n = s.read(&mut buf).unwrap();
+                assert!(n > 0, "request cut short");
+                got.extend_from_slice(&buf[..n]);
+            }
             s.write_all(b"HTTP/1.1 403 Forbidden\r\n\r\n").unwrap();
-            String::from_utf8_lossy(&buf[..n]).to_string()
+            String::from_utf8_lossy(&got).to_string()
         });
         let err = ProxyUrl::parse(&url)
             .unwrap()
