@@ -223,14 +223,15 @@ fn run(args: Vec<std::ffi::OsString>) -> Result<ExitCode, Failure> {
 
     // 6. The sandbox, on this thread before any other thread exists: everything later
     // (reloads, dials, the drain) must fit the plan.
-    if !config.disable_landlock {
+    let sandbox = if config.disable_landlock {
+        "landlock: disabled by --disable-landlock".to_string()
+    } else {
         log::info!("setting up landlock rules to limit process privileges");
         let notify = std::env::var("NOTIFY_SOCKET").ok();
-        log::info!(
-            "{}",
-            sandbox::Plan::from_config(&config, notify.as_deref()).apply()
-        );
-    }
+        let state = sandbox::Plan::from_config(&config, notify.as_deref()).apply();
+        log::info!("{state}");
+        state
+    };
 
     // 14-16. Serve: status port, READY, signal handling and the reload timer.
     let summary = format!(
@@ -265,6 +266,7 @@ fn run(args: Vec<std::ffi::OsString>) -> Result<ExitCode, Failure> {
             listen: config.listen.raw.clone(),
             target: config.target.raw.clone(),
             hostname,
+            sandbox,
             connect_timeout: config.timeouts.connect,
             backend_check: parts.backend_check,
             tls: match (status.scheme, &status.addr.kind) {

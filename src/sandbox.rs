@@ -178,3 +178,94 @@ fn parent(path: &Path) -> PathBuf {
         _ => PathBuf::from("."),
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use std::ffi::OsString;
+
+    use super::*;
+    use crate::cli::{self, Parsed};
+
+    fn plan(args: &[&str], notify: Option<&str>) -> Plan {
+        let args = args.iter().map(OsString::from).collect();
+        let Ok(Parsed::Run(raw)) = cli::parse(args, &|_| None) else {
+            panic!("parse")
+        };
+        Plan::from_config(&raw.into_config().expect("valid"), notify)
+    }
+
+    #[test]
+    fn server_plan_grants_cert_dirs_the_target_port_and_dns_only() {
+        let p = plan(
+            &[
+                "server",
+                "--listen=unix:/run/gt/in.sock",
+                "--target=localhost:8080",
+                "--cert=/etc/gt/c.pem",
+                "--key=/keys/k.pem",
+                "--cacert=/etc/ca/ca.pem",
+                "--allow-all",
+            ],
+            None,
+        );
+        for dir in ["/etc/gt", "/keys", "/etc/ca"] {
+            assert!(
+                p.read_only.contains(Path::new(dir)),
+                "{dir} in {:?}",
+                p.read_only
+            );
+        }
+        assert!(
+            !p.read_only.contains(Path::new("/etc/ssl")),
+            "no system store with --cacert"
+        );
+        assert_eq!(p.remove_in, BTreeSet::from([PathBuf::from("/run/gt")]));
+        assert_eq!(p.connect, BTreeSet::from([53, 8080]));
+        assert!(!p.allow_abstract_unix);
+    }
+
+    #[test]
+    fn unix_target_needs_no_network_and_system_store_is_readable() {
+        let p = plan(
+            &[
+                "server",
+                "--listen=:8443",
+                "--target=unix:/run/app.sock",
+                "--keystore=/k/s.p12",
+                "--allow-all",
+            ],
+            None,
+        );
+        assert!(p.connect.is_empty(), "{:?}", p.connect);
+        assert!(p.remove_in.is_empty());
+        assert!(p.read_only.contains(Path::new("/etc/ssl")));
+    }
+
+    #[test]
+    fn client_plan_adds_the_proxy_port_and_keeps_abstract_notify_reachable() {
+        let p = plan(
+            &[
+                "client",
+                "--listen=localhost:8001",
+                "--target=remote:443",
+                "--keystore=/k/c.pem",
+                "--proxy=socks5://127.0.0.1",
+            ],
+            Some("@notify"),
+        );
+        assert_eq!(p.connect, BTreeSet::from([53, 443, 1080]));
+        assert!(p.allow_abstract_unix);
+        assert!(
+            !plan(
+                &[
+                    "client",
+                    "--listen=localhost:1",
+                    "--target=r:443",
+                    "--keystore=/k/c.pem"
+                ],
+                Some("/run/n")
+            )
+            .allow_abstract_unix
+        );
+    }
+}

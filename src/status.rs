@@ -93,6 +93,8 @@ pub struct StatusInfo {
     pub listen: String,
     pub target: String,
     pub hostname: Option<String>,
+    /// What the Landlock sandbox enforces, as logged at startup.
+    pub sandbox: String,
     pub connect_timeout: Duration,
     /// Checks the backend; `Err` carries the text for `backend_error`.
     pub backend_check: Box<dyn Fn() -> Result<(), String> + Send + Sync>,
@@ -335,10 +337,11 @@ fn status_json(lifecycle: &Lifecycle, info: &StatusInfo) -> (bool, String) {
         out.push_str(&format!(",\"hostname\":{}", json_str(h)));
     }
     out.push_str(&format!(
-        ",\"message\":\"{}\",\"revision\":{},\"compiler\":{}}}",
+        ",\"message\":\"{}\",\"revision\":{},\"compiler\":{},\"sandbox\":{}}}",
         phase.as_str(),
         json_str(env!("CARGO_PKG_VERSION")),
         json_str(env!("GHOSTUNNEL_TOOLCHAIN")),
+        json_str(&info.sandbox),
     ));
     (ok, out)
 }

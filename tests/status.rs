@@ -62,6 +62,8 @@ fn status_reports_backend_health_and_shutdown_drains() {
         body.contains("\"message\":\"listening\"") && !body.contains("backend_error"),
         "{body}"
     );
+    // The sandbox state is reported too (what Landlock enforces, or why not).
+    assert!(body.contains("\"sandbox\":\"landlock: "), "{body}");
 
     assert_eq!(http(&status, "POST", "/_shutdown").0, 200);
     d.wait_log(

@@ -7,6 +7,7 @@ mod harness;
 mod keystores;
 mod lifecycle;
 mod pair;
+mod sandbox;
 mod server;
 mod status;
 mod systemd;
