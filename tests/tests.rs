@@ -8,6 +8,7 @@ mod keystores;
 mod lifecycle;
 mod pair;
 mod sandbox;
+mod scanner;
 mod server;
 mod status;
 mod systemd;
