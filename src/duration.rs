@@ -3,8 +3,10 @@
 
 use std::time::Duration;
 
-/// Parses a Go duration (`300s`, `1.5h`, `1h30m`, `-1s`, `0`) into signed nanoseconds.
-/// Error: `time: invalid duration "<s>"`.
+/// Parses a Go duration (`300s`, `1.5h`, `1h30m`, `-1s`, `0`) into signed nanoseconds, with
+/// exactly the grammar and overflow rules of Go's `time.ParseDuration`:
+/// `[-+]?([0-9]*(\.[0-9]*)?[a-z]+)+`, units `ns us µs μs ms s m h`, a bare `0` allowed.
+/// Every error reads `time: invalid duration "<s>"` (SPEC 2.2).
 pub fn parse_go_duration(s: &str) -> Result<i128, String> {
     let err = || format!("time: invalid duration \"{s}\"");
     let (neg, mut rest) = match s.as_bytes().first() {
@@ -18,37 +20,81 @@ pub fn parse_go_duration(s: &str) -> Result<i128, String> {
     if rest.is_empty() {
         return Err(err());
     }
-    let mut total: f64 = 0.0;
+    const LIMIT: u64 = 1 << 63;
+    let mut total: u64 = 0;
     while !rest.is_empty() {
-        let num_end = rest
-            .find(|c: char| !(c.is_ascii_digit() || c == '.'))
-            .unwrap_or(rest.len());
-        let num = &rest[..num_end];
-        if num.is_empty() || num == "." || num.matches('.').count() > 1 {
+        let digits = |r: &str| r.bytes().take_while(u8::is_ascii_digit).count();
+        // [0-9]*
+        let n = digits(rest);
+        let mut whole: u64 = 0;
+        for b in rest[..n].bytes() {
+            whole = whole
+                .checked_mul(10)
+                .and_then(|v| v.checked_add(u64::from(b - b'0')))
+                .filter(|v| *v <= LIMIT)
+                .ok_or_else(err)?;
+        }
+        let pre = n > 0;
+        rest = &rest[n..];
+        // (\.[0-9]*)?, digits past what fits are dropped, as in Go.
+        let (mut frac, mut scale, mut post) = (0u64, 1f64, false);
+        if let Some(r) = rest.strip_prefix('.') {
+            let n = digits(r);
+            post = n > 0;
+            let mut overflow = false;
+            for b in r[..n].bytes() {
+                if overflow || frac > (LIMIT - 1) / 10 {
+                    overflow = true;
+                    continue;
+                }
+                let v = frac * 10 + u64::from(b - b'0');
+                if v > LIMIT {
+                    overflow = true;
+                    continue;
+                }
+                frac = v;
+                scale *= 10.0;
+            }
+            rest = &r[n..];
+        }
+        if !pre && !post {
             return Err(err());
         }
-        let value: f64 = num.parse().map_err(|_| err())?;
-        rest = &rest[num_end..];
-        let unit_end = rest
-            .find(|c: char| c.is_ascii_digit() || c == '.')
+        // The unit runs to the next digit or '.'.
+        let end = rest
+            .find(|c: char| c == '.' || c.is_ascii_digit())
             .unwrap_or(rest.len());
-        let scale: f64 = match &rest[..unit_end] {
-            "ns" => 1.0,
-            "us" | "µs" | "μs" => 1e3,
-            "ms" => 1e6,
-            "s" => 1e9,
-            "m" => 60e9,
-            "h" => 3600e9,
+        let unit: u64 = match &rest[..end] {
+            "ns" => 1,
+            "us" | "\u{b5}s" | "\u{3bc}s" => 1_000,
+            "ms" => 1_000_000,
+            "s" => 1_000_000_000,
+            "m" => 60_000_000_000,
+            "h" => 3_600_000_000_000,
             _ => return Err(err()),
         };
-        rest = &rest[unit_end..];
-        total += value * scale;
+        rest = &rest[end..];
+        if whole > LIMIT / unit {
+            return Err(err());
+        }
+        let mut v = whole * unit;
+        if frac > 0 {
+            // Go uses float64 here too; exact to the nanosecond for fractions of an hour.
+            v += (frac as f64 * (unit as f64 / scale)) as u64;
+            if v > LIMIT {
+                return Err(err());
+            }
+        }
+        total = total
+            .checked_add(v)
+            .filter(|t| *t <= LIMIT)
+            .ok_or_else(err)?;
     }
-    if total > i64::MAX as f64 {
+    if !neg && total > LIMIT - 1 {
         return Err(err());
     }
-    let nanos = total.round() as i128;
-    Ok(if neg { -nanos } else { nanos })
+    let total = i128::from(total);
+    Ok(if neg { -total } else { total })
 }
 
 /// Formats like Go's `time.Duration.String()`, rounded to milliseconds above 1 ms
@@ -131,6 +177,55 @@ mod tests {
     }
 
     #[test]
+    fn go_duration_fractions_and_signs() {
+        assert_eq!(parse_go_duration("+5s"), Ok(5_000_000_000));
+        assert_eq!(parse_go_duration("-0"), Ok(0));
+        assert_eq!(parse_go_duration("+0"), Ok(0));
+        assert_eq!(parse_go_duration("0s"), Ok(0));
+        assert_eq!(parse_go_duration(".5s"), Ok(500_000_000));
+        assert_eq!(parse_go_duration("5.s"), Ok(5_000_000_000));
+        assert_eq!(parse_go_duration("1.000000001s"), Ok(1_000_000_001));
+        assert_eq!(parse_go_duration("100us"), Ok(100_000));
+        assert_eq!(parse_go_duration("1ns"), Ok(1));
+        assert_eq!(parse_go_duration("2m3.5s"), Ok(123_500_000_000));
+        assert_eq!(parse_go_duration("1h1m1s1ms1us1ns"), Ok(3_661_001_001_001));
+        assert_eq!(parse_go_duration("0.1h"), Ok(360_000_000_000));
+        // Repeated and unordered units add up, as in Go.
+        assert_eq!(parse_go_duration("1s1s"), Ok(2_000_000_000));
+        assert_eq!(parse_go_duration("1s1h"), Ok(3_601_000_000_000));
+        // Excess fraction digits are ignored rather than rejected.
+        assert_eq!(
+            parse_go_duration("1.00000000000000000000000000001s"),
+            Ok(1_000_000_000)
+        );
+        for bad in [
+            "-", "+", "0x", "00", "1S", "1 s", " 1s", "1s ", "1sec", "1e3s", "-+1s", "1.2.3s",
+        ] {
+            assert_eq!(
+                parse_go_duration(bad),
+                Err(format!("time: invalid duration \"{bad}\"")),
+                "{bad}"
+            );
+        }
+    }
+
+    #[test]
+    fn go_duration_limits() {
+        let max = i128::from(i64::MAX);
+        assert_eq!(parse_go_duration("9223372036854775807ns"), Ok(max));
+        assert_eq!(parse_go_duration("-9223372036854775808ns"), Ok(-max - 1));
+        assert_eq!(parse_go_duration("2562047h47m16.854775807s"), Ok(max));
+        for bad in [
+            "9223372036854775808ns",
+            "2562048h",
+            "99999999999999999999s",
+            "9223372036854775807ns1ns",
+        ] {
+            assert!(parse_go_duration(bad).is_err(), "{bad}");
+        }
+    }
+
+    #[test]
     fn go_duration_output() {
         let ms = Duration::from_millis;
         assert_eq!(format_go_duration(ms(3001)), "3.001s");
@@ -142,6 +237,17 @@ mod tests {
             "387.341µs"
         );
         assert_eq!(format_go_duration(Duration::from_nanos(2_000_400)), "2ms");
+        let ns = Duration::from_nanos;
+        assert_eq!(format_go_duration(Duration::ZERO), "0s");
+        assert_eq!(format_go_duration(ns(999)), "999ns");
+        assert_eq!(format_go_duration(ns(1_000)), "1µs");
+        assert_eq!(format_go_duration(ns(999_999)), "999.999µs");
+        assert_eq!(format_go_duration(ns(1_000_000)), "1ms");
+        assert_eq!(format_go_duration(ns(1_499_999)), "1ms");
+        assert_eq!(format_go_duration(ns(1_500_000)), "2ms");
+        assert_eq!(format_go_duration(ns(59_999_600_000)), "1m0s");
+        assert_eq!(format_go_duration(ms(5_400_000)), "1h30m0s");
+        assert_eq!(format_go_duration(ms(90_061_001)), "25h1m1.001s");
     }
 
     #[test]
