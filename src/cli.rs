@@ -150,6 +150,8 @@ const FLAGS: &[Flag] = &[
     f("storepass", Str, Global, "Password for keystore (if using PKCS keystore, optional).")
         .env("KEYSTORE_PASS")
         .placeholder("PASS"),
+    f("storepass-file", Str, Global, "Read the keystore password from the first line of this file (e.g. a systemd credential), so it never appears in ps.")
+        .placeholder("PATH"),
     f("cacert", Str, Global, "Path to CA bundle file (PEM/X509). Uses system trust store by default.")
         .env("CACERT_PATH")
         .placeholder("CACERT"),
@@ -1096,7 +1098,7 @@ impl RawArgs {
             }
             IdentitySource::Keystore {
                 path: keystore.into(),
-                password: self.str("storepass").to_string(),
+                password: self.storepass()?,
             }
         } else if !cert.is_empty() {
             IdentitySource::CertKey {
@@ -1106,6 +1108,24 @@ impl RawArgs {
         } else {
             IdentitySource::None
         })
+    }
+
+    /// `--storepass`, or the first line of `--storepass-file` (never both).
+    fn storepass(&self) -> Result<String, String> {
+        let file = self.str("storepass-file");
+        if file.is_empty() {
+            return Ok(self.str("storepass").to_string());
+        }
+        if self.given.contains_key("storepass") {
+            return Err("--storepass and --storepass-file are mutually exclusive".into());
+        }
+        let text = std::fs::read_to_string(file).map_err(|e| {
+            format!(
+                "--storepass-file: open {file}: {}",
+                crate::net::strip_os_error(&e)
+            )
+        })?;
+        Ok(text.lines().next().unwrap_or_default().to_string())
     }
 
     /// The name ACL of `--allow-*` or `--verify-*`; URI patterns are filled in later.
@@ -2756,6 +2776,27 @@ mod tests {
     }
 
     // ---- Durations into the config (SPEC 2.7.1 notes) ----
+
+    #[test]
+    fn storepass_from_a_file() {
+        let path = std::env::temp_dir().join(format!("gt-storepass-{}", std::process::id()));
+        std::fs::write(&path, "s3cret\n").unwrap();
+        let file = format!("--storepass-file={}", path.display());
+        let c = server(&["--allow-all", &file]).unwrap();
+        assert!(
+            matches!(c.identity, IdentitySource::Keystore { ref password, .. } if password == "s3cret")
+        );
+        assert_eq!(
+            server(&["--allow-all", &file, "--storepass=x"]).unwrap_err(),
+            "--storepass and --storepass-file are mutually exclusive"
+        );
+        std::fs::remove_file(&path).unwrap();
+        assert!(
+            server(&["--allow-all", &file])
+                .unwrap_err()
+                .starts_with("--storepass-file: open ")
+        );
+    }
 
     #[test]
     fn negative_durations_follow_the_reference() {
