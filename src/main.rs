@@ -244,7 +244,7 @@ fn run(args: Vec<std::ffi::OsString>) -> Result<ExitCode, Failure> {
         config.listen,
         config.target
     );
-    let sd = notifier.clone();
+    let (sd, counted) = (notifier.clone(), proxy.clone());
     let lifecycle = Arc::new(status::Lifecycle::new(Box::new(move |phase| {
         match phase {
             status::Phase::Listening => sd.send("READY=1"),
@@ -252,7 +252,11 @@ fn run(args: Vec<std::ffi::OsString>) -> Result<ExitCode, Failure> {
             status::Phase::Stopping => sd.send("STOPPING=1"),
             status::Phase::Initializing => return,
         }
-        sd.send(&format!("STATUS={} | {summary}", phase.as_str()));
+        let open = counted.open_connections();
+        sd.send(&format!(
+            "STATUS={} | {summary} | {open} open connections",
+            phase.as_str()
+        ));
     })));
     let controller = Arc::new(signals::Controller::new(
         proxy.clone(),

@@ -5,7 +5,7 @@
 //! and no policy beyond counting.
 
 use std::collections::VecDeque;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Condvar, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
@@ -35,6 +35,8 @@ pub struct Proxy {
     max_conns: usize,
     slot_freed: Condvar,
     pool: Pool,
+    /// Connections in a worker right now (slots also count the one the accept loop holds).
+    active: AtomicUsize,
     /// Connections accepted since start.
     pub accepted: AtomicU64,
 }
@@ -49,6 +51,7 @@ impl Proxy {
             slot_freed: Condvar::new(),
             pool: Pool::default(),
             accepted: AtomicU64::new(0),
+            active: AtomicUsize::new(0),
         })
     }
 
@@ -68,6 +71,11 @@ impl Proxy {
         listener.shutdown();
         // Wake an accept loop that waits for a free slot.
         self.slot_freed.notify_all();
+    }
+
+    /// Connections currently in a worker.
+    pub fn open_connections(&self) -> usize {
+        self.active.load(Ordering::Relaxed)
     }
 
     /// Whether the shared accounting that the accept loop and every worker go through can be
@@ -101,6 +109,7 @@ impl Proxy {
                     let proxy = self.clone();
                     let connector = connector.clone();
                     self.pool.run(Box::new(move || {
+                        proxy.active.fetch_add(1, Ordering::Relaxed);
                         let _slot = Slot(proxy.clone());
                         connector.handle(stream, &proxy);
                     }));
@@ -174,6 +183,7 @@ struct Slot(Arc<Proxy>);
 
 impl Drop for Slot {
     fn drop(&mut self) {
+        self.0.active.fetch_sub(1, Ordering::Relaxed);
         self.0.release_slot();
     }
 }

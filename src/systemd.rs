@@ -141,7 +141,14 @@ pub enum ActivatedSocket {
 }
 
 /// The inherited sockets, by name, read once from the environment.
-static ACTIVATED: Mutex<Option<HashMap<String, Vec<OwnedFd>>>> = Mutex::new(None);
+static ACTIVATED: Mutex<Option<Inherited>> = Mutex::new(None);
+
+/// What systemd passed: listening stream sockets by name, and the names of other fds.
+#[derive(Default)]
+struct Inherited {
+    listeners: HashMap<String, Vec<OwnedFd>>,
+    unusable: Vec<String>,
+}
 
 /// Takes the inherited listening socket named `name` (`LISTEN_FDNAMES`; unnamed ones are
 /// `LISTEN_FD_<fd>`). The environment is read and cleared on the first call, which must happen
@@ -151,7 +158,13 @@ pub fn take_listener(name: &str) -> Result<ActivatedSocket, String> {
         Ok(g) => g,
         Err(p) => p.into_inner(),
     };
-    let sockets = cache.get_or_insert_with(read_listen_fds);
+    let inherited = cache.get_or_insert_with(read_listen_fds);
+    if inherited.unusable.iter().any(|n| n == name) && !inherited.listeners.contains_key(name) {
+        return Err(format!(
+            "socket {name} inherited from systemd is not a listening stream socket (use ListenStream=)"
+        ));
+    }
+    let sockets = &mut inherited.listeners;
     let n = sockets.get(name).map_or(0, Vec::len);
     let fd = match (n, sockets.remove(name).and_then(|v| v.into_iter().next())) {
         (1, Some(fd)) => fd,
@@ -178,7 +191,7 @@ pub fn take_listener(name: &str) -> Result<ActivatedSocket, String> {
     }
 }
 
-fn read_listen_fds() -> HashMap<String, Vec<OwnedFd>> {
+fn read_listen_fds() -> Inherited {
     let var = |n| std::env::var(n).ok();
     let (pid, fds, names) = (var(LISTEN_PID), var(LISTEN_FDS), var(LISTEN_FDNAMES));
     // SAFETY: called from the main thread during startup, before any other thread exists
@@ -189,7 +202,7 @@ fn read_listen_fds() -> HashMap<String, Vec<OwnedFd>> {
         std::env::remove_var(LISTEN_FDS);
         std::env::remove_var(LISTEN_FDNAMES);
     }
-    let mut out: HashMap<String, Vec<OwnedFd>> = HashMap::new();
+    let mut out = Inherited::default();
     for (fd, name) in plan_fds(
         pid.as_deref(),
         fds.as_deref(),
@@ -205,9 +218,13 @@ fn read_listen_fds() -> HashMap<String, Vec<OwnedFd>> {
         let listening = socket.r#type().ok() == Some(socket2::Type::STREAM)
             && socket.is_listener().unwrap_or(false);
         if listening {
-            out.entry(name).or_default().push(OwnedFd::from(socket));
+            out.listeners
+                .entry(name)
+                .or_default()
+                .push(OwnedFd::from(socket));
         } else {
-            // Not a listening stream socket: left open but unused (SPEC 10.4 ignores it).
+            // Not a listening stream socket: unusable, and named in the error if asked for.
+            out.unusable.push(name);
             std::mem::forget(socket);
         }
     }

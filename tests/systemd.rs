@@ -35,7 +35,7 @@ fn notify_sequence(notify_env: &str, sock: &UnixDatagram, pki: &Pki) {
     let backend = Backend::echo();
     let (mut d, addr) = start_server_env(pki, &backend.target(), notify_env);
     let status = format!(
-        "server proxying 127.0.0.1:{} => {}",
+        "server proxying 127.0.0.1:{} => {} | 0 open connections",
         addr.port(),
         backend.target()
     );
@@ -330,4 +330,53 @@ fn reload_swaps_the_certificate_without_dropping_connections() {
     assert_echo(&mut fresh, b"after");
     assert_echo(&mut old, b"still flowing");
     let _ = old.flush();
+}
+
+/// The real systemd-socket-activate (from the systemd package) hands the daemon its listener;
+/// it starts the daemon on the first connection, which is then served.
+#[test]
+fn systemd_socket_activate_starts_the_daemon() {
+    if Command::new("systemd-socket-activate")
+        .arg("--version")
+        .output()
+        .is_err()
+    {
+        eprintln!("systemd-socket-activate not installed: skipped");
+        return;
+    }
+    let pki = Pki::new();
+    let backend = Backend::echo();
+    let (listen, addr) = free_addr();
+    let mut child = Command::new("systemd-socket-activate")
+        .args([
+            "-l",
+            &listen,
+            "--fdname=gt",
+            env!("CARGO_BIN_EXE_ghostunnel"),
+        ])
+        .args([
+            "server",
+            "--listen=systemd:gt",
+            "--allow-all",
+            "--target",
+            &backend.target(),
+        ])
+        .args(pki.server_cred_args())
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let cfg = client_config(&pki.ca.cert_der, Some(&pki.client));
+    let served = eventually(Duration::from_secs(10), || {
+        try_echo(addr, cfg.clone(), b"activated").is_ok()
+    });
+    // SAFETY: signalling our own child.
+    unsafe {
+        libc::kill(child.id() as i32, libc::SIGTERM);
+    }
+    let _ = child.wait();
+    assert!(
+        served,
+        "no echo through the socket systemd-socket-activate passed on"
+    );
 }
