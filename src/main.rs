@@ -3,35 +3,16 @@
 
 #![deny(unsafe_code)]
 
-mod auth;
-mod certs;
-mod cli;
-mod client;
-mod config;
-mod duration;
-mod logging;
-mod net;
-#[cfg(feature = "pkcs12")]
-mod pkcs12;
-mod proxy;
-mod relay;
-mod sandbox;
-mod server;
-mod signals;
-mod status;
-mod systemd;
-mod tls;
-mod tunnel;
-
 use std::process::ExitCode;
 use std::sync::Arc;
 use std::time::Instant;
 
 use rustls::pki_types::ServerName;
 
-use crate::config::{Config, IdentitySource, Mode, StatusScheme};
-use crate::net::{AddrKind, Listener};
-use crate::proxy::{Connector, Proxy};
+use ghostunnel::config::{Config, IdentitySource, Mode, StatusScheme};
+use ghostunnel::net::{self, AddrKind, Listener};
+use ghostunnel::proxy::{Connector, Proxy};
+use ghostunnel::{cli, client, logging, sandbox, server, signals, status, systemd, tls, tunnel};
 
 fn main() -> ExitCode {
     let args: Vec<_> = std::env::args_os().skip(1).collect();

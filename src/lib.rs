@@ -1,0 +1,25 @@
+//! ghostunnel's modules, as a library so that the fuzz targets in `fuzz/` can drive the parsers
+//! directly. The binary (`src/main.rs`) is the only supported interface; nothing here is a
+//! stable API.
+
+#![deny(unsafe_code)]
+
+pub mod auth;
+pub mod certs;
+pub mod cli;
+pub mod client;
+pub mod config;
+pub mod duration;
+pub mod logging;
+pub mod net;
+#[cfg(feature = "pkcs12")]
+pub mod pkcs12;
+pub mod proxy;
+pub mod relay;
+pub mod sandbox;
+pub mod server;
+pub mod signals;
+pub mod status;
+pub mod systemd;
+pub mod tls;
+pub mod tunnel;
