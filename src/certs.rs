@@ -183,6 +183,21 @@ fn detect_format(path: &Path, data: &[u8]) -> Result<Format, String> {
 /// `--keystore`: detects the format and returns PEM-equivalent blocks.
 fn read_keystore(path: &Path, password: &str) -> Result<Vec<Block>, String> {
     let data = read_file(path).map_err(|e| reading(path, &e))?;
+    keystore_blocks(path, data, password)
+}
+
+/// Decodes keystore bytes as if read from `path` (whose name picks the format) into an
+/// identity. This is the loader behind `--keystore` without the file I/O, for the fuzz targets.
+pub fn identity_from_keystore_bytes(
+    path: &Path,
+    data: Vec<u8>,
+    password: &str,
+    provider: &CryptoProvider,
+) -> Result<CertifiedKey, String> {
+    key_pair(&keystore_blocks(path, data, password)?, provider)
+}
+
+fn keystore_blocks(path: &Path, data: Vec<u8>, password: &str) -> Result<Vec<Block>, String> {
     let format = detect_format(path, &data).map_err(|e| reading(path, &e))?;
     let failed = |e: String| reading(path, &format!("failed to parse '{}': {e}", path.display()));
     match format {

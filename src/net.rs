@@ -111,7 +111,8 @@ pub fn split_host_port(addr: &str) -> Result<(String, String), String> {
         }
         (host, &addr[i + 1..])
     };
-    if addr[1..].contains('[') {
+    // Byte-wise: the first character may be multi-byte (found by fuzzing).
+    if addr.bytes().skip(1).any(|b| b == b'[') {
         return err("unexpected '[' in address");
     }
     if !addr.starts_with('[') && addr.contains(']') || addr[..i].matches(']').count() > 1 {
@@ -462,6 +463,14 @@ mod tests {
 
     #[test]
     fn address_grammar() {
+        // A multi-byte first character must not split (a fuzzer-found panic).
+        assert_eq!(
+            Addr::parse("\u{5fa}:z-").unwrap().kind,
+            AddrKind::Tcp {
+                host: "\u{5fa}".into(),
+                port: "z-".into()
+            }
+        );
         assert_eq!(
             Addr::parse("unix:/x").unwrap().kind,
             AddrKind::Unix("/x".into())
