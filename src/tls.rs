@@ -10,7 +10,7 @@ use std::sync::{Arc, RwLock};
 
 use rustls::client::WebPkiServerVerifier;
 use rustls::client::danger::{HandshakeSignatureValid, ServerCertVerified, ServerCertVerifier};
-use rustls::crypto::CryptoProvider;
+use rustls::crypto::{CryptoProvider, WebPkiSupportedAlgorithms};
 use rustls::pki_types::{CertificateDer, ServerName, UnixTime};
 use rustls::server::WebPkiClientVerifier;
 use rustls::server::danger::{ClientCertVerified, ClientCertVerifier};
@@ -297,16 +297,23 @@ pub fn describe(e: &Error) -> String {
     e.to_string()
 }
 
-/// The server's client-certificate verifier for every `ServerAuth` mode.
+/// The server's client-certificate verifier for every `ServerAuth` mode. Proof of possession
+/// (the handshake signature) is checked with the provider's algorithms in every mode.
 #[derive(Debug)]
-enum ClientAuthVerifier {
-    Disabled(Arc<dyn ClientCertVerifier>),
+struct ClientAuthVerifier {
+    mode: ClientAuthMode,
+    algorithms: WebPkiSupportedAlgorithms,
+}
+
+#[derive(Debug)]
+enum ClientAuthMode {
+    Disabled,
     /// Chain verification, then the ACL (an `AllowAll` server has `acl: None`).
     Chain {
         webpki: Arc<dyn ClientCertVerifier>,
         acl: Option<Acl>,
     },
-    Pins(PinVerifier),
+    Pins(Vec<SpkiPin>),
 }
 
 impl ClientAuthVerifier {
@@ -315,14 +322,10 @@ impl ClientAuthVerifier {
         roots: Arc<RootCertStore>,
         provider: &Arc<CryptoProvider>,
     ) -> Result<Self, String> {
-        Ok(match auth {
-            ServerAuth::Disabled => {
-                ClientAuthVerifier::Disabled(WebPkiClientVerifier::no_client_auth())
-            }
-            ServerAuth::Pins(pins) => {
-                ClientAuthVerifier::Pins(PinVerifier::new(pins.clone(), provider))
-            }
-            ServerAuth::AllowAll | ServerAuth::Acl(_) => ClientAuthVerifier::Chain {
+        let mode = match auth {
+            ServerAuth::Disabled => ClientAuthMode::Disabled,
+            ServerAuth::Pins(pins) => ClientAuthMode::Pins(pins.clone()),
+            ServerAuth::AllowAll | ServerAuth::Acl(_) => ClientAuthMode::Chain {
                 webpki: WebPkiClientVerifier::builder_with_provider(roots, provider.clone())
                     .build()
                     .map_err(|e| format!("unable to build TLS config: {e}"))?,
@@ -331,20 +334,17 @@ impl ClientAuthVerifier {
                     _ => None,
                 },
             },
+        };
+        Ok(ClientAuthVerifier {
+            mode,
+            algorithms: provider.signature_verification_algorithms,
         })
-    }
-
-    fn signatures(&self) -> &dyn SignatureChecks {
-        match self {
-            ClientAuthVerifier::Disabled(v) | ClientAuthVerifier::Chain { webpki: v, .. } => v,
-            ClientAuthVerifier::Pins(p) => p,
-        }
     }
 }
 
 impl ClientCertVerifier for ClientAuthVerifier {
     fn offer_client_auth(&self) -> bool {
-        !matches!(self, ClientAuthVerifier::Disabled(_))
+        !matches!(self.mode, ClientAuthMode::Disabled)
     }
 
     fn client_auth_mandatory(&self) -> bool {
@@ -352,8 +352,8 @@ impl ClientCertVerifier for ClientAuthVerifier {
     }
 
     fn root_hint_subjects(&self) -> &[DistinguishedName] {
-        match self {
-            ClientAuthVerifier::Chain { webpki, .. } => webpki.root_hint_subjects(),
+        match &self.mode {
+            ClientAuthMode::Chain { webpki, .. } => webpki.root_hint_subjects(),
             // Pin mode sends no CA names (SPEC 4.2).
             _ => &[],
         }
@@ -365,13 +365,15 @@ impl ClientCertVerifier for ClientAuthVerifier {
         intermediates: &[CertificateDer<'_>],
         now: UnixTime,
     ) -> Result<ClientCertVerified, Error> {
-        match self {
-            ClientAuthVerifier::Disabled(v) => v.verify_client_cert(end_entity, intermediates, now),
-            ClientAuthVerifier::Pins(p) => {
-                auth::check_pins(&p.pins, end_entity).map_err(unauthorized)?;
+        match &self.mode {
+            ClientAuthMode::Disabled => {
+                Err(Error::General("client authentication is disabled".into()))
+            }
+            ClientAuthMode::Pins(pins) => {
+                auth::check_pins(pins, end_entity).map_err(unauthorized)?;
                 Ok(ClientCertVerified::assertion())
             }
-            ClientAuthVerifier::Chain { webpki, acl } => {
+            ClientAuthMode::Chain { webpki, acl } => {
                 let verified = webpki.verify_client_cert(end_entity, intermediates, now)?;
                 if let Some(acl) = acl {
                     auth::check_acl(acl, end_entity).map_err(unauthorized)?;
@@ -387,7 +389,7 @@ impl ClientCertVerifier for ClientAuthVerifier {
         cert: &CertificateDer<'_>,
         dss: &DigitallySignedStruct,
     ) -> Result<HandshakeSignatureValid, Error> {
-        self.signatures().tls12(message, cert, dss)
+        rustls::crypto::verify_tls12_signature(message, cert, dss, &self.algorithms)
     }
 
     fn verify_tls13_signature(
@@ -396,50 +398,11 @@ impl ClientCertVerifier for ClientAuthVerifier {
         cert: &CertificateDer<'_>,
         dss: &DigitallySignedStruct,
     ) -> Result<HandshakeSignatureValid, Error> {
-        self.signatures().tls13(message, cert, dss)
+        rustls::crypto::verify_tls13_signature(message, cert, dss, &self.algorithms)
     }
 
     fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
-        self.signatures().schemes()
-    }
-}
-
-/// Handshake signature checks, shared by every verifier: proof of possession is always checked.
-trait SignatureChecks {
-    fn tls12(
-        &self,
-        m: &[u8],
-        c: &CertificateDer<'_>,
-        d: &DigitallySignedStruct,
-    ) -> Result<HandshakeSignatureValid, Error>;
-    fn tls13(
-        &self,
-        m: &[u8],
-        c: &CertificateDer<'_>,
-        d: &DigitallySignedStruct,
-    ) -> Result<HandshakeSignatureValid, Error>;
-    fn schemes(&self) -> Vec<SignatureScheme>;
-}
-
-impl SignatureChecks for Arc<dyn ClientCertVerifier> {
-    fn tls12(
-        &self,
-        m: &[u8],
-        c: &CertificateDer<'_>,
-        d: &DigitallySignedStruct,
-    ) -> Result<HandshakeSignatureValid, Error> {
-        self.verify_tls12_signature(m, c, d)
-    }
-    fn tls13(
-        &self,
-        m: &[u8],
-        c: &CertificateDer<'_>,
-        d: &DigitallySignedStruct,
-    ) -> Result<HandshakeSignatureValid, Error> {
-        self.verify_tls13_signature(m, c, d)
-    }
-    fn schemes(&self) -> Vec<SignatureScheme> {
-        self.supported_verify_schemes()
+        self.algorithms.supported_schemes()
     }
 }
 
@@ -448,7 +411,7 @@ impl SignatureChecks for Arc<dyn ClientCertVerifier> {
 #[derive(Debug)]
 struct PinVerifier {
     pins: Vec<SpkiPin>,
-    algorithms: rustls::crypto::WebPkiSupportedAlgorithms,
+    algorithms: WebPkiSupportedAlgorithms,
 }
 
 impl PinVerifier {
@@ -457,28 +420,6 @@ impl PinVerifier {
             pins,
             algorithms: provider.signature_verification_algorithms,
         }
-    }
-}
-
-impl SignatureChecks for PinVerifier {
-    fn tls12(
-        &self,
-        m: &[u8],
-        c: &CertificateDer<'_>,
-        d: &DigitallySignedStruct,
-    ) -> Result<HandshakeSignatureValid, Error> {
-        rustls::crypto::verify_tls12_signature(m, c, d, &self.algorithms)
-    }
-    fn tls13(
-        &self,
-        m: &[u8],
-        c: &CertificateDer<'_>,
-        d: &DigitallySignedStruct,
-    ) -> Result<HandshakeSignatureValid, Error> {
-        rustls::crypto::verify_tls13_signature(m, c, d, &self.algorithms)
-    }
-    fn schemes(&self) -> Vec<SignatureScheme> {
-        self.algorithms.supported_schemes()
     }
 }
 
@@ -501,7 +442,7 @@ impl ServerCertVerifier for PinVerifier {
         c: &CertificateDer<'_>,
         d: &DigitallySignedStruct,
     ) -> Result<HandshakeSignatureValid, Error> {
-        self.tls12(m, c, d)
+        rustls::crypto::verify_tls12_signature(m, c, d, &self.algorithms)
     }
 
     fn verify_tls13_signature(
@@ -510,11 +451,11 @@ impl ServerCertVerifier for PinVerifier {
         c: &CertificateDer<'_>,
         d: &DigitallySignedStruct,
     ) -> Result<HandshakeSignatureValid, Error> {
-        self.tls13(m, c, d)
+        rustls::crypto::verify_tls13_signature(m, c, d, &self.algorithms)
     }
 
     fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
-        self.schemes()
+        self.algorithms.supported_schemes()
     }
 }
 
