@@ -268,4 +268,60 @@ mod tests {
             .allow_abstract_unix
         );
     }
+
+    /// The child half of `network_rules_refuse_unplanned_ports`: sandboxes this process and
+    /// reports through its exit code. Does nothing unless the parent test started it.
+    #[test]
+    fn network_child() {
+        let Ok(ports) = std::env::var("GT_SANDBOX_CHILD_PORTS") else {
+            return;
+        };
+        let (allowed, denied) = ports.split_once(',').expect("two ports");
+        let (allowed, denied): (u16, u16) = (allowed.parse().unwrap(), denied.parse().unwrap());
+        let plan = Plan {
+            connect: BTreeSet::from([allowed]),
+            ..Plan::default()
+        };
+        let state = plan.apply();
+        if !state.starts_with("landlock: fully enforced") {
+            std::process::exit(3);
+        }
+        let connect = |port| std::net::TcpStream::connect(("127.0.0.1", port));
+        let ok = connect(allowed).is_ok();
+        let refused =
+            connect(denied).is_err_and(|e| e.kind() == std::io::ErrorKind::PermissionDenied);
+        std::process::exit(if ok && refused { 0 } else { 1 });
+    }
+
+    /// Landlock's network rules, applied by `Plan::apply` in a separate process: a connection
+    /// to the planned port works, one to any other port is refused with EACCES although a
+    /// listener is there.
+    #[test]
+    fn network_rules_refuse_unplanned_ports() {
+        let allowed = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let denied = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let ports = format!(
+            "{},{}",
+            allowed.local_addr().unwrap().port(),
+            denied.local_addr().unwrap().port()
+        );
+        let status = std::process::Command::new(std::env::current_exe().unwrap())
+            .args([
+                "--exact",
+                "sandbox::tests::network_child",
+                "--nocapture",
+                "--test-threads=1",
+            ])
+            .env("GT_SANDBOX_CHILD_PORTS", ports)
+            .status()
+            .unwrap();
+        match status.code() {
+            Some(3) => eprintln!("Landlock network rules are not enforced on this kernel: skipped"),
+            code => assert_eq!(
+                code,
+                Some(0),
+                "the sandboxed child could reach an unplanned port"
+            ),
+        }
+    }
 }
