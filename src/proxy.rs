@@ -5,7 +5,7 @@
 //! and no policy beyond counting.
 
 use std::collections::VecDeque;
-use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Condvar, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
@@ -37,8 +37,6 @@ pub struct Proxy {
     pool: Pool,
     /// Connections in a worker right now (slots also count the one the accept loop holds).
     active: AtomicUsize,
-    /// Connections accepted since start.
-    pub accepted: AtomicU64,
 }
 
 impl Proxy {
@@ -50,7 +48,6 @@ impl Proxy {
             max_conns: max_conns as usize,
             slot_freed: Condvar::new(),
             pool: Pool::default(),
-            accepted: AtomicU64::new(0),
             active: AtomicUsize::new(0),
         })
     }
@@ -105,7 +102,6 @@ impl Proxy {
             match listener.accept() {
                 Ok(stream) => {
                     backoff = Duration::ZERO;
-                    self.accepted.fetch_add(1, Ordering::Relaxed);
                     let proxy = self.clone();
                     let connector = connector.clone();
                     self.pool.run(Box::new(move || {
