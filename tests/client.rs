@@ -290,7 +290,7 @@ fn client_connect_timeout_on_silent_server() {
     let took = t.elapsed();
     assert!(data.is_empty());
     assert!(
-        took >= Duration::from_millis(800) && took < Duration::from_secs(5),
+        took >= Duration::from_millis(800) && took < Duration::from_millis(1900),
         "disconnected after {took:?}, expected about 1s{}",
         d.describe()
     );

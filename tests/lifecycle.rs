@@ -69,7 +69,7 @@ fn slow_handshake_is_cut_at_connect_timeout() {
         d.describe()
     );
     assert!(
-        waited >= Duration::from_millis(800) && waited < Duration::from_secs(4),
+        waited >= Duration::from_millis(800) && waited < Duration::from_millis(1900),
         "idle client cut after {waited:?}, expected about 1s"
     );
     d.wait_log(
@@ -216,7 +216,7 @@ fn max_conn_lifetime_cuts_connection() {
         d.describe()
     );
     assert!(
-        took >= Duration::from_millis(800) && took < Duration::from_secs(5),
+        took >= Duration::from_millis(800) && took < Duration::from_millis(1900),
         "cut after {took:?}, expected about 1s"
     );
 }
@@ -247,7 +247,7 @@ fn close_timeout_cuts_half_closed_pipe() {
     let took = t.elapsed();
     assert!(data.is_empty());
     assert!(
-        took >= Duration::from_millis(700) && took < Duration::from_secs(5),
+        took >= Duration::from_millis(700) && took < Duration::from_millis(1900),
         "half-closed pipe cut after {took:?}, expected about 1s{}",
         d.describe()
     );
