@@ -18,6 +18,10 @@ use crate::config::{
 use crate::duration::parse_go_duration;
 use crate::net::{Addr, AddrKind};
 
+mod doc;
+
+pub use doc::{bash_completion, man_page, zsh_completion};
+
 /// The value type of a flag (SPEC 2.2).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Kind {
@@ -61,6 +65,8 @@ struct Flag {
     /// The `=VALUE` shown in help; empty means the default, else the upper-cased name.
     placeholder: &'static str,
     hidden: bool,
+    /// The value is a file path: shells complete file names for it.
+    file: bool,
     /// A feature this build lacks: setting it to a non-default value fails mode validation.
     unsupported: bool,
     help: &'static str,
@@ -76,6 +82,7 @@ const fn f(name: &'static str, kind: Kind, scope: Scope, help: &'static str) -> 
         default: "",
         placeholder: "",
         hidden: false,
+        file: false,
         unsupported: false,
         help,
     }
@@ -96,6 +103,10 @@ impl Flag {
     }
     const fn hidden(mut self) -> Flag {
         self.hidden = true;
+        self
+    }
+    const fn file(mut self) -> Flag {
+        self.file = true;
         self
     }
     const fn unsupported(mut self) -> Flag {
@@ -135,26 +146,32 @@ use Scope::*;
 /// The `--quiet` classes (SPEC 13.2).
 const QUIET_CLASSES: &[&str] = &["", "all", "conns", "conn-errs", "handshake-errs"];
 
-/// Every flag of SPEC 2.3-2.5, in help order. `--help`, `--version`, `--help-long`,
-/// `--help-man` and `--help-custom-man` are handled by the parser itself.
+/// Every flag of SPEC 2.3-2.5, in help order, plus `--check` and `--storepass-file`.
+/// `--help`, `--version`, `--help-long`, `--help-man`, `--help-custom-man` and
+/// `--completion-script-{bash,zsh}` are handled by the parser itself.
 const FLAGS: &[Flag] = &[
     f("keystore", Str, Global, "Path to keystore (combined PEM with cert/key, or PKCS12 keystore).")
         .env("KEYSTORE_PATH")
-        .placeholder("PATH"),
+        .placeholder("PATH")
+        .file(),
     f("cert", Str, Global, "Path to certificate (PEM with certificate chain).")
         .env("CERT_PATH")
-        .placeholder("PATH"),
+        .placeholder("PATH")
+        .file(),
     f("key", Str, Global, "Path to certificate private key (PEM with private key).")
         .env("KEY_PATH")
-        .placeholder("PATH"),
+        .placeholder("PATH")
+        .file(),
     f("storepass", Str, Global, "Password for keystore (if using PKCS keystore, optional).")
         .env("KEYSTORE_PASS")
         .placeholder("PASS"),
     f("storepass-file", Str, Global, "Read the keystore password from the first line of this file (e.g. a systemd credential), so it never appears in ps.")
-        .placeholder("PATH"),
+        .placeholder("PATH")
+        .file(),
     f("cacert", Str, Global, "Path to CA bundle file (PEM/X509). Uses system trust store by default.")
         .env("CACERT_PATH")
-        .placeholder("CACERT"),
+        .placeholder("CACERT")
+        .file(),
     f("use-workload-api", Bool, Global, "If true, certificate and root CAs are retrieved via the SPIFFE Workload API (not supported by this build).")
         .unsupported(),
     f("use-workload-api-addr", Str, Global, "If set, certificates and root CAs are retrieved via the SPIFFE Workload API at the specified address (not supported by this build).")
@@ -201,6 +218,7 @@ const FLAGS: &[Flag] = &[
     f("pkcs11-module", Str, Global, "Path to PKCS11 module (SO) file (not supported by this build).")
         .env("PKCS11_MODULE")
         .placeholder("PATH")
+        .file()
         .unsupported(),
     f("pkcs11-token-label", Str, Global, "Token label for slot/key in PKCS11 module (not supported by this build).")
         .env("PKCS11_TOKEN_LABEL")
@@ -211,6 +229,7 @@ const FLAGS: &[Flag] = &[
         .placeholder("PIN")
         .unsupported(),
     f("disable-landlock", Bool, Global, "Disable Landlock sandboxing."),
+    f("check", Bool, Global, "Validate the flags and load every certificate, key and CA file as a start would, print the identity and its expiry, then exit without binding anything."),
     f("cipher-suites", Str, Global, "Set of cipher suites to enable, comma-separated, in order of preference (AES, CHACHA).")
         .default("AES,CHACHA")
         .hidden(),
@@ -349,6 +368,8 @@ pub struct RawArgs {
     pub quiet: Quiet,
     /// `--syslog`, for the logger.
     pub syslog: bool,
+    /// `--check`: validate and load, then exit without binding (see `main.rs`).
+    pub check: bool,
     server: bool,
     /// Explicitly given flags and env fallbacks, by canonical name.
     given: HashMap<&'static str, Value>,
@@ -360,6 +381,8 @@ enum PreAction {
     Version,
     LongHelp,
     Man,
+    BashCompletion,
+    ZshCompletion,
     HelpCommand,
 }
 
@@ -434,6 +457,8 @@ impl Scan {
             "version" => Some(Some(PreAction::Version)),
             "help-long" => Some(Some(PreAction::LongHelp)),
             "help-man" | "help-custom-man" => Some(Some(PreAction::Man)),
+            "completion-script-bash" => Some(Some(PreAction::BashCompletion)),
+            "completion-script-zsh" => Some(Some(PreAction::ZshCompletion)),
             _ => None,
         };
         if let Some(action) = builtin {
@@ -535,7 +560,15 @@ pub fn parse(args: Vec<OsString>, env: &dyn Fn(&str) -> Option<String>) -> Resul
                 stdout: true,
             },
             PreAction::Man => Parsed::Exit {
-                text: man_page(),
+                text: doc::man_page(),
+                stdout: true,
+            },
+            PreAction::BashCompletion => Parsed::Exit {
+                text: doc::bash_completion(),
+                stdout: true,
+            },
+            PreAction::ZshCompletion => Parsed::Exit {
+                text: doc::zsh_completion(),
                 stdout: true,
             },
             PreAction::HelpCommand => usage(topic),
@@ -583,11 +616,13 @@ pub fn parse(args: Vec<OsString>, env: &dyn Fn(&str) -> Option<String>) -> Resul
     let mut raw = RawArgs {
         quiet: Quiet::default(),
         syslog: false,
+        check: false,
         server: command == Server,
         given,
     };
     raw.quiet = raw.quiet_classes();
     raw.syslog = raw.bool("syslog");
+    raw.check = raw.bool("check");
     raw.parse_stage_checks()?;
     Ok(Parsed::Run(raw))
 }
@@ -856,38 +891,6 @@ fn long_help() -> String {
         flag_rows(&mut rows, visible(scope));
         for line in rows.lines() {
             text.push_str(&format!("  {line}\n"));
-        }
-    }
-    text
-}
-
-/// `--help-man` (stdout): a troff man page generated from the flag table (hidden flags left
-/// out), the source of the packaged `ghostunnel.1`.
-pub fn man_page() -> String {
-    let esc = |s: &str| s.replace('\\', "\\\\").replace('-', "\\-");
-    let mut text = format!(
-        ".TH ghostunnel 1 \"\" \"ghostunnel {}\" \"\"\n.SH \"NAME\"\nghostunnel\n.SH \"SYNOPSIS\"\n.TP\n\\fBghostunnel [<flags>] <command> [<args> ...]\\fR\n.SH \"DESCRIPTION\"\n{}\n.SH \"OPTIONS\"\n",
-        env!("CARGO_PKG_VERSION"),
-        esc(ABOUT)
-    );
-    let row = |text: &mut String, head: &str, help: &str| {
-        text.push_str(&format!(".TP\n\\fB{}\\fR\n{}\n", esc(head), esc(help)));
-    };
-    for (head, help) in BUILTIN_HELP {
-        row(&mut text, head, help);
-    }
-    for (head, help) in visible(Global) {
-        row(&mut text, &head, &help);
-    }
-    text.push_str(".SH \"COMMANDS\"\n.SS \"\\fBhelp [<command>...]\\fR\"\nShow help.\n");
-    for scope in [Server, Client] {
-        let name = if scope == Server { "server" } else { "client" };
-        text.push_str(&format!(
-            ".SS \"\\fB{name} \\-\\-listen=ADDR \\-\\-target=ADDR [<flags>]\\fR\"\n{}\n",
-            esc(about(scope))
-        ));
-        for (head, help) in visible(scope) {
-            row(&mut text, &head, &help);
         }
     }
     text
@@ -1817,11 +1820,21 @@ mod tests {
         for flag in ["--help-man", "--help-custom-man"] {
             let (man, stdout) = exit(&[flag]);
             assert!(stdout);
-            assert!(man.starts_with(".TH ghostunnel 1"), "{man}");
-            assert!(man.contains("\\-\\-keystore=PATH"), "{man}");
-            assert!(man.contains("\\-\\-allow\\-cn=CN"), "{man}");
+            assert!(man.contains("\n.TH GHOSTUNNEL 1 "), "{man}");
+            assert!(man.contains("\\fB\\-\\-keystore\\fR=\\fIPATH\\fR"), "{man}");
+            assert!(man.contains("\\fB\\-\\-allow\\-cn\\fR=\\fICN\\fR"), "{man}");
             assert!(!man.contains("cipher\\-suites"), "{man}");
         }
+        // kingpin's hidden completion flags: scripts on stdout, even before a bad argument.
+        let (bash, stdout) = exit(&["--completion-script-bash", "--bogus"]);
+        assert!(
+            stdout && bash.contains("complete -F _ghostunnel ghostunnel"),
+            "{bash}"
+        );
+        let (zsh, stdout) = exit(&["server", "--completion-script-zsh"]);
+        assert!(stdout && zsh.starts_with("#compdef ghostunnel\n"), "{zsh}");
+        let (usage, _) = exit(&["--help"]);
+        assert!(!usage.contains("--completion-script"), "{usage}");
     }
 
     #[test]

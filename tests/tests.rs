@@ -3,6 +3,7 @@
 mod util;
 
 mod client;
+mod docs;
 mod harness;
 mod keystores;
 mod lifecycle;
