@@ -565,7 +565,7 @@ const NAMED: &[(&str, &str)] = &[
 /// Renders a name like Go: the nine standard attributes in fixed order (CN and SERIALNUMBER
 /// keep only their last value, the others join their values with `+`), then every other
 /// attribute in reverse order of appearance as `<oid>=#<hex DER>`.
-fn render_name(name: &x509_cert::name::Name) -> String {
+pub(crate) fn render_name(name: &x509_cert::name::Name) -> String {
     let atvs: Vec<&AttributeTypeAndValue> = name.0.iter().flat_map(|rdn| rdn.0.iter()).collect();
     let mut rdns: Vec<String> = Vec::new();
     for (oid, label) in NAMED {

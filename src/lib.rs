@@ -6,6 +6,7 @@
 
 pub mod auth;
 pub mod certs;
+pub mod check;
 pub mod cli;
 pub mod client;
 pub mod config;

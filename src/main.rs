@@ -12,7 +12,9 @@ use rustls::pki_types::ServerName;
 use ghostunnel::config::{Config, IdentitySource, Mode, StatusScheme};
 use ghostunnel::net::{self, AddrKind, Listener};
 use ghostunnel::proxy::{Connector, Proxy};
-use ghostunnel::{cli, client, logging, sandbox, server, signals, status, systemd, tls, tunnel};
+use ghostunnel::{
+    check, cli, client, logging, sandbox, server, signals, status, systemd, tls, tunnel,
+};
 
 fn main() -> ExitCode {
     let args: Vec<_> = std::env::args_os().skip(1).collect();
@@ -73,8 +75,12 @@ fn run(args: Vec<std::ffi::OsString>) -> Result<ExitCode, Failure> {
         }
     };
 
-    // 4-5. Logger.
-    logging::init(raw.quiet, raw.syslog).map_err(Failure::Logger)?;
+    // 4-5. Logger. `--check` sets none: its report is the output, so the steps below log
+    // nothing and a failure prints only its `error: <e>` line.
+    let check = raw.check;
+    if !check {
+        logging::init(raw.quiet, raw.syslog).map_err(Failure::Logger)?;
+    }
     log::info!("starting ghostunnel in {} mode", raw.mode_name());
 
     // 8. Mode validation.
@@ -167,34 +173,19 @@ fn run(args: Vec<std::ffi::OsString>) -> Result<ExitCode, Failure> {
         }
     };
 
+    // `--check` ends here: everything a start loads has loaded, and nothing is bound, sandboxed,
+    // notified or started.
+    if check {
+        return check_report(&config);
+    }
+
     // 12. The listener.
-    let listener = Arc::new(Listener::bind(&config.listen).map_err(|e| {
-        let e = net::strip_os_error(&e);
-        let (step, mode) = match config.mode {
-            Mode::Server(_) => ("error trying to listen", "server"),
-            Mode::Client(_) => ("error opening socket", "client"),
-        };
-        Failure::Startup {
-            logged: vec![
-                format!("{step}: {e}"),
-                format!("error from {mode} listen: {e}"),
-            ],
-            printed: e,
-        }
-    })?);
+    let listener =
+        Arc::new(Listener::bind(&config.listen).map_err(|e| listen_failure(&config, &e))?);
 
     // 13. The status port.
     let status_listener = match &config.status {
-        Some(status) => Some(Listener::bind(&status.addr).map_err(|e| {
-            let e = format!("unable to bind on status port: {}", net::strip_os_error(&e));
-            Failure::Startup {
-                logged: vec![
-                    format!("error: {e}"),
-                    format!("error serving /_status: {e}"),
-                ],
-                printed: e,
-            }
-        })?),
+        Some(status) => Some(Listener::bind(&status.addr).map_err(|e| status_failure(&e))?),
         None => None,
     };
 
@@ -312,6 +303,52 @@ struct ModeParts {
     backend_check: Box<dyn Fn() -> Result<(), String> + Send + Sync>,
     /// The status port's TLS configuration, following reloads.
     status_tls: Box<dyn Fn() -> Option<Arc<rustls::ServerConfig>> + Send + Sync>,
+}
+
+/// The listener could not be opened (SPEC 2.7.3).
+fn listen_failure(config: &Config, e: &std::io::Error) -> Failure {
+    let e = net::strip_os_error(e);
+    let (step, mode) = match config.mode {
+        Mode::Server(_) => ("error trying to listen", "server"),
+        Mode::Client(_) => ("error opening socket", "client"),
+    };
+    Failure::Startup {
+        logged: vec![
+            format!("{step}: {e}"),
+            format!("error from {mode} listen: {e}"),
+        ],
+        printed: e,
+    }
+}
+
+/// The status port could not be opened (SPEC 2.7.3).
+fn status_failure(e: &std::io::Error) -> Failure {
+    let e = format!("unable to bind on status port: {}", net::strip_os_error(e));
+    Failure::Startup {
+        logged: vec![
+            format!("error: {e}"),
+            format!("error serving /_status: {e}"),
+        ],
+        printed: e,
+    }
+}
+
+/// `--check`, after the loading steps of a start succeeded: probes the listeners without
+/// binding them (failing as the bind would), then prints the report to stdout and its
+/// warnings to stderr. Exit 0.
+fn check_report(config: &Config) -> Result<ExitCode, Failure> {
+    check::probe_listen(&config.listen).map_err(|e| listen_failure(config, &e))?;
+    if let Some(status) = &config.status {
+        check::probe_listen(&status.addr).map_err(|e| status_failure(&e))?;
+    }
+    let report = check::report(config, std::time::SystemTime::now()).map_err(cert_failure)?;
+    for warning in &report.warnings {
+        eprintln!("warning: {warning}");
+    }
+    for line in &report.lines {
+        println!("{line}");
+    }
+    Ok(ExitCode::SUCCESS)
 }
 
 /// A certificate or trust-store load failure (SPEC 3.6).

@@ -277,7 +277,7 @@ fn backlog() -> i32 {
         .map_or(4096, |n| n.clamp(1, 65535))
 }
 
-fn op_error(op: &str, addr: &str, call: &str, e: io::Error) -> io::Error {
+pub(crate) fn op_error(op: &str, addr: &str, call: &str, e: io::Error) -> io::Error {
     let cause = match e.kind() {
         io::ErrorKind::AddrInUse => "address already in use".to_string(),
         io::ErrorKind::PermissionDenied => "permission denied".to_string(),

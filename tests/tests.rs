@@ -2,6 +2,7 @@
 
 mod util;
 
+mod check;
 mod client;
 mod docs;
 mod harness;

@@ -103,6 +103,8 @@ pub struct LeafSpec {
     pub ips: Vec<std::net::IpAddr>,
     pub alg: KeyAlg,
     pub expired: bool,
+    /// Expires this many days from today (overrides the default far-future expiry).
+    pub expires_in_days: Option<u64>,
     pub server: bool,
 }
 
@@ -117,6 +119,7 @@ impl LeafSpec {
             ips: vec![],
             alg: KeyAlg::P256,
             expired: false,
+            expires_in_days: None,
             server: false,
         }
     }
@@ -153,6 +156,10 @@ impl LeafSpec {
     }
     pub fn alg(mut self, alg: KeyAlg) -> LeafSpec {
         self.alg = alg;
+        self
+    }
+    pub fn expires_in_days(mut self, days: u64) -> LeafSpec {
+        self.expires_in_days = Some(days);
         self
     }
     pub fn expired(mut self) -> LeafSpec {
@@ -238,6 +245,10 @@ impl Ca {
         } else {
             params.not_before = date_time_ymd(2020, 1, 1);
             params.not_after = date_time_ymd(2090, 1, 1);
+        }
+        if let Some(days) = spec.expires_in_days {
+            let (y, m, d) = date_from_today(days);
+            params.not_after = date_time_ymd(y, m, d);
         }
         let cert = params.signed_by(&key, &self.issuer).expect("sign leaf");
         let cert_pem = cert.pem();
@@ -409,4 +420,22 @@ impl Pki {
         v.extend(self.cacert_args());
         v
     }
+}
+
+/// The UTC date `days` after today, as (year, month, day).
+fn date_from_today(days: u64) -> (i32, u8, u8) {
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap();
+    // Howard Hinnant's civil_from_days.
+    let z = (now.as_secs() / 86_400 + days) as i64 + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z - era * 146_097;
+    let yoe = (doe - doe / 1_460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let d = (doy - (153 * mp + 2) / 5 + 1) as u8;
+    let m = if mp < 10 { mp + 3 } else { mp - 9 } as u8;
+    let y = (yoe + era * 400 + i64::from(m <= 2)) as i32;
+    (y, m, d)
 }
