@@ -229,7 +229,85 @@ fn bash_completes_paths_and_arg_files() {
     assert!(bash_complete_in(dir.path(), &["ghostunnel", "--storepass", "we"]).is_empty());
 }
 
-/// zsh parses the script; the completion functions themselves need an interactive zsh.
+/// Drives an interactive zsh in a pseudo-terminal (zsh/zpty) with the committed completion
+/// on its `fpath`: types `line`, presses TAB, and returns every candidate offered (captured by
+/// wrapping `compadd`), as space-separated groups.
+const ZSH_DRIVER: &str = r#"
+zmodload zsh/zpty
+zpty z zsh -f -i
+zpty -w z "PROMPT=''; RPROMPT=''; fpath=($1 \$fpath); autoload -Uz compinit; compinit -u -D"
+zpty -w z 'ghostunnel() { : }'
+zpty -w z "zstyle ':completion:*' list-prompt ''; zstyle ':completion:*' menu no; LISTMAX=10000"
+zpty -w z 'compadd() { if [[ ${@[1,(i)(-|--)]} == *-(O|A|D)\ * ]]; then builtin compadd "$@"; return $?; fi; typeset -a h; builtin compadd -A h "$@"; local r=$?; print -r -- "<H""ITS>${(j: :)h}</H""ITS>" >&2; builtin compadd "$@"; return r; }'
+zpty -w z "$2"$'\t'
+zpty -w z $'\C-u''print "<D""ONE>"'
+zpty -r z out '*<DONE>*'
+print -r -- ${(M)${(f)out}:#*<HITS>*}
+zpty -d z
+"#;
+
+fn zsh_complete_in(dir: &Path, line: &str) -> Vec<String> {
+    let fpath = std::fs::canonicalize("packaging/completions").unwrap();
+    let mut child = Command::new("timeout")
+        .args(["20", "zsh", "-f", "-c", ZSH_DRIVER, "zsh"])
+        .arg(&fpath)
+        .arg(line)
+        .current_dir(dir)
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("zsh is required (apt-get install zsh)");
+    let out = child.stdout.take().map(|mut s| {
+        let mut text = String::new();
+        std::io::Read::read_to_string(&mut s, &mut text).unwrap();
+        text
+    });
+    let status = child.wait().unwrap();
+    assert!(
+        status.success(),
+        "zsh driver failed for {line:?}: {status:?}"
+    );
+    let out = out.unwrap_or_default();
+    let mut hits = Vec::new();
+    let mut rest = out.as_str();
+    while let Some(start) = rest.find("<HITS>") {
+        let after = &rest[start + 6..];
+        let end = after.find("</HITS>").unwrap_or(after.len());
+        hits.push(after[..end].to_string());
+        rest = &after[end..];
+    }
+    hits
+}
+
+#[test]
+fn zsh_completes_commands_flags_and_values() {
+    let dir = TempDir::new();
+    dir.write("web.args", "server\n");
+    dir.write("web.pem", "");
+    let z = |line: &str| zsh_complete_in(dir.path(), line).join(" ");
+    assert_eq!(z("ghostunnel ser"), "server");
+    assert_eq!(z("ghostunnel help "), "server client");
+    assert_eq!(z("ghostunnel server --allow-c"), "--allow-cn");
+    // Client flags are not offered for server.
+    assert_eq!(z("ghostunnel server --verify-"), "");
+    let client = z("ghostunnel client --verify-");
+    assert!(
+        client.contains("--verify-cn") && !client.contains("--allow-"),
+        "{client}"
+    );
+    assert_eq!(
+        z("ghostunnel --quiet="),
+        "all conns conn-errs handshake-errs"
+    );
+    assert_eq!(
+        z("ghostunnel server --proxy-protocol-mode "),
+        "conn tls tls-full"
+    );
+    assert_eq!(z("ghostunnel server --cacert=we"), "web.args web.pem");
+    assert_eq!(z("ghostunnel --check @we"), "web.args web.pem");
+}
+
+/// zsh parses the script.
 #[test]
 fn zsh_completion_parses() {
     let out = Command::new("zsh")
