@@ -643,16 +643,13 @@ mod tests {
     use super::super::{Parsed, parse};
     use super::*;
 
+    /// The usage text `args` print.
     fn help(args: &[&str]) -> String {
         let args = args.iter().map(std::ffi::OsString::from).collect();
         match parse(args, &|_| None) {
             Ok(Parsed::Exit { text, .. }) => text,
-            other => panic!("{args:?}: {other:?}", args = args_debug(&other)),
+            other => panic!("no usage: {other:?}"),
         }
-    }
-
-    fn args_debug(p: &Result<Parsed, String>) -> String {
-        format!("{p:?}")
     }
 
     fn scope_words(scope: Scope) -> &'static [&'static str] {
