@@ -5,14 +5,17 @@
 
 use std::process::ExitCode;
 use std::sync::Arc;
-use std::time::Instant;
+use std::time::{Instant, SystemTime};
 
 use rustls::pki_types::ServerName;
 
 use ghostunnel::config::{Config, IdentitySource, Mode, StatusScheme};
 use ghostunnel::net::{self, AddrKind, Listener};
 use ghostunnel::proxy::{Connector, Proxy};
-use ghostunnel::{cli, client, logging, sandbox, server, signals, status, systemd, tls, tunnel};
+use ghostunnel::metrics::Metrics;
+use ghostunnel::{
+    cli, client, logging, report, sandbox, server, signals, status, systemd, tls, tunnel,
+};
 
 fn main() -> ExitCode {
     let args: Vec<_> = std::env::args_os().skip(1).collect();
@@ -92,12 +95,22 @@ fn run(args: Vec<std::ffi::OsString>) -> Result<ExitCode, Failure> {
             IdentitySource::None => "no cert source configured -- running without certificate",
         }
     );
-    let proxy = Proxy::new(config.max_concurrent_conns);
+    // Read before the sandbox hides /proc.
+    let hostname = status::hostname();
+    // Metrics exist only when something observes them (SPEC 7.5); otherwise nothing records.
+    let metrics = config.metrics_observed().then(|| {
+        Arc::new(Metrics::new(
+            &config.metrics.prefix,
+            hostname.as_deref().unwrap_or_default(),
+        ))
+    });
+    let proxy = Proxy::new(config.max_concurrent_conns, metrics.clone());
     let parts = match &config.mode {
         Mode::Server(opts) => {
             let tls = tls::server(config.clone(), &opts.auth).map_err(cert_failure)?;
             prepare_target(&config)?;
             check_max_tls(&config, "error trying to read CA bundle: ")?;
+            let https = https_client(&config)?;
             let tls = Arc::new(tls);
             let connector = server::Server {
                 tls: tls.clone(),
@@ -106,16 +119,35 @@ fn run(args: Vec<std::ffi::OsString>) -> Result<ExitCode, Failure> {
                 proxy_protocol: opts.proxy_protocol,
             };
             let (target, connect) = (config.target.clone(), config.timeouts.connect);
-            let (t1, t2) = (tls.clone(), tls);
-            ModeParts {
-                connector: Arc::new(connector),
-                reloader: Arc::new(move || t1.reload().map(|()| t1.current().subject.clone())),
-                backend_check: Box::new(move || {
+            let (t1, t2, t3) = (tls.clone(), tls.clone(), tls);
+            let m = metrics.clone();
+            let backend_check: Box<BackendCheck> = match opts.target_status.clone() {
+                Some(url) => Box::new(move || {
+                    let dial = || net::dial(&target, Instant::now() + connect);
+                    report::target_status(&url, dial, https.as_ref(), connect)
+                }),
+                None => Box::new(move || {
                     net::dial(&target, Instant::now() + connect)
                         .map(drop)
                         .map_err(|e| e.to_string())
                 }),
+            };
+            ModeParts {
+                connector: Arc::new(connector),
+                reloader: Arc::new(move || {
+                    t1.reload()?;
+                    let now = t1.current();
+                    if let Some(m) = &m {
+                        m.set_cert_not_after(now.not_after);
+                    }
+                    Ok(now.subject.clone())
+                }),
+                backend_check,
                 status_tls: Box::new(move || t2.current().status.clone()),
+                identity: Box::new(move || {
+                    let now = t3.current();
+                    (now.subject.clone(), now.not_after)
+                }),
             }
         }
         Mode::Client(opts) => {
@@ -154,15 +186,27 @@ fn run(args: Vec<std::ffi::OsString>) -> Result<ExitCode, Failure> {
                 timeouts: config.timeouts,
                 proxy: tunnel,
             });
-            let (t1, t2) = (tls.clone(), tls);
+            let (t1, t2, t3) = (tls.clone(), tls.clone(), tls);
             let (dialer, connect, p) = (connector.clone(), config.timeouts.connect, proxy.clone());
+            let m = metrics.clone();
             ModeParts {
                 connector,
-                reloader: Arc::new(move || t1.reload().map(|()| t1.current().subject.clone())),
+                reloader: Arc::new(move || {
+                    t1.reload()?;
+                    let now = t1.current();
+                    if let Some(m) = &m {
+                        m.set_cert_not_after(now.not_after);
+                    }
+                    Ok(now.subject.clone())
+                }),
                 backend_check: Box::new(move || {
                     dialer.dial(Instant::now() + connect, &p).map(drop)
                 }),
                 status_tls: Box::new(move || t2.current().status.clone()),
+                identity: Box::new(move || {
+                    let now = t3.current();
+                    (now.subject.clone(), now.not_after)
+                }),
             }
         }
     };
@@ -183,9 +227,16 @@ fn run(args: Vec<std::ffi::OsString>) -> Result<ExitCode, Failure> {
         }
     })?);
 
-    // 13. The status port.
+    if let Some(m) = &metrics {
+        m.set_cert_not_after((parts.identity)().1);
+    }
+    let https = https_client(&config)?;
+
+    // 13. The status port. On failure the main listener goes too (a UNIX socket file would
+    // otherwise stay behind).
     let status_listener = match &config.status {
         Some(status) => Some(Listener::bind(&status.addr).map_err(|e| {
+            listener.unlink();
             let e = format!("unable to bind on status port: {}", net::strip_os_error(&e));
             Failure::Startup {
                 logged: vec![
@@ -198,8 +249,7 @@ fn run(args: Vec<std::ffi::OsString>) -> Result<ExitCode, Failure> {
         None => None,
     };
 
-    // Read before the sandbox hides /proc; connect the notify socket before it too.
-    let hostname = status::hostname();
+    // Connect the notify socket before the sandbox.
     let notifier = Arc::new(systemd::Notifier::from_env());
 
     // 6. The sandbox, on this thread before any other thread exists: everything later
@@ -265,9 +315,31 @@ fn run(args: Vec<std::ffi::OsString>) -> Result<ExitCode, Failure> {
                 .then(|| -> Box<dyn Fn() + Send + Sync> {
                     Box::new(move || shutdown_controller.shutdown("shutdown request processing"))
                 }),
+            identity: parts.identity,
+            open_connections: {
+                let p = proxy.clone();
+                Box::new(move || p.open_connections())
+            },
+            metrics: metrics.clone().unwrap_or_else(|| {
+                // Unreachable: `--status` makes metrics observed. A fresh registry keeps the
+                // endpoint answering rather than panicking.
+                Arc::new(Metrics::new(&config.metrics.prefix, ""))
+            }),
         };
         status::serve(status_listener, lifecycle.clone(), Arc::new(info))
             .map_err(|e| Failure::startup(format!("error: {e}"), e.to_string()))?;
+    }
+    if let Some(m) = &metrics {
+        if let Some(addr) = &config.metrics.graphite {
+            log::info!("metrics enabled; reporting metrics via TCP to {addr}");
+            report::start_graphite(addr.clone(), config.metrics.interval, m.clone())
+                .map_err(|e| Failure::startup(format!("error: {e}"), e.to_string()))?;
+        }
+        if let Some(url) = &config.metrics.url {
+            log::info!("metrics enabled; reporting metrics via POST to {}", url.raw);
+            report::start_url_push(url.clone(), https, config.metrics.interval, m.clone())
+                .map_err(|e| Failure::startup(format!("error: {e}"), e.to_string()))?;
+        }
     }
     let started = signals::start(controller.clone()).and_then(|()| match config.timed_reload {
         Some(every) => signals::start_timer(every, controller.clone()),
@@ -304,14 +376,33 @@ fn run(args: Vec<std::ffi::OsString>) -> Result<ExitCode, Failure> {
     }
 }
 
+/// The `/_status` backend check: `Err` carries the text for `backend_error`.
+type BackendCheck = dyn Fn() -> Result<(), String> + Send + Sync;
+
 /// What a mode contributes to the shared lifecycle.
 struct ModeParts {
     connector: Arc<dyn Connector>,
     reloader: Arc<signals::ReloadFn>,
     /// The `/_status` backend check (SPEC 8.4).
-    backend_check: Box<dyn Fn() -> Result<(), String> + Send + Sync>,
+    backend_check: Box<BackendCheck>,
     /// The status port's TLS configuration, following reloads.
     status_tls: Box<dyn Fn() -> Option<Arc<rustls::ServerConfig>> + Send + Sync>,
+    /// The served identity's subject and notAfter, following reloads.
+    identity: Box<dyn Fn() -> (String, Option<SystemTime>) + Send + Sync>,
+}
+
+/// The TLS client for `https://` in `--metrics-url` or `--target-status`, built (trust store
+/// read) before the sandbox; `None` when neither uses https.
+fn https_client(config: &Config) -> Result<Option<Arc<rustls::ClientConfig>>, Failure> {
+    let flag = match &config.mode {
+        Mode::Server(o) if o.target_status.as_ref().is_some_and(|u| u.https) => "--target-status",
+        _ if config.metrics.url.as_ref().is_some_and(|u| u.https) => "--metrics-url",
+        _ => return Ok(None),
+    };
+    tls::https_client(config).map(Some).map_err(|e| {
+        let e = format!("{flag}: unable to set up https: {e}");
+        Failure::startup(format!("error: {e}"), e)
+    })
 }
 
 /// A certificate or trust-store load failure (SPEC 3.6).

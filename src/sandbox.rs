@@ -97,6 +97,18 @@ impl Plan {
                 plan.connect.insert(port);
             }
         }
+        // Metrics push: the collectors' ports, and DNS for their names. `--target-status` needs
+        // nothing more: its request goes through the backend dialer, to `--target`'s port.
+        let pushes = [
+            config.metrics.graphite.as_ref(),
+            config.metrics.url.as_ref().map(|u| &u.addr),
+        ];
+        for addr in pushes.into_iter().flatten() {
+            if let Some(port) = addr.tcp_port() {
+                plan.connect.insert(port);
+                plan.connect.insert(53);
+            }
+        }
         plan.allow_abstract_unix = notify_socket.is_some_and(|s| s.starts_with('@'));
         plan
     }
@@ -267,6 +279,36 @@ mod tests {
             )
             .allow_abstract_unix
         );
+    }
+
+    #[test]
+    fn metrics_push_ports_are_planned_and_target_status_needs_none() {
+        let p = plan(
+            &[
+                "server",
+                "--listen=:8443",
+                "--target=unix:/run/app.sock",
+                "--keystore=/k/s.p12",
+                "--allow-all",
+                "--metrics-graphite=127.0.0.1:2003",
+                "--metrics-url=https://collector.example/push",
+                "--target-status=http://localhost:9999/health",
+            ],
+            None,
+        );
+        // 9999 is only the Host header: the check dials the (UNIX) target.
+        assert_eq!(p.connect, BTreeSet::from([53, 443, 2003]));
+        let p = plan(
+            &[
+                "client",
+                "--listen=localhost:8001",
+                "--target=remote:8443",
+                "--keystore=/k/c.pem",
+                "--metrics-url=http://127.0.0.1:8125",
+            ],
+            None,
+        );
+        assert_eq!(p.connect, BTreeSet::from([53, 8125, 8443]));
     }
 
     /// The child half of `network_rules_refuse_unplanned_ports`: sandboxes this process and
