@@ -592,7 +592,9 @@ mod tests {
         r.advance(0, t0);
         let (m1, _, _) = r.advance(50, t0 + TICK);
         assert!((m1 - 10.0).abs() < 1e-9, "{m1}");
-        let (m1, m5, _) = r.advance(50, t0 + TICK * 13);
-        assert!(m1 < 1.0 && m5 > m1, "{m1} {m5}");
+        // A quiet minute later, the one-minute rate has decayed by e, the others less.
+        let (m1, m5, m15) = r.advance(50, t0 + TICK * 13);
+        assert!((m1 - 10.0 / std::f64::consts::E).abs() < 1e-9, "{m1}");
+        assert!(m15 > m5 && m5 > m1, "{m1} {m5} {m15}");
     }
 }
