@@ -348,8 +348,9 @@ fn run(args: Vec<std::ffi::OsString>) -> Result<ExitCode, Failure> {
     if let Err(e) = started {
         return Err(Failure::startup(format!("error: {e}"), e.to_string()));
     }
-    log::info!("listening for connections on {}", config.listen);
+    // The phase first: whoever takes the log line as readiness must find `/_status` listening.
     lifecycle.enter(status::Phase::Listening);
+    log::info!("listening for connections on {}", config.listen);
     if let Some(period) = systemd::watchdog_interval() {
         let p = proxy.clone();
         let alive = Box::new(move || p.responsive(period));

@@ -6,6 +6,7 @@ mod client;
 mod harness;
 mod keystores;
 mod lifecycle;
+mod metrics;
 mod pair;
 mod sandbox;
 mod scanner;
