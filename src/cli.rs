@@ -2263,11 +2263,21 @@ mod tests {
         assert_eq!(c.metrics.prefix, "edge");
         assert_eq!(c.metrics.interval, Duration::from_millis(250));
         assert!(c.metrics_observed());
-        let Mode::Server(opts) = &c.mode else { panic!() };
+        let Mode::Server(opts) = &c.mode else {
+            panic!()
+        };
         assert_eq!(opts.target_status.as_ref().unwrap().path, "/health");
         // Each observer alone turns metrics on.
-        assert!(server(&["--allow-all", "--status=:1"]).unwrap().metrics_observed());
-        assert!(server(&["--allow-all", "--metrics-url=http://h/"]).unwrap().metrics_observed());
+        assert!(
+            server(&["--allow-all", "--status=:1"])
+                .unwrap()
+                .metrics_observed()
+        );
+        assert!(
+            server(&["--allow-all", "--metrics-url=http://h/"])
+                .unwrap()
+                .metrics_observed()
+        );
     }
 
     #[test]

@@ -10,9 +10,9 @@ use std::time::{Instant, SystemTime};
 use rustls::pki_types::ServerName;
 
 use ghostunnel::config::{Config, IdentitySource, Mode, StatusScheme};
+use ghostunnel::metrics::Metrics;
 use ghostunnel::net::{self, AddrKind, Listener};
 use ghostunnel::proxy::{Connector, Proxy};
-use ghostunnel::metrics::Metrics;
 use ghostunnel::{
     cli, client, logging, report, sandbox, server, signals, status, systemd, tls, tunnel,
 };

@@ -127,8 +127,14 @@ impl Metrics {
             ("accept.success", c(&self.accept_success)),
             ("accept.error", c(&self.accept_error)),
             ("accept.timeout", c(&self.accept_timeout)),
-            ("conn.handshake", Value::Timer(self.handshake.snapshot(uptime))),
-            ("conn.lifetime", Value::Timer(self.lifetime.snapshot(uptime))),
+            (
+                "conn.handshake",
+                Value::Timer(self.handshake.snapshot(uptime)),
+            ),
+            (
+                "conn.lifetime",
+                Value::Timer(self.lifetime.snapshot(uptime)),
+            ),
             ("bytes.forwarded", c(&self.bytes_forwarded)),
             ("bytes.returned", c(&self.bytes_returned)),
             ("reload.success", c(&self.reload_success)),
@@ -231,10 +237,7 @@ impl Metrics {
                             )
                         })
                         .collect();
-                    samples.push((
-                        format!("{name}_bucket{{le=\"+Inf\"}}"),
-                        t.count.to_string(),
-                    ));
+                    samples.push((format!("{name}_bucket{{le=\"+Inf\"}}"), t.count.to_string()));
                     samples.push((format!("{name}_sum"), t.sum.to_string()));
                     samples.push((format!("{name}_count"), t.count.to_string()));
                     family(&help, &name, "histogram", &samples);
@@ -369,7 +372,12 @@ impl Timer {
         let std_dev = if sorted.len() < 2 {
             0.0
         } else {
-            (sorted.iter().map(|&v| (v as f64 - mean).powi(2)).sum::<f64>() / (n - 1.0)).sqrt()
+            (sorted
+                .iter()
+                .map(|&v| (v as f64 - mean).powi(2))
+                .sum::<f64>()
+                / (n - 1.0))
+                .sqrt()
         };
         TimerSnapshot {
             count,
@@ -525,28 +533,66 @@ mod tests {
     #[test]
     fn json_has_reference_shape_and_timer_fields() {
         let j = filled().json();
-        assert!(j.starts_with("[{\"hostname\":\"host\\\"1\",\"metric\":\"gt.conn.open\",\"timestamp\":"), "{j}");
-        assert!(j.contains("\"metric\":\"gt.accept.total\",\"timestamp\":"), "{j}");
+        assert!(
+            j.starts_with(
+                "[{\"hostname\":\"host\\\"1\",\"metric\":\"gt.conn.open\",\"timestamp\":"
+            ),
+            "{j}"
+        );
+        assert!(
+            j.contains("\"metric\":\"gt.accept.total\",\"timestamp\":"),
+            "{j}"
+        );
         assert!(j.contains("\"value\":2}"), "{j}");
-        for f in ["count", "min", "max", "mean", "50-percentile", "75-percentile", "95-percentile", "99-percentile"] {
-            assert!(j.contains(&format!("\"metric\":\"gt.conn.lifetime.{f}\"")), "{f}: {j}");
+        for f in [
+            "count",
+            "min",
+            "max",
+            "mean",
+            "50-percentile",
+            "75-percentile",
+            "95-percentile",
+            "99-percentile",
+        ] {
+            assert!(
+                j.contains(&format!("\"metric\":\"gt.conn.lifetime.{f}\"")),
+                "{f}: {j}"
+            );
         }
-        assert!(j.contains("\"metric\":\"gt.cert.not_after\",\"timestamp\":"), "{j}");
+        assert!(
+            j.contains("\"metric\":\"gt.cert.not_after\",\"timestamp\":"),
+            "{j}"
+        );
         assert!(j.contains("\"value\":2000000000}"), "{j}");
     }
 
     #[test]
     fn prometheus_names_types_and_values() {
         let p = filled().prometheus();
-        assert!(p.contains("# TYPE gt_accept_total gauge\ngt_accept_total 2\n"), "{p}");
+        assert!(
+            p.contains("# TYPE gt_accept_total gauge\ngt_accept_total 2\n"),
+            "{p}"
+        );
         assert!(p.contains("# HELP gt_conn_open gt.conn.open\n"), "{p}");
-        assert!(p.contains("# TYPE gt_bytes_forwarded_total counter\ngt_bytes_forwarded_total 1234\n"), "{p}");
-        assert!(p.contains("gt_reload_success_total 1\n") && p.contains("gt_reload_failure_total 1\n"), "{p}");
+        assert!(
+            p.contains("# TYPE gt_bytes_forwarded_total counter\ngt_bytes_forwarded_total 1234\n"),
+            "{p}"
+        );
+        assert!(
+            p.contains("gt_reload_success_total 1\n") && p.contains("gt_reload_failure_total 1\n"),
+            "{p}"
+        );
         assert!(p.contains("# TYPE gt_cert_not_after_timestamp_seconds gauge\ngt_cert_not_after_timestamp_seconds 2000000000\n"), "{p}");
         assert!(p.contains("gt_conn_lifetime_count 100\n"), "{p}");
         assert!(p.contains("gt_conn_lifetime_max 100000000\n"), "{p}");
-        assert!(p.contains("gt_conn_lifetime_timer_bucket{le=\"+Inf\"} 100\n"), "{p}");
-        assert!(p.contains("gt_conn_lifetime_timer_bucket{le=\"0.5\"} 50500000\n"), "{p}");
+        assert!(
+            p.contains("gt_conn_lifetime_timer_bucket{le=\"+Inf\"} 100\n"),
+            "{p}"
+        );
+        assert!(
+            p.contains("gt_conn_lifetime_timer_bucket{le=\"0.5\"} 50500000\n"),
+            "{p}"
+        );
     }
 
     #[test]
@@ -567,7 +613,10 @@ mod tests {
         assert!(g.contains("gt.conn.open.value 1 "), "{g}");
         Metrics::inc(&m.accept_total);
         let g = m.graphite(&mut prev, 2.0);
-        assert!(g.contains("gt.accept.total.count 3 ") && g.contains("gt.accept.total.count_ps 0.50 "), "{g}");
+        assert!(
+            g.contains("gt.accept.total.count 3 ") && g.contains("gt.accept.total.count_ps 0.50 "),
+            "{g}"
+        );
         for line in g.lines() {
             assert_eq!(line.split(' ').count(), 3, "{line}");
         }

@@ -315,7 +315,8 @@ pub fn pipe(
     if let Some(m) = metrics {
         m.bytes_forwarded
             .fetch_add(stats.forwarded, Ordering::Relaxed);
-        m.bytes_returned.fetch_add(stats.returned, Ordering::Relaxed);
+        m.bytes_returned
+            .fetch_add(stats.returned, Ordering::Relaxed);
         if stats.timed_out {
             Metrics::inc(&m.conn_timeout);
         }

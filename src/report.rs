@@ -97,8 +97,9 @@ pub fn fetch(
     let verb = {
         let lower = method.to_ascii_lowercase();
         let mut c = lower.chars();
-        c.next()
-            .map_or(String::new(), |f| f.to_ascii_uppercase().to_string() + c.as_str())
+        c.next().map_or(String::new(), |f| {
+            f.to_ascii_uppercase().to_string() + c.as_str()
+        })
     };
     let fail = |e: String| format!("{verb} \"{}\": {e}", url.raw);
     let sock = dial().map_err(|e| fail(net::strip_os_error(&e)))?;
@@ -113,8 +114,7 @@ pub fn fetch(
             return Err(fail("https is not configured".into()));
         };
         let name = ServerName::try_from(url.host.clone()).map_err(|e| fail(e.to_string()))?;
-        let conn =
-            ClientConnection::new(config.clone(), name).map_err(|e| fail(e.to_string()))?;
+        let conn = ClientConnection::new(config.clone(), name).map_err(|e| fail(e.to_string()))?;
         let mut stream = StreamOwned::new(conn, sock);
         exchange(&mut stream, method, url, body)
     } else {
@@ -280,18 +280,34 @@ mod tests {
         let u = HttpUrl::parse("http://localhost/health?x=1#frag").unwrap();
         assert!(!u.https);
         assert_eq!(u.addr.raw, "localhost:80");
-        assert_eq!((u.host_header.as_str(), u.path.as_str()), ("localhost", "/health?x=1"));
+        assert_eq!(
+            (u.host_header.as_str(), u.path.as_str()),
+            ("localhost", "/health?x=1")
+        );
         let u = HttpUrl::parse("HTTPS://user@[::1]:8443").unwrap();
         assert!(u.https);
         assert_eq!((u.addr.tcp_port(), u.host.as_str()), (Some(8443), "::1"));
-        assert_eq!((u.host_header.as_str(), u.path.as_str()), ("[::1]:8443", "/"));
+        assert_eq!(
+            (u.host_header.as_str(), u.path.as_str()),
+            ("[::1]:8443", "/")
+        );
         assert_eq!(HttpUrl::parse("https://h?q").unwrap().path, "/?q");
-        assert_eq!(HttpUrl::parse("https://h").unwrap().addr.tcp_port(), Some(443));
+        assert_eq!(
+            HttpUrl::parse("https://h").unwrap().addr.tcp_port(),
+            Some(443)
+        );
     }
 
     #[test]
     fn bad_urls_are_refused() {
-        for bad in ["ftp://h/", "http://", "http:///x", "http://h:0/", "http://h:x/", "h:80"] {
+        for bad in [
+            "ftp://h/",
+            "http://",
+            "http:///x",
+            "http://h:0/",
+            "http://h:x/",
+            "h:80",
+        ] {
             assert!(HttpUrl::parse(bad).is_err(), "{bad}");
         }
     }
@@ -311,13 +327,31 @@ mod tests {
         let url = HttpUrl::parse(&format!("http://localhost:{port}/h")).unwrap();
         let target = Addr::parse(&format!("127.0.0.1:{port}")).unwrap();
         let deadline = Instant::now() + Duration::from_secs(5);
-        let r = target_status(&url, || net::dial(&target, deadline), None, Duration::from_secs(5));
+        let r = target_status(
+            &url,
+            || net::dial(&target, deadline),
+            None,
+            Duration::from_secs(5),
+        );
         assert_eq!(r.unwrap_err(), "target returned status: 503");
         let req = server.join().unwrap();
-        assert!(req.starts_with(&format!("GET /h HTTP/1.1\r\nHost: localhost:{port}\r\n")), "{req}");
+        assert!(
+            req.starts_with(&format!("GET /h HTTP/1.1\r\nHost: localhost:{port}\r\n")),
+            "{req}"
+        );
         // Nothing listens any more: the dial error is wrapped like Go's client does.
-        let r = target_status(&url, || net::dial(&target, deadline), None, Duration::from_secs(5));
+        let r = target_status(
+            &url,
+            || net::dial(&target, deadline),
+            None,
+            Duration::from_secs(5),
+        );
         let e = r.unwrap_err();
-        assert!(e.starts_with(&format!("Get \"http://localhost:{port}/h\": dial tcp 127.0.0.1:{port}: connect:")), "{e}");
+        assert!(
+            e.starts_with(&format!(
+                "Get \"http://localhost:{port}/h\": dial tcp 127.0.0.1:{port}: connect:"
+            )),
+            "{e}"
+        );
     }
 }

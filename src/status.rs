@@ -295,9 +295,9 @@ fn read_head<S: Read>(
         }
         match started {
             None => set_timeout(idle),
-            Some(t) => set_timeout(
-                (t + info.connect_timeout).checked_duration_since(Instant::now())?,
-            ),
+            Some(t) => {
+                set_timeout((t + info.connect_timeout).checked_duration_since(Instant::now())?)
+            }
         }
         let mut chunk = [0u8; 1024];
         match s.read(&mut chunk) {

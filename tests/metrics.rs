@@ -123,7 +123,10 @@ fn metrics_count_connections_and_prometheus_text_parses() {
     let good = client_config(&pki.ca.cert_der, Some(&pki.client));
     drop(try_echo(addr, good, b"hello metrics").expect("echo"));
     let anonymous = client_config(&pki.ca.cert_der, None);
-    assert!(try_echo(addr, anonymous, b"x").is_err(), "accepted without a certificate");
+    assert!(
+        try_echo(addr, anonymous, b"x").is_err(),
+        "accepted without a certificate"
+    );
 
     // Connections are counted when they close: wait for both.
     let mut json = BTreeMap::new();
@@ -140,8 +143,18 @@ fn metrics_count_connections_and_prometheus_text_parses() {
     assert_eq!(json["ghostunnel.conn.lifetime.count"], 2.0, "{json:?}");
     assert_eq!(json["ghostunnel.conn.handshake.count"], 2.0, "{json:?}");
     assert!(json["ghostunnel.conn.lifetime.max"] > 0.0, "{json:?}");
-    for field in ["min", "mean", "50-percentile", "75-percentile", "95-percentile", "99-percentile"] {
-        assert!(json.contains_key(&format!("ghostunnel.conn.lifetime.{field}")), "{field}");
+    for field in [
+        "min",
+        "mean",
+        "50-percentile",
+        "75-percentile",
+        "95-percentile",
+        "99-percentile",
+    ] {
+        assert!(
+            json.contains_key(&format!("ghostunnel.conn.lifetime.{field}")),
+            "{field}"
+        );
     }
 
     let r = http(&status, "GET", "/_metrics/prometheus");
@@ -191,7 +204,10 @@ fn metrics_count_connections_and_prometheus_text_parses() {
     assert_eq!(value("ghostunnel_bytes_forwarded_total"), 13.0);
     assert_eq!(value("ghostunnel_bytes_returned_total"), 13.0);
     assert_eq!(value("ghostunnel_reload_success_total"), 0.0);
-    assert_eq!(kind("ghostunnel_cert_not_after_timestamp_seconds"), Some("gauge"));
+    assert_eq!(
+        kind("ghostunnel_cert_not_after_timestamp_seconds"),
+        Some("gauge")
+    );
     let expiry = value("ghostunnel_cert_not_after_timestamp_seconds");
     let cert = {
         use x509_cert::der::Decode;
@@ -242,13 +258,19 @@ fn graphite_push_under_landlock() {
     );
     assert!(!log.contains("landlock: disabled"), "{log}");
     if log.contains("landlock: fully enforced") {
-        assert!(log.contains(&format!("{port}")), "port not in the sandbox plan: {log}");
+        assert!(
+            log.contains(&format!("{port}")),
+            "port not in the sandbox plan: {log}"
+        );
     }
     let cfg = client_config(&pki.ca.cert_der, Some(&pki.client));
     drop(try_echo(addr, cfg, b"graphite").expect("echo"));
     let pushed = eventually(Duration::from_secs(10), || {
         let got = got.lock().unwrap();
-        got.len() >= 2 && got.iter().any(|t| t.contains("edge.bytes.forwarded.count 8 "))
+        got.len() >= 2
+            && got
+                .iter()
+                .any(|t| t.contains("edge.bytes.forwarded.count 8 "))
     });
     assert!(
         pushed,
@@ -295,15 +317,19 @@ fn graphite_collector_down_is_reported_on_stderr_only() {
         ],
     );
     assert!(
-        eventually(Duration::from_secs(5), || d
-            .stderr()
-            .contains(&format!("error sending metrics to graphite {dead}: dial tcp"))),
+        eventually(Duration::from_secs(5), || d.stderr().contains(&format!(
+            "error sending metrics to graphite {dead}: dial tcp"
+        ))),
         "{}",
         d.describe()
     );
     let cfg = client_config(&pki.ca.cert_der, Some(&pki.client));
     try_echo(addr, cfg, b"still proxying").expect("echo");
-    assert!(!d.stdout().contains("error sending metrics"), "{}", d.describe());
+    assert!(
+        !d.stdout().contains("error sending metrics"),
+        "{}",
+        d.describe()
+    );
 }
 
 /// `--metrics-url`: the JSON array POSTed every interval; failures are logged.
@@ -344,7 +370,9 @@ fn metrics_url_posts_json_under_landlock() {
     assert_eq!(json.get("edge.conn.open"), Some(&0.0), "{json:?}");
     assert!(json.contains_key("edge.cert.not_after"), "{json:?}");
 
-    collector.code.store(500, std::sync::atomic::Ordering::SeqCst);
+    collector
+        .code
+        .store(500, std::sync::atomic::Ordering::SeqCst);
     d.wait_log(
         "error reporting metrics: server returned status: 500",
         Duration::from_secs(10),

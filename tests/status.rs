@@ -58,7 +58,11 @@ fn status_follows_the_backend_down_up_down() {
         "{}",
         r.body
     );
-    assert!(tail.contains(",\"certificate_not_after\":\"20"), "{}", r.body);
+    assert!(
+        tail.contains(",\"certificate_not_after\":\"20"),
+        "{}",
+        r.body
+    );
     assert!(tail.ends_with(",\"open_connections\":0}"), "{}", r.body);
 
     // And down again.
@@ -100,7 +104,11 @@ fn routes_and_methods() {
             Some("text/plain; version=0.0.4; charset=utf-8"),
             "{path}"
         );
-        assert!(r.body.starts_with("# HELP ghostunnel_conn_open "), "{path}: {}", r.body);
+        assert!(
+            r.body.starts_with("# HELP ghostunnel_conn_open "),
+            "{path}: {}",
+            r.body
+        );
     }
     let r = http(&status, "GET", "/_metrics?format=json&format=prometheus");
     assert!(r.body.starts_with('['), "the first format value wins");
@@ -135,13 +143,20 @@ fn shutdown_endpoint_drains_and_exits_0() {
     // A second POST is harmless.
     assert_eq!(http(&status, "POST", "/_shutdown").code, 200);
     // No new connections; the open one still works.
-    assert!(try_echo(addr, cfg, b"new").is_err(), "accepted after shutdown");
+    assert!(
+        try_echo(addr, cfg, b"new").is_err(),
+        "accepted after shutdown"
+    );
     open.write_all(b"during").unwrap();
     let mut back = [0u8; 6];
     open.read_exact(&mut back).expect("echo during the drain");
     assert_eq!(&back, b"during");
     std::thread::sleep(Duration::from_millis(200));
-    assert!(d.try_status().is_none(), "exited before the drain{}", d.describe());
+    assert!(
+        d.try_status().is_none(),
+        "exited before the drain{}",
+        d.describe()
+    );
     drop(open);
     assert_eq!(
         d.wait_exit(Duration::from_secs(10)).code(),
@@ -166,7 +181,8 @@ fn https_status_with_the_proxy_certificate_and_no_client_certificate() {
     );
     let cfg = client_config(&pki.ca.cert_der, None);
     let sock = TcpStream::connect(status_addr).unwrap();
-    sock.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    sock.set_read_timeout(Some(Duration::from_secs(10)))
+        .unwrap();
     let conn = ClientConnection::new(cfg, ServerName::try_from("localhost").unwrap()).unwrap();
     let mut tls = StreamOwned::new(conn, sock);
     while tls.conn.is_handshaking() {
@@ -199,7 +215,11 @@ fn unix_status_socket_serves_plain_http() {
     assert_eq!(r.code, 200, "{r:?}");
     assert!(r.body.contains("\"message\":\"listening\""), "{}", r.body);
     let r = http_unix(&path, "GET", "/_metrics/prometheus");
-    assert!(r.body.contains("# TYPE ghostunnel_accept_total gauge"), "{}", r.body);
+    assert!(
+        r.body.contains("# TYPE ghostunnel_accept_total gauge"),
+        "{}",
+        r.body
+    );
 }
 
 /// A reload that blocks (the key is a FIFO nobody writes yet) shows `reloading`, still 200;
@@ -242,7 +262,10 @@ fn reloading_is_reported_during_a_slow_reload() {
         r.body
     );
     d.signal(libc::SIGHUP);
-    d.wait_log("received hangup, reloading TLS configuration", Duration::from_secs(10));
+    d.wait_log(
+        "received hangup, reloading TLS configuration",
+        Duration::from_secs(10),
+    );
     let r = http(&status, "GET", "/_status");
     assert_eq!(r.code, 200, "a reload is still healthy: {}", r.body);
     assert!(r.body.contains("\"message\":\"reloading\""), "{}", r.body);
@@ -362,9 +385,9 @@ fn target_status_url_decides_backend_health() {
     );
     let seen = health.seen();
     assert!(
-        seen[0]
-            .head
-            .starts_with(&format!("GET /health?deep=1 HTTP/1.1\r\nHost: localhost:{port}\r\n")),
+        seen[0].head.starts_with(&format!(
+            "GET /health?deep=1 HTTP/1.1\r\nHost: localhost:{port}\r\n"
+        )),
         "{seen:?}"
     );
     health.code.store(200, std::sync::atomic::Ordering::SeqCst);
@@ -389,6 +412,9 @@ fn status_port_in_use_exits_1_and_leaves_no_listener() {
         .run(Duration::from_secs(10));
     o.assert_code(1)
         .assert_stderr_contains("error: unable to bind on status port: listen tcp 127.0.0.1:");
-    assert!(!sock.exists(), "the main listener's socket file stayed behind");
+    assert!(
+        !sock.exists(),
+        "the main listener's socket file stayed behind"
+    );
     drop(taken);
 }
