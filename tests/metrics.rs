@@ -379,3 +379,50 @@ fn metrics_url_posts_json_under_landlock() {
     );
     assert!(d.try_status().is_none(), "{}", d.describe());
 }
+
+/// `--metrics-url https://…` and `--target-status https://…` go through our rustls, trusting
+/// `--cacert` and checking the URL's host name.
+#[test]
+fn https_metrics_url_and_target_status() {
+    let pki = Pki::new();
+    let collector = HttpServer::start_tls(200, server_config(&pki.server));
+    let url = format!("https://localhost:{}/push", collector.addr.port());
+    let health = HttpServer::start_tls(204, server_config(&pki.server));
+    let port = health.addr.port();
+    let (status, _) = free_addr();
+    let (d, _) = start_server(
+        &pki,
+        &format!("127.0.0.1:{port}"),
+        &[
+            "--allow-all",
+            &format!("--metrics-url={url}"),
+            "--metrics-interval=200ms",
+            &format!("--status=http://{status}"),
+            &format!("--target-status=https://localhost:{port}/health"),
+        ],
+    );
+    assert!(
+        eventually(Duration::from_secs(10), || !collector.seen().is_empty()),
+        "nothing was posted over https{}",
+        d.describe()
+    );
+    let post = collector.seen()[0].clone();
+    assert!(post.head.starts_with("POST /push HTTP/1.1\r\n"), "{post:?}");
+    assert!(post.body.starts_with("[{\"hostname\":"), "{post:?}");
+    // 204 is not 200: the reference's rule, kept.
+    let r = http(&status, "GET", "/_status");
+    assert!(
+        r.body
+            .contains("\"backend_error\":\"target returned status: 204\""),
+        "{}{}",
+        r.body,
+        d.describe()
+    );
+    health.code.store(200, std::sync::atomic::Ordering::SeqCst);
+    assert_eq!(http(&status, "GET", "/_status").code, 200);
+    assert!(
+        !d.stdout().contains("error reporting metrics"),
+        "{}",
+        d.describe()
+    );
+}

@@ -9,6 +9,8 @@ use std::sync::{Arc, Mutex};
 use std::thread;
 use std::time::Duration;
 
+use rustls::{ServerConfig, ServerConnection, StreamOwned};
+
 /// A response: status code, head (status line and headers) and body.
 #[derive(Debug)]
 pub struct Response {
@@ -82,7 +84,17 @@ pub struct HttpServer {
 }
 
 impl HttpServer {
+    /// Plain HTTP.
     pub fn start(code: u16) -> HttpServer {
+        HttpServer::start_with(code, None)
+    }
+
+    /// HTTPS with `tls` (no client certificate asked).
+    pub fn start_tls(code: u16, tls: Arc<ServerConfig>) -> HttpServer {
+        HttpServer::start_with(code, Some(tls))
+    }
+
+    fn start_with(code: u16, tls: Option<Arc<ServerConfig>>) -> HttpServer {
         let l = TcpListener::bind((Ipv4Addr::LOCALHOST, 0)).expect("bind http server");
         let addr = l.local_addr().unwrap();
         let code = Arc::new(AtomicU16::new(code));
@@ -90,17 +102,32 @@ impl HttpServer {
         let (c, s) = (code.clone(), seen.clone());
         thread::spawn(move || {
             for conn in l.incoming() {
-                let Ok(mut conn) = conn else { continue };
+                let Ok(conn) = conn else { continue };
                 let _ = conn.set_read_timeout(Some(Duration::from_secs(10)));
-                let Some(req) = read_request(&mut conn) else {
-                    continue;
+                let answer = |conn: &mut dyn ReadWrite| {
+                    let Some(req) = read_request(conn) else {
+                        return;
+                    };
+                    s.lock().unwrap().push(req);
+                    let code = c.load(Ordering::SeqCst);
+                    let _ = write!(
+                        conn,
+                        "HTTP/1.1 {code} X\r\nContent-Length: 2\r\nConnection: close\r\n\r\nok"
+                    );
+                    let _ = conn.flush();
                 };
-                s.lock().unwrap().push(req);
-                let code = c.load(Ordering::SeqCst);
-                let _ = write!(
-                    conn,
-                    "HTTP/1.1 {code} X\r\nContent-Length: 2\r\nConnection: close\r\n\r\nok"
-                );
+                match &tls {
+                    None => answer(&mut { conn }),
+                    Some(cfg) => {
+                        let Ok(sc) = ServerConnection::new(cfg.clone()) else {
+                            continue;
+                        };
+                        let mut tls = StreamOwned::new(sc, conn);
+                        answer(&mut tls);
+                        tls.conn.send_close_notify();
+                        let _ = tls.conn.complete_io(&mut tls.sock);
+                    }
+                }
             }
         });
         HttpServer { addr, code, seen }
@@ -111,8 +138,11 @@ impl HttpServer {
     }
 }
 
+trait ReadWrite: Read + Write {}
+impl<T: Read + Write> ReadWrite for T {}
+
 /// Reads one request with a Content-Length body.
-fn read_request(conn: &mut TcpStream) -> Option<Seen> {
+fn read_request(conn: &mut dyn ReadWrite) -> Option<Seen> {
     let mut buf = Vec::new();
     let mut chunk = [0u8; 4096];
     let head_end = loop {
