@@ -426,3 +426,38 @@ fn https_metrics_url_and_target_status() {
         d.describe()
     );
 }
+
+/// Client mode counts the same way: a tunnelled connection is a success with its bytes, a
+/// refused TLS dial an error; `/_status` names the client certificate it presents.
+#[test]
+fn client_mode_metrics_and_identity() {
+    let pki = Pki::new();
+    let srv = TlsServer::start(&pki.server, ClientAuth::Required(pki.ca.cert_der.clone()));
+    let (status, _) = free_addr();
+    let (d, addr) = start_client(
+        &pki,
+        &srv.target_localhost(),
+        &[&format!("--status=http://{status}")],
+    );
+    let mut s = tcp_connect(addr);
+    assert_echo(&mut s, b"client-mode");
+    drop(s);
+    let mut json = BTreeMap::new();
+    let settled = eventually(Duration::from_secs(10), || {
+        json = parse_json(&http(&status, "GET", "/_metrics").body);
+        json.get("ghostunnel.bytes.forwarded") == Some(&11.0)
+    });
+    assert!(settled, "{json:?}{}", d.describe());
+    assert_eq!(json["ghostunnel.accept.success"], 1.0, "{json:?}");
+    assert_eq!(json["ghostunnel.bytes.returned"], 11.0, "{json:?}");
+    // Client mode has no inbound handshake.
+    assert_eq!(json["ghostunnel.conn.handshake.count"], 0.0, "{json:?}");
+    let r = http(&status, "GET", "/_status");
+    assert_eq!(r.code, 200, "{}", r.body);
+    assert!(
+        r.body
+            .contains("\"certificate_subject\":\"CN=client,OU=clients,O=Acme\""),
+        "{}",
+        r.body
+    );
+}
