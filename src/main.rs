@@ -235,7 +235,7 @@ fn run(args: Vec<std::ffi::OsString>) -> Result<ExitCode, Failure> {
     // 13. The status port. On failure the main listener goes too (a UNIX socket file would
     // otherwise stay behind).
     let status_listener = match &config.status {
-        Some(status) => Some(Listener::bind(&status.addr).map_err(|e| {
+        Some(status) => Some(Listener::bind(&status.addr).map(Arc::new).map_err(|e| {
             listener.unlink();
             let e = format!("unable to bind on status port: {}", net::strip_os_error(&e));
             Failure::Startup {
@@ -295,7 +295,7 @@ fn run(args: Vec<std::ffi::OsString>) -> Result<ExitCode, Failure> {
         parts.reloader,
         listener.clone(),
     ));
-    if let (Some(status_listener), Some(status)) = (status_listener, &config.status) {
+    if let (Some(status_listener), Some(status)) = (&status_listener, &config.status) {
         let shutdown_controller = controller.clone();
         let info = status::StatusInfo {
             listen: config.listen.raw.clone(),
@@ -326,7 +326,7 @@ fn run(args: Vec<std::ffi::OsString>) -> Result<ExitCode, Failure> {
                 Arc::new(Metrics::new(&config.metrics.prefix, ""))
             }),
         };
-        status::serve(status_listener, lifecycle.clone(), Arc::new(info))
+        status::serve(status_listener.clone(), lifecycle.clone(), Arc::new(info))
             .map_err(|e| Failure::startup(format!("error: {e}"), e.to_string()))?;
     }
     if let Some(m) = &metrics {
@@ -362,6 +362,11 @@ fn run(args: Vec<std::ffi::OsString>) -> Result<ExitCode, Failure> {
 
     // 12.2. Drain: the listener is closed (a UNIX socket file removed), pipes finish.
     listener.unlink();
+    // The status server keeps answering (`stopping`) during the drain; a UNIX status socket
+    // file we created goes now, as the reference's does when its status server closes.
+    if let Some(l) = &status_listener {
+        l.unlink();
+    }
     drop(controller);
     drop(listener);
     log::info!("shutdown proxy, waiting for drain");

@@ -76,9 +76,12 @@ impl Plan {
         ] {
             plan.read_only.insert(path.into());
         }
-        // The UNIX listener's socket file is removed at shutdown.
-        if let AddrKind::Unix(path) = &config.listen.kind {
-            plan.remove_in.insert(parent(path));
+        // The UNIX listeners' socket files are removed at shutdown.
+        let status = config.status.as_ref().map(|s| &s.addr.kind);
+        for kind in [Some(&config.listen.kind), status].into_iter().flatten() {
+            if let AddrKind::Unix(path) = kind {
+                plan.remove_in.insert(parent(path));
+            }
         }
         // Connect: the target port, and DNS over TCP.
         let target_is_tcp = matches!(config.target.kind, AddrKind::Tcp { .. });
@@ -282,6 +285,25 @@ mod tests {
     }
 
     #[test]
+    fn a_unix_status_socket_may_be_removed_at_shutdown() {
+        let p = plan(
+            &[
+                "server",
+                "--listen=:8443",
+                "--target=localhost:8080",
+                "--keystore=/k/s.p12",
+                "--allow-all",
+                "--status=unix:/run/gt-status/s.sock",
+            ],
+            None,
+        );
+        assert_eq!(
+            p.remove_in,
+            BTreeSet::from([PathBuf::from("/run/gt-status")])
+        );
+    }
+
+    #[test]
     fn metrics_push_ports_are_planned_and_target_status_needs_none() {
         let p = plan(
             &[
@@ -298,6 +320,7 @@ mod tests {
         );
         // 9999 is only the Host header: the check dials the (UNIX) target.
         assert_eq!(p.connect, BTreeSet::from([53, 443, 2003]));
+        assert!(p.remove_in.is_empty(), "{:?}", p.remove_in);
         let p = plan(
             &[
                 "client",

@@ -131,7 +131,7 @@ const TEXT_TYPE: &str = "text/plain; charset=utf-8";
 
 /// Serves the status endpoint on its own thread until the process exits.
 pub fn serve(
-    listener: Listener,
+    listener: Arc<Listener>,
     lifecycle: Arc<Lifecycle>,
     info: Arc<StatusInfo>,
 ) -> io::Result<()> {

@@ -206,7 +206,7 @@ fn unix_status_socket_serves_plain_http() {
     let pki = Pki::new();
     let backend = Backend::echo();
     let path = pki.dir.join("status.sock");
-    let (_d, _) = start_server(
+    let (mut d, _) = start_server(
         &pki,
         &backend.target(),
         &["--allow-all", &format!("--status=unix:{}", path.display())],
@@ -220,6 +220,21 @@ fn unix_status_socket_serves_plain_http() {
         "{}",
         r.body
     );
+    // The socket file goes at shutdown (under Landlock too), so a restart can bind it again.
+    d.signal(libc::SIGTERM);
+    assert_eq!(
+        d.wait_exit(Duration::from_secs(10)).code(),
+        Some(0),
+        "{}",
+        d.describe()
+    );
+    assert!(!path.exists(), "the status socket file stayed behind");
+    let (_again, _) = start_server(
+        &pki,
+        &backend.target(),
+        &["--allow-all", &format!("--status=unix:{}", path.display())],
+    );
+    assert_eq!(http_unix(&path, "GET", "/_status").code, 200);
 }
 
 /// A reload that blocks (the key is a FIFO nobody writes yet) shows `reloading`, still 200;
