@@ -105,12 +105,13 @@ fn run(args: Vec<std::ffi::OsString>) -> Result<ExitCode, Failure> {
         ))
     });
     let proxy = Proxy::new(config.max_concurrent_conns, metrics.clone());
+    let https = https_client(&config)?;
     let parts = match &config.mode {
         Mode::Server(opts) => {
             let tls = tls::server(config.clone(), &opts.auth).map_err(cert_failure)?;
             prepare_target(&config)?;
             check_max_tls(&config, "error trying to read CA bundle: ")?;
-            let https = https_client(&config)?;
+            let https = https.clone();
             let tls = Arc::new(tls);
             let connector = server::Server {
                 tls: tls.clone(),
@@ -230,7 +231,6 @@ fn run(args: Vec<std::ffi::OsString>) -> Result<ExitCode, Failure> {
     if let Some(m) = &metrics {
         m.set_cert_not_after((parts.identity)().1);
     }
-    let https = https_client(&config)?;
 
     // 13. The status port. On failure the main listener goes too (a UNIX socket file would
     // otherwise stay behind).

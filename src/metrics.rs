@@ -53,7 +53,7 @@ pub struct Metrics {
     pub accept_error: AtomicU64,
     /// `accept.timeout`: inbound handshakes that ran out of `--connect-timeout`.
     pub accept_timeout: AtomicU64,
-    /// `conn.handshake`: inbound TLS handshake durations (server mode).
+    /// `conn.handshake`: inbound TLS handshake durations, failed ones included (server mode).
     pub handshake: Timer,
     /// `conn.lifetime`: whole worker durations, failed connections included.
     pub lifetime: Timer,
