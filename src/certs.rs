@@ -86,6 +86,12 @@ pub fn load_trust(path: Option<&Path>) -> Result<Vec<CertificateDer<'static>>, S
     result.map_err(|e| format!("loading trust store: {e}"))
 }
 
+/// The notAfter instant of a DER certificate; `None` if it cannot be parsed.
+pub fn not_after(cert_der: &[u8]) -> Option<SystemTime> {
+    let cert = Certificate::from_der(cert_der).ok()?;
+    Some(cert.tbs_certificate.validity.not_after.to_system_time())
+}
+
 /// The subject of a DER certificate in the reference's RFC 2253-like form (SPEC 13.4), e.g.
 /// `CN=server,OU=servers,O=Acme,C=US`. Unparseable input renders as an empty string.
 pub fn subject_string(cert_der: &[u8]) -> String {

@@ -12,11 +12,13 @@ use std::time::Duration;
 
 use crate::auth::{SpkiPin, UriPattern};
 use crate::config::{
-    Acl, CipherGroup, ClientOpts, ClientVerify, Config, IdentitySource, Mode, ProxyProtocolMode,
-    Quiet, ServerAuth, ServerOpts, StatusAddr, StatusScheme, Timeouts, TlsPolicy,
+    Acl, CipherGroup, ClientOpts, ClientVerify, Config, IdentitySource, MetricsOpts, Mode,
+    ProxyProtocolMode, Quiet, ServerAuth, ServerOpts, StatusAddr, StatusScheme, Timeouts,
+    TlsPolicy,
 };
 use crate::duration::parse_go_duration;
 use crate::net::{Addr, AddrKind};
+use crate::report::HttpUrl;
 
 mod doc;
 
@@ -193,19 +195,15 @@ const FLAGS: &[Flag] = &[
         .default("0s"),
     f("max-concurrent-conns", Uint32, Global, "Maximum number of concurrent connections to handle in the proxy. Zero means infinite.")
         .default("0"),
-    f("metrics-graphite", Str, Global, "Collect metrics and report them to the given graphite instance (raw TCP) (not supported by this build).")
-        .placeholder("ADDR")
-        .unsupported(),
-    f("metrics-url", Str, Global, "Collect metrics and POST them periodically to the given URL (via HTTP/JSON) (not supported by this build).")
-        .placeholder("URL")
-        .unsupported(),
-    f("metrics-prefix", Str, Global, "Set prefix string for all reported metrics (not supported by this build).")
+    f("metrics-graphite", Str, Global, "Collect metrics and report them to the given graphite instance (raw TCP, a new connection every --metrics-interval).")
+        .placeholder("ADDR"),
+    f("metrics-url", Str, Global, "Collect metrics and POST them periodically to the given URL (via HTTP/JSON; HTTPS trusts --cacert or the system roots).")
+        .placeholder("URL"),
+    f("metrics-prefix", Str, Global, "Set prefix string for all reported metrics.")
         .default("ghostunnel")
-        .placeholder("PREFIX")
-        .unsupported(),
-    f("metrics-interval", Duration, Global, "Collect (and post/send) metrics every specified interval (not supported by this build).")
-        .default("30s")
-        .unsupported(),
+        .placeholder("PREFIX"),
+    f("metrics-interval", Duration, Global, "Collect (and post/send) metrics every specified interval.")
+        .default("30s"),
     f("status", Str, Global, "Enable serving /_status and /_metrics on given HOST:PORT (or unix:SOCKET).")
         .placeholder("ADDR"),
     f("enable-pprof", Bool, Global, "Enable serving /debug/pprof endpoints alongside /_status (not supported by this build).")
@@ -244,9 +242,8 @@ const FLAGS: &[Flag] = &[
         .placeholder("ADDR"),
     f("target", Str, Server, "Address to forward connections to (can be HOST:PORT or unix:PATH).")
         .placeholder("ADDR"),
-    f("target-status", Str, Server, "Address to target for status checking downstream healthchecks. Defaults to a TCP healthcheck if this flag is not passed (not supported by this build).")
-        .placeholder("URL")
-        .unsupported(),
+    f("target-status", Str, Server, "Address to target for status checking downstream healthchecks (an http:// or https:// URL, dialed through --target). Defaults to a TCP healthcheck if this flag is not passed.")
+        .placeholder("URL"),
     f("proxy-protocol", Bool, Server, "Enable PROXY protocol v2 to signal connection info to backend."),
     f("proxy-protocol-mode", Enum(&["conn", "tls", "tls-full"]), Server, "PROXY protocol v2 mode: conn (addresses only), tls (adds TLS info) or tls-full (adds the client certificate).")
         .placeholder("MODE"),
@@ -1043,6 +1040,7 @@ impl RawArgs {
             "" => None,
             s => Some(parse_status(s)?),
         };
+        let metrics = self.metrics_opts()?;
         let path = |name: &str| {
             Some(self.str(name))
                 .filter(|s| !s.is_empty())
@@ -1062,6 +1060,39 @@ impl RawArgs {
             disable_landlock: self.bool("disable-landlock"),
             status,
             enable_shutdown: self.bool("enable-shutdown"),
+            metrics,
+        })
+    }
+
+    /// `--metrics-*` (SPEC 8.5), checked after the mode steps.
+    fn metrics_opts(&self) -> Result<MetricsOpts, String> {
+        let graphite = match self.str("metrics-graphite") {
+            "" => None,
+            raw => {
+                let addr = Addr::parse(raw)
+                    .map_err(|e| format!("invalid --metrics-graphite address: {e}"))?;
+                if addr.tcp_port().is_none_or(|p| p == 0) {
+                    return Err(format!(
+                        "invalid --metrics-graphite address {raw}: must be HOST:PORT with a non-zero port"
+                    ));
+                }
+                Some(addr)
+            }
+        };
+        let url = match self.str("metrics-url") {
+            "" => None,
+            raw => Some(HttpUrl::parse(raw).map_err(|e| format!("invalid --metrics-url: {e}"))?),
+        };
+        if self.nanos("metrics-interval") <= 0 {
+            return Err("--metrics-interval duration must be positive".into());
+        }
+        let interval =
+            Duration::from_nanos(u64::try_from(self.nanos("metrics-interval")).unwrap_or(u64::MAX));
+        Ok(MetricsOpts {
+            graphite,
+            url,
+            prefix: self.str("metrics-prefix").to_string(),
+            interval,
         })
     }
 
@@ -1226,9 +1257,14 @@ impl RawArgs {
         } else {
             ServerAuth::Acl(self.acl("allow"))
         };
+        let target_status = match self.str("target-status") {
+            "" => None,
+            url => Some(HttpUrl::parse(url).map_err(|e| format!("invalid --target-status: {e}"))?),
+        };
         Ok(ServerOpts {
             auth,
             proxy_protocol,
+            target_status,
         })
     }
 
@@ -2218,6 +2254,71 @@ mod tests {
         assert!(c.status.is_none() && !c.enable_shutdown);
     }
 
+    #[test]
+    fn metrics_flags_reach_the_config() {
+        let c = server(&["--allow-all"]).unwrap();
+        assert!(c.metrics.graphite.is_none() && c.metrics.url.is_none());
+        assert_eq!(c.metrics.prefix, "ghostunnel");
+        assert_eq!(c.metrics.interval, Duration::from_secs(30));
+        assert!(!c.metrics_observed());
+        let c = server(&[
+            "--allow-all",
+            "--metrics-graphite=localhost:2003",
+            "--metrics-url=https://collector.example/push",
+            "--metrics-prefix=edge",
+            "--metrics-interval=250ms",
+            "--target-status=http://localhost:8080/health",
+        ])
+        .unwrap();
+        assert_eq!(c.metrics.graphite.as_ref().unwrap().raw, "localhost:2003");
+        let url = c.metrics.url.as_ref().unwrap();
+        assert!(url.https && url.path == "/push" && url.addr.tcp_port() == Some(443));
+        assert_eq!(c.metrics.prefix, "edge");
+        assert_eq!(c.metrics.interval, Duration::from_millis(250));
+        assert!(c.metrics_observed());
+        let Mode::Server(opts) = &c.mode else {
+            panic!()
+        };
+        assert_eq!(opts.target_status.as_ref().unwrap().path, "/health");
+        // Each observer alone turns metrics on.
+        assert!(
+            server(&["--allow-all", "--status=:1"])
+                .unwrap()
+                .metrics_observed()
+        );
+        assert!(
+            server(&["--allow-all", "--metrics-url=http://h/"])
+                .unwrap()
+                .metrics_observed()
+        );
+    }
+
+    #[test]
+    fn bad_metrics_flags_name_the_flag() {
+        assert_eq!(
+            server_err(&["--allow-all", "--metrics-graphite=nohost"]),
+            "invalid --metrics-graphite address: address nohost: missing port in address"
+        );
+        assert_eq!(
+            server_err(&["--allow-all", "--metrics-graphite=unix:/x"]),
+            "invalid --metrics-graphite address unix:/x: must be HOST:PORT with a non-zero port"
+        );
+        assert_eq!(
+            server_err(&["--allow-all", "--metrics-url=http://"]),
+            "invalid --metrics-url: parse \"http://\": missing host"
+        );
+        assert_eq!(
+            server_err(&["--allow-all", "--target-status=http://h:x/"]),
+            "invalid --target-status: parse \"http://h:x/\": invalid port"
+        );
+        for bad in ["0s", "-1s"] {
+            assert_eq!(
+                server_err(&["--allow-all", &format!("--metrics-interval={bad}")]),
+                "--metrics-interval duration must be positive"
+            );
+        }
+    }
+
     // ---- Unsupported features ----
 
     #[test]
@@ -2226,14 +2327,9 @@ mod tests {
             ("--use-workload-api", "use-workload-api"),
             ("--use-workload-api-addr=unix:/x", "use-workload-api-addr"),
             ("--use-workload-api-timeout=1m", "use-workload-api-timeout"),
-            ("--metrics-graphite=localhost:2003", "metrics-graphite"),
-            ("--metrics-url=http://x", "metrics-url"),
-            ("--metrics-prefix=gt", "metrics-prefix"),
-            ("--metrics-interval=10s", "metrics-interval"),
             ("--pkcs11-module=/x.so", "pkcs11-module"),
             ("--pkcs11-token-label=t", "pkcs11-token-label"),
             ("--pkcs11-pin=1", "pkcs11-pin"),
-            ("--target-status=http://x", "target-status"),
             ("--allow-policy=b", "allow-policy"),
             ("--allow-query=q", "allow-query"),
             ("--auto-acme-cert=a.example", "auto-acme-cert"),

@@ -55,12 +55,21 @@ impl Connector for Client {
         let (sock, conn) = match self.dial(deadline, proxy) {
             Ok(pair) => pair,
             Err(e) => {
+                if let Some(m) = proxy.metrics() {
+                    crate::metrics::Metrics::inc(&m.accept_error);
+                }
                 log::info!(target: CONN_ERRS, "error on dial: {e}");
                 return;
             }
         };
         let mut inbound = Endpoint::plain(inbound);
         let mut outbound = Endpoint::tls(sock, conn);
-        proxy::pipe(&mut inbound, &mut outbound, &self.timeouts, started);
+        proxy::pipe(
+            &mut inbound,
+            &mut outbound,
+            &self.timeouts,
+            started,
+            proxy.metrics(),
+        );
     }
 }

@@ -9,6 +9,7 @@ use std::time::Duration;
 
 use crate::auth::{SpkiPin, UriPattern};
 use crate::net::Addr;
+use crate::report::HttpUrl;
 
 /// Everything a run needs, fully validated.
 #[derive(Debug)]
@@ -35,6 +36,27 @@ pub struct Config {
     pub status: Option<StatusAddr>,
     /// `--enable-shutdown`.
     pub enable_shutdown: bool,
+    pub metrics: MetricsOpts,
+}
+
+/// `--metrics-*` (SPEC 8.5).
+#[derive(Debug)]
+pub struct MetricsOpts {
+    /// `--metrics-graphite`: a TCP `host:port`.
+    pub graphite: Option<Addr>,
+    /// `--metrics-url`.
+    pub url: Option<HttpUrl>,
+    /// `--metrics-prefix`.
+    pub prefix: String,
+    /// `--metrics-interval`: the push period (always positive).
+    pub interval: Duration,
+}
+
+impl Config {
+    /// Whether anything observes metrics; when not, nothing is recorded (SPEC 7.5).
+    pub fn metrics_observed(&self) -> bool {
+        self.status.is_some() || self.metrics.graphite.is_some() || self.metrics.url.is_some()
+    }
 }
 
 /// The mode-specific part of the configuration.
@@ -49,6 +71,8 @@ pub struct ServerOpts {
     pub auth: ServerAuth,
     /// `--proxy-protocol` (= `Conn`) or `--proxy-protocol-mode`.
     pub proxy_protocol: Option<ProxyProtocolMode>,
+    /// `--target-status`: the backend check is an HTTP GET of this URL (SPEC 8.4).
+    pub target_status: Option<HttpUrl>,
 }
 
 /// How the server authenticates and authorizes clients (SPEC 4.2, 5.5).

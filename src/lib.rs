@@ -12,11 +12,13 @@ pub mod client;
 pub mod config;
 pub mod duration;
 pub mod logging;
+pub mod metrics;
 pub mod net;
 #[cfg(feature = "pkcs12")]
 pub mod pkcs12;
 pub mod proxy;
 pub mod relay;
+pub mod report;
 pub mod sandbox;
 pub mod server;
 pub mod signals;

@@ -5,15 +5,16 @@
 
 use std::process::ExitCode;
 use std::sync::Arc;
-use std::time::Instant;
+use std::time::{Instant, SystemTime};
 
 use rustls::pki_types::ServerName;
 
 use ghostunnel::config::{Config, IdentitySource, Mode, StatusScheme};
+use ghostunnel::metrics::Metrics;
 use ghostunnel::net::{self, AddrKind, Listener};
 use ghostunnel::proxy::{Connector, Proxy};
 use ghostunnel::{
-    check, cli, client, logging, sandbox, server, signals, status, systemd, tls, tunnel,
+    check, cli, client, logging, report, sandbox, server, signals, status, systemd, tls, tunnel,
 };
 
 fn main() -> ExitCode {
@@ -98,12 +99,23 @@ fn run(args: Vec<std::ffi::OsString>) -> Result<ExitCode, Failure> {
             IdentitySource::None => "no cert source configured -- running without certificate",
         }
     );
-    let proxy = Proxy::new(config.max_concurrent_conns);
+    // Read before the sandbox hides /proc.
+    let hostname = status::hostname();
+    // Metrics exist only when something observes them (SPEC 7.5); otherwise nothing records.
+    let metrics = config.metrics_observed().then(|| {
+        Arc::new(Metrics::new(
+            &config.metrics.prefix,
+            hostname.as_deref().unwrap_or_default(),
+        ))
+    });
+    let proxy = Proxy::new(config.max_concurrent_conns, metrics.clone());
+    let https = https_client(&config)?;
     let parts = match &config.mode {
         Mode::Server(opts) => {
             let tls = tls::server(config.clone(), &opts.auth).map_err(cert_failure)?;
             prepare_target(&config)?;
             check_max_tls(&config, "error trying to read CA bundle: ")?;
+            let https = https.clone();
             let tls = Arc::new(tls);
             let connector = server::Server {
                 tls: tls.clone(),
@@ -112,16 +124,35 @@ fn run(args: Vec<std::ffi::OsString>) -> Result<ExitCode, Failure> {
                 proxy_protocol: opts.proxy_protocol,
             };
             let (target, connect) = (config.target.clone(), config.timeouts.connect);
-            let (t1, t2) = (tls.clone(), tls);
-            ModeParts {
-                connector: Arc::new(connector),
-                reloader: Arc::new(move || t1.reload().map(|()| t1.current().subject.clone())),
-                backend_check: Box::new(move || {
+            let (t1, t2, t3) = (tls.clone(), tls.clone(), tls);
+            let m = metrics.clone();
+            let backend_check: Box<BackendCheck> = match opts.target_status.clone() {
+                Some(url) => Box::new(move || {
+                    let dial = || net::dial(&target, Instant::now() + connect);
+                    report::target_status(&url, dial, https.as_ref(), connect)
+                }),
+                None => Box::new(move || {
                     net::dial(&target, Instant::now() + connect)
                         .map(drop)
                         .map_err(|e| e.to_string())
                 }),
+            };
+            ModeParts {
+                connector: Arc::new(connector),
+                reloader: Arc::new(move || {
+                    t1.reload()?;
+                    let now = t1.current();
+                    if let Some(m) = &m {
+                        m.set_cert_not_after(now.not_after);
+                    }
+                    Ok(now.subject.clone())
+                }),
+                backend_check,
                 status_tls: Box::new(move || t2.current().status.clone()),
+                identity: Box::new(move || {
+                    let now = t3.current();
+                    (now.subject.clone(), now.not_after)
+                }),
             }
         }
         Mode::Client(opts) => {
@@ -160,15 +191,27 @@ fn run(args: Vec<std::ffi::OsString>) -> Result<ExitCode, Failure> {
                 timeouts: config.timeouts,
                 proxy: tunnel,
             });
-            let (t1, t2) = (tls.clone(), tls);
+            let (t1, t2, t3) = (tls.clone(), tls.clone(), tls);
             let (dialer, connect, p) = (connector.clone(), config.timeouts.connect, proxy.clone());
+            let m = metrics.clone();
             ModeParts {
                 connector,
-                reloader: Arc::new(move || t1.reload().map(|()| t1.current().subject.clone())),
+                reloader: Arc::new(move || {
+                    t1.reload()?;
+                    let now = t1.current();
+                    if let Some(m) = &m {
+                        m.set_cert_not_after(now.not_after);
+                    }
+                    Ok(now.subject.clone())
+                }),
                 backend_check: Box::new(move || {
                     dialer.dial(Instant::now() + connect, &p).map(drop)
                 }),
                 status_tls: Box::new(move || t2.current().status.clone()),
+                identity: Box::new(move || {
+                    let now = t3.current();
+                    (now.subject.clone(), now.not_after)
+                }),
             }
         }
     };
@@ -183,14 +226,21 @@ fn run(args: Vec<std::ffi::OsString>) -> Result<ExitCode, Failure> {
     let listener =
         Arc::new(Listener::bind(&config.listen).map_err(|e| listen_failure(&config, &e))?);
 
-    // 13. The status port.
+    if let Some(m) = &metrics {
+        m.set_cert_not_after((parts.identity)().1);
+    }
+
+    // 13. The status port. On failure the main listener goes too (a UNIX socket file would
+    // otherwise stay behind).
     let status_listener = match &config.status {
-        Some(status) => Some(Listener::bind(&status.addr).map_err(|e| status_failure(&e))?),
+        Some(status) => Some(Listener::bind(&status.addr).map(Arc::new).map_err(|e| {
+            listener.unlink();
+            status_failure(&e)
+        })?),
         None => None,
     };
 
-    // Read before the sandbox hides /proc; connect the notify socket before it too.
-    let hostname = status::hostname();
+    // Connect the notify socket before the sandbox.
     let notifier = Arc::new(systemd::Notifier::from_env());
 
     // 6. The sandbox, on this thread before any other thread exists: everything later
@@ -236,7 +286,7 @@ fn run(args: Vec<std::ffi::OsString>) -> Result<ExitCode, Failure> {
         parts.reloader,
         listener.clone(),
     ));
-    if let (Some(status_listener), Some(status)) = (status_listener, &config.status) {
+    if let (Some(status_listener), Some(status)) = (&status_listener, &config.status) {
         let shutdown_controller = controller.clone();
         let info = status::StatusInfo {
             listen: config.listen.raw.clone(),
@@ -256,9 +306,31 @@ fn run(args: Vec<std::ffi::OsString>) -> Result<ExitCode, Failure> {
                 .then(|| -> Box<dyn Fn() + Send + Sync> {
                     Box::new(move || shutdown_controller.shutdown("shutdown request processing"))
                 }),
+            identity: parts.identity,
+            open_connections: {
+                let p = proxy.clone();
+                Box::new(move || p.open_connections())
+            },
+            metrics: metrics.clone().unwrap_or_else(|| {
+                // Unreachable: `--status` makes metrics observed. A fresh registry keeps the
+                // endpoint answering rather than panicking.
+                Arc::new(Metrics::new(&config.metrics.prefix, ""))
+            }),
         };
-        status::serve(status_listener, lifecycle.clone(), Arc::new(info))
+        status::serve(status_listener.clone(), lifecycle.clone(), Arc::new(info))
             .map_err(|e| Failure::startup(format!("error: {e}"), e.to_string()))?;
+    }
+    if let Some(m) = &metrics {
+        if let Some(addr) = &config.metrics.graphite {
+            log::info!("metrics enabled; reporting metrics via TCP to {addr}");
+            report::start_graphite(addr.clone(), config.metrics.interval, m.clone())
+                .map_err(|e| Failure::startup(format!("error: {e}"), e.to_string()))?;
+        }
+        if let Some(url) = &config.metrics.url {
+            log::info!("metrics enabled; reporting metrics via POST to {}", url.raw);
+            report::start_url_push(url.clone(), https, config.metrics.interval, m.clone())
+                .map_err(|e| Failure::startup(format!("error: {e}"), e.to_string()))?;
+        }
     }
     let started = signals::start(controller.clone()).and_then(|()| match config.timed_reload {
         Some(every) => signals::start_timer(every, controller.clone()),
@@ -267,8 +339,9 @@ fn run(args: Vec<std::ffi::OsString>) -> Result<ExitCode, Failure> {
     if let Err(e) = started {
         return Err(Failure::startup(format!("error: {e}"), e.to_string()));
     }
-    log::info!("listening for connections on {}", config.listen);
+    // The phase first: whoever takes the log line as readiness must find `/_status` listening.
     lifecycle.enter(status::Phase::Listening);
+    log::info!("listening for connections on {}", config.listen);
     if let Some(period) = systemd::watchdog_interval() {
         let p = proxy.clone();
         let alive = Box::new(move || p.responsive(period));
@@ -280,6 +353,11 @@ fn run(args: Vec<std::ffi::OsString>) -> Result<ExitCode, Failure> {
 
     // 12.2. Drain: the listener is closed (a UNIX socket file removed), pipes finish.
     listener.unlink();
+    // The status server keeps answering (`stopping`) during the drain; a UNIX status socket
+    // file we created goes now, as the reference's does when its status server closes.
+    if let Some(l) = &status_listener {
+        l.unlink();
+    }
     drop(controller);
     drop(listener);
     log::info!("shutdown proxy, waiting for drain");
@@ -295,14 +373,33 @@ fn run(args: Vec<std::ffi::OsString>) -> Result<ExitCode, Failure> {
     }
 }
 
+/// The `/_status` backend check: `Err` carries the text for `backend_error`.
+type BackendCheck = dyn Fn() -> Result<(), String> + Send + Sync;
+
 /// What a mode contributes to the shared lifecycle.
 struct ModeParts {
     connector: Arc<dyn Connector>,
     reloader: Arc<signals::ReloadFn>,
     /// The `/_status` backend check (SPEC 8.4).
-    backend_check: Box<dyn Fn() -> Result<(), String> + Send + Sync>,
+    backend_check: Box<BackendCheck>,
     /// The status port's TLS configuration, following reloads.
     status_tls: Box<dyn Fn() -> Option<Arc<rustls::ServerConfig>> + Send + Sync>,
+    /// The served identity's subject and notAfter, following reloads.
+    identity: Box<dyn Fn() -> (String, Option<SystemTime>) + Send + Sync>,
+}
+
+/// The TLS client for `https://` in `--metrics-url` or `--target-status`, built (trust store
+/// read) before the sandbox; `None` when neither uses https.
+fn https_client(config: &Config) -> Result<Option<Arc<rustls::ClientConfig>>, Failure> {
+    let flag = match &config.mode {
+        Mode::Server(o) if o.target_status.as_ref().is_some_and(|u| u.https) => "--target-status",
+        _ if config.metrics.url.as_ref().is_some_and(|u| u.https) => "--metrics-url",
+        _ => return Ok(None),
+    };
+    tls::https_client(config).map(Some).map_err(|e| {
+        let e = format!("{flag}: unable to set up https: {e}");
+        Failure::startup(format!("error: {e}"), e)
+    })
 }
 
 /// The listener could not be opened (SPEC 2.7.3).

@@ -12,6 +12,7 @@ use std::time::{Duration, Instant};
 use crate::config::Timeouts;
 use crate::duration::{format_bytes, format_go_duration};
 use crate::logging::{CONN_ERRS, CONNS};
+use crate::metrics::Metrics;
 use crate::net::{Listener, Stream};
 use crate::relay::{self, CopyLimits, Endpoint};
 
@@ -37,10 +38,12 @@ pub struct Proxy {
     pool: Pool,
     /// Connections in a worker right now (slots also count the one the accept loop holds).
     active: AtomicUsize,
+    /// `None` when nothing observes metrics: then nothing is recorded (SPEC 7.5).
+    metrics: Option<Arc<Metrics>>,
 }
 
 impl Proxy {
-    pub fn new(max_conns: u32) -> Arc<Proxy> {
+    pub fn new(max_conns: u32, metrics: Option<Arc<Metrics>>) -> Arc<Proxy> {
         Arc::new(Proxy {
             shutting_down: AtomicBool::new(false),
             open: Mutex::new(0),
@@ -49,7 +52,13 @@ impl Proxy {
             slot_freed: Condvar::new(),
             pool: Pool::default(),
             active: AtomicUsize::new(0),
+            metrics,
         })
+    }
+
+    /// The metrics registry, if anything observes it. Any thread.
+    pub fn metrics(&self) -> Option<&Metrics> {
+        self.metrics.as_deref()
     }
 
     /// True once shutdown started; in-progress handshakes and dials give up when they see it.
@@ -102,11 +111,17 @@ impl Proxy {
             match listener.accept() {
                 Ok(stream) => {
                     backoff = Duration::ZERO;
+                    if let Some(m) = self.metrics() {
+                        Metrics::inc(&m.accept_total);
+                    }
                     let proxy = self.clone();
                     let connector = connector.clone();
                     self.pool.run(Box::new(move || {
                         proxy.active.fetch_add(1, Ordering::Relaxed);
-                        let _slot = Slot(proxy.clone());
+                        if let Some(m) = proxy.metrics() {
+                            m.conn_open.fetch_add(1, Ordering::Relaxed);
+                        }
+                        let _slot = Slot(proxy.clone(), Instant::now());
                         connector.handle(stream, &proxy);
                     }));
                 }
@@ -114,6 +129,9 @@ impl Proxy {
                     self.release_slot();
                     if self.is_shutting_down() {
                         return;
+                    }
+                    if let Some(m) = self.metrics() {
+                        Metrics::inc(&m.accept_error);
                     }
                     log::info!(target: CONN_ERRS, "error accepting connection: {}", crate::net::strip_os_error(&e));
                     // 5 ms, doubling per consecutive error, up to 1 s (SPEC 7.1).
@@ -174,11 +192,16 @@ impl Proxy {
     }
 }
 
-/// Releases its concurrency slot when dropped, even if the connection handler panics.
-struct Slot(Arc<Proxy>);
+/// Releases its concurrency slot when dropped, even if the connection handler panics, and
+/// records the worker's lifetime (from when the worker picked the connection up).
+struct Slot(Arc<Proxy>, Instant);
 
 impl Drop for Slot {
     fn drop(&mut self) {
+        if let Some(m) = self.0.metrics() {
+            m.conn_open.fetch_sub(1, Ordering::Relaxed);
+            m.lifetime.record(self.1.elapsed());
+        }
         self.0.active.fetch_sub(1, Ordering::Relaxed);
         self.0.release_slot();
     }
@@ -261,13 +284,18 @@ fn worker(state: &(Mutex<PoolState>, Condvar)) {
 }
 
 /// Runs the copy phase between two connected endpoints, with the `opening pipe` and
-/// `closed pipe` lines (SPEC 13.3). `started` is when the connection was accepted.
+/// `closed pipe` lines (SPEC 13.3). `started` is when the connection was accepted. Counts the
+/// connection as a success, and its bytes and any timeout when it closes.
 pub fn pipe(
     inbound: &mut Endpoint,
     outbound: &mut Endpoint,
     timeouts: &Timeouts,
     started: Instant,
+    metrics: Option<&Metrics>,
 ) {
+    if let Some(m) = metrics {
+        Metrics::inc(&m.accept_success);
+    }
     let left = format!(
         "{} [{}]",
         inbound.stream().peer_display(),
@@ -284,6 +312,15 @@ pub fn pipe(
         lifetime: timeouts.max_lifetime.map(|d| Instant::now() + d),
     };
     let stats = relay::copy(inbound, outbound, limits);
+    if let Some(m) = metrics {
+        m.bytes_forwarded
+            .fetch_add(stats.forwarded, Ordering::Relaxed);
+        m.bytes_returned
+            .fetch_add(stats.returned, Ordering::Relaxed);
+        if stats.timed_out {
+            Metrics::inc(&m.conn_timeout);
+        }
+    }
     if let Some(e) = &stats.error {
         log::info!(target: CONN_ERRS, "error during copy: {e}");
     }

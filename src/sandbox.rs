@@ -76,9 +76,12 @@ impl Plan {
         ] {
             plan.read_only.insert(path.into());
         }
-        // The UNIX listener's socket file is removed at shutdown.
-        if let AddrKind::Unix(path) = &config.listen.kind {
-            plan.remove_in.insert(parent(path));
+        // The UNIX listeners' socket files are removed at shutdown.
+        let status = config.status.as_ref().map(|s| &s.addr.kind);
+        for kind in [Some(&config.listen.kind), status].into_iter().flatten() {
+            if let AddrKind::Unix(path) = kind {
+                plan.remove_in.insert(parent(path));
+            }
         }
         // Connect: the target port, and DNS over TCP.
         let target_is_tcp = matches!(config.target.kind, AddrKind::Tcp { .. });
@@ -95,6 +98,18 @@ impl Plan {
                 .and_then(|url| ProxyUrl::parse(url).ok());
             if let Some(port) = proxy.and_then(|p| p.addr.tcp_port()) {
                 plan.connect.insert(port);
+            }
+        }
+        // Metrics push: the collectors' ports, and DNS for their names. `--target-status` needs
+        // nothing more: its request goes through the backend dialer, to `--target`'s port.
+        let pushes = [
+            config.metrics.graphite.as_ref(),
+            config.metrics.url.as_ref().map(|u| &u.addr),
+        ];
+        for addr in pushes.into_iter().flatten() {
+            if let Some(port) = addr.tcp_port() {
+                plan.connect.insert(port);
+                plan.connect.insert(53);
             }
         }
         plan.allow_abstract_unix = notify_socket.is_some_and(|s| s.starts_with('@'));
@@ -267,6 +282,56 @@ mod tests {
             )
             .allow_abstract_unix
         );
+    }
+
+    #[test]
+    fn a_unix_status_socket_may_be_removed_at_shutdown() {
+        let p = plan(
+            &[
+                "server",
+                "--listen=:8443",
+                "--target=localhost:8080",
+                "--keystore=/k/s.p12",
+                "--allow-all",
+                "--status=unix:/run/gt-status/s.sock",
+            ],
+            None,
+        );
+        assert_eq!(
+            p.remove_in,
+            BTreeSet::from([PathBuf::from("/run/gt-status")])
+        );
+    }
+
+    #[test]
+    fn metrics_push_ports_are_planned_and_target_status_needs_none() {
+        let p = plan(
+            &[
+                "server",
+                "--listen=:8443",
+                "--target=unix:/run/app.sock",
+                "--keystore=/k/s.p12",
+                "--allow-all",
+                "--metrics-graphite=127.0.0.1:2003",
+                "--metrics-url=https://collector.example/push",
+                "--target-status=http://localhost:9999/health",
+            ],
+            None,
+        );
+        // 9999 is only the Host header: the check dials the (UNIX) target.
+        assert_eq!(p.connect, BTreeSet::from([53, 443, 2003]));
+        assert!(p.remove_in.is_empty(), "{:?}", p.remove_in);
+        let p = plan(
+            &[
+                "client",
+                "--listen=localhost:8001",
+                "--target=remote:8443",
+                "--keystore=/k/c.pem",
+                "--metrics-url=http://127.0.0.1:8125",
+            ],
+            None,
+        );
+        assert_eq!(p.connect, BTreeSet::from([53, 8125, 8443]));
     }
 
     /// The child half of `network_rules_refuse_unplanned_ports`: sandboxes this process and

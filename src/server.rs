@@ -10,6 +10,7 @@ use rustls::{Connection, ServerConnection};
 
 use crate::config::{ProxyProtocolMode, Timeouts};
 use crate::logging::{CONN_ERRS, HANDSHAKE_ERRS};
+use crate::metrics::Metrics;
 use crate::net::{self, Addr, Stream};
 use crate::proxy::{self, Connector, Proxy};
 use crate::relay::{self, Endpoint, HandshakeError};
@@ -39,9 +40,23 @@ impl Connector for Server {
                 }
                 Ok(conn)
             });
+        let metrics = proxy.metrics();
+        if let Some(m) = metrics {
+            m.handshake.record(started.elapsed());
+        }
+        // Every failure before the pipe counts as an accept error (SPEC 7.5).
+        let failed = || {
+            if let Some(m) = metrics {
+                Metrics::inc(&m.accept_error);
+            }
+        };
         let conn = match handshake {
             Ok(conn) => conn,
             Err(e) => {
+                if let (Some(m), HandshakeError::Timeout) = (metrics, &e) {
+                    Metrics::inc(&m.accept_timeout);
+                }
+                failed();
                 log::info!(target: HANDSHAKE_ERRS, "error on TLS handshake from {peer}: {e}");
                 return;
             }
@@ -49,6 +64,7 @@ impl Connector for Server {
         let mut outbound = match net::dial(&self.target, deadline) {
             Ok(s) => s,
             Err(e) => {
+                failed();
                 log::info!(target: CONN_ERRS, "error on dial: {e}");
                 return;
             }
@@ -57,18 +73,26 @@ impl Connector for Server {
             let header = match proxy_header(mode, &inbound, &conn) {
                 Ok(h) => h,
                 Err(e) => {
+                    failed();
                     log::info!(target: CONN_ERRS, "error building proxy header: {e}");
                     return;
                 }
             };
             if let Err(e) = std::io::Write::write_all(&mut outbound, &header) {
+                failed();
                 log::info!(target: CONN_ERRS, "error writing proxy header: {}", net::strip_os_error(&e));
                 return;
             }
         }
         let mut inbound = Endpoint::tls(inbound, conn);
         let mut outbound = Endpoint::plain(outbound);
-        proxy::pipe(&mut inbound, &mut outbound, &self.timeouts, started);
+        proxy::pipe(
+            &mut inbound,
+            &mut outbound,
+            &self.timeouts,
+            started,
+            metrics,
+        );
     }
 }
 

@@ -50,7 +50,11 @@ impl Controller {
         if self.proxy.is_shutting_down() || !self.lifecycle.enter(Phase::Reloading) {
             return;
         }
-        match (self.reloader)() {
+        let result = (self.reloader)();
+        if let Some(m) = self.proxy.metrics() {
+            m.reloaded(result.is_ok());
+        }
+        match result {
             Ok(subject) => log::info!("loaded certificate: {subject}"),
             Err(e) => log::info!("error reloading TLS configuration: {e}"),
         }

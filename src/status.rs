@@ -2,17 +2,24 @@
 //!
 //! [`Lifecycle`] owns the state machine `initializing → listening ⇄ reloading → stopping` and
 //! tells its observer (systemd) about every change under the same lock, so nothing but watchdog
-//! pings can follow `stopping`. The HTTP/1.1 responder serves `/_status` over plain TCP, TLS or
-//! a UNIX socket; request heads are parsed by httparse. Owns no proxy logic: the backend check
-//! and the shutdown trigger are injected.
+//! pings can follow `stopping`. The HTTP/1.1 responder serves `/_status`, `/_metrics*` and
+//! `/_shutdown` over plain TCP, TLS or a UNIX socket; request heads are parsed by httparse.
+//! Owns no proxy logic: the backend check, the identity, the connection count and the shutdown
+//! trigger are injected, and metrics are only rendered here (`metrics.rs`).
+//!
+//! A status client can never hold up the proxy: the server has its own threads, at most
+//! [`MAX_CONNS`] of them (further connections are closed at once), and every read and write has
+//! a deadline: the TLS handshake and each request head must arrive within `--connect-timeout`,
+//! a request body within 30 s, the next request within the 120 s keep-alive.
 
 use std::io::{self, Read, Write};
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use rustls::{ServerConfig, ServerConnection, StreamOwned};
 
+use crate::metrics::Metrics;
 use crate::net::{Listener, Stream};
 
 /// The lifecycle phase, as `/_status` and systemd see it.
@@ -102,16 +109,29 @@ pub struct StatusInfo {
     pub tls: Option<Box<dyn Fn() -> Option<Arc<ServerConfig>> + Send + Sync>>,
     /// `--enable-shutdown`: what POST `/_shutdown` triggers.
     pub shutdown: Option<Box<dyn Fn() + Send + Sync>>,
+    /// The served identity's leaf subject and notAfter, read per request so reloads show;
+    /// an empty subject means no certificate (the keys are then omitted).
+    pub identity: Box<dyn Fn() -> (String, Option<SystemTime>) + Send + Sync>,
+    /// Connections in a worker right now.
+    pub open_connections: Box<dyn Fn() -> usize + Send + Sync>,
+    /// The registry behind `/_metrics*`.
+    pub metrics: Arc<Metrics>,
 }
 
 /// At most this many status connections are served at once; more are closed on accept.
-const MAX_CONNS: usize = 32;
+pub const MAX_CONNS: usize = 32;
 const HEAD_LIMIT: usize = 8192;
 const KEEP_ALIVE: Duration = Duration::from_secs(120);
+/// The whole request (head and body) must arrive within this (the reference's ReadTimeout).
+const REQUEST_READ: Duration = Duration::from_secs(30);
+/// A response must be taken by the client within this.
+const WRITE_TIMEOUT: Duration = Duration::from_secs(30);
+const PROMETHEUS_TYPE: &str = "text/plain; version=0.0.4; charset=utf-8";
+const TEXT_TYPE: &str = "text/plain; charset=utf-8";
 
 /// Serves the status endpoint on its own thread until the process exits.
 pub fn serve(
-    listener: Listener,
+    listener: Arc<Listener>,
     lifecycle: Arc<Lifecycle>,
     info: Arc<StatusInfo>,
 ) -> io::Result<()> {
@@ -155,10 +175,11 @@ fn connection(stream: Stream, lifecycle: &Lifecycle, info: &StatusInfo) {
     let Ok(handle) = stream.try_clone() else {
         return;
     };
+    let _ = handle.set_write_timeout(Some(WRITE_TIMEOUT));
     let set_timeout = move |d: Duration| {
-        let _ = handle.set_read_timeout(Some(d));
+        // A zero timeout means "none" to the kernel: keep at least a millisecond.
+        let _ = handle.set_read_timeout(Some(d.max(Duration::from_millis(1))));
     };
-    set_timeout(info.connect_timeout);
     let tls = info.tls.as_ref().and_then(|f| f());
     match (stream, tls) {
         (Stream::Tcp(tcp), Some(config)) => {
@@ -166,8 +187,13 @@ fn connection(stream: Stream, lifecycle: &Lifecycle, info: &StatusInfo) {
                 return;
             };
             let mut tls = StreamOwned::new(conn, tcp);
-            // The handshake runs under the header timeout.
+            // The whole handshake runs under the header timeout, however slowly it trickles.
+            let deadline = Instant::now() + info.connect_timeout;
             while tls.conn.is_handshaking() {
+                let Some(left) = deadline.checked_duration_since(Instant::now()) else {
+                    return;
+                };
+                set_timeout(left);
                 if tls.conn.complete_io(&mut tls.sock).is_err() {
                     return;
                 }
@@ -188,13 +214,13 @@ fn http<S: Read + Write>(
     let mut buf = Vec::with_capacity(1024);
     let mut first = true;
     loop {
-        set_timeout(if first {
+        let idle = if first {
             info.connect_timeout
         } else {
             KEEP_ALIVE
-        });
+        };
         first = false;
-        let Some(head_len) = read_head(s, &mut buf) else {
+        let Some((head_len, started)) = read_head(s, &mut buf, set_timeout, idle, info) else {
             return;
         };
         let mut headers = [httparse::EMPTY_HEADER; 32];
@@ -229,7 +255,8 @@ fn http<S: Read + Write>(
             })
             .unwrap_or(0);
         buf.drain(..head_len);
-        if body_len > 64 * 1024 || !discard(s, &mut buf, body_len) {
+        let body_deadline = started + REQUEST_READ;
+        if body_len > 64 * 1024 || !discard(s, &mut buf, body_len, set_timeout, body_deadline) {
             return;
         }
         let (code, ctype, body) = route(&method, &path, lifecycle, info);
@@ -248,26 +275,54 @@ fn http<S: Read + Write>(
     }
 }
 
-/// Reads until a complete request head is buffered; returns its length.
-fn read_head<S: Read>(s: &mut S, buf: &mut Vec<u8>) -> Option<usize> {
+/// Reads until a complete request head is buffered; returns its length and when the request
+/// began. The first byte may take `idle`; from then on the head must be complete within
+/// `--connect-timeout`, however slowly it trickles.
+fn read_head<S: Read>(
+    s: &mut S,
+    buf: &mut Vec<u8>,
+    set_timeout: &dyn Fn(Duration),
+    idle: Duration,
+    info: &StatusInfo,
+) -> Option<(usize, Instant)> {
+    let mut started = (!buf.is_empty()).then(Instant::now);
     loop {
         if let Some(i) = buf.windows(4).position(|w| w == b"\r\n\r\n") {
-            return Some(i + 4);
+            return Some((i + 4, started.unwrap_or_else(Instant::now)));
         }
         if buf.len() >= HEAD_LIMIT {
             return None;
         }
+        match started {
+            None => set_timeout(idle),
+            Some(t) => {
+                set_timeout((t + info.connect_timeout).checked_duration_since(Instant::now())?)
+            }
+        }
         let mut chunk = [0u8; 1024];
         match s.read(&mut chunk) {
             Ok(0) | Err(_) => return None,
-            Ok(n) => buf.extend_from_slice(&chunk[..n]),
+            Ok(n) => {
+                started.get_or_insert_with(Instant::now);
+                buf.extend_from_slice(&chunk[..n]);
+            }
         }
     }
 }
 
-/// Drops a request body of `len` bytes (some may already be buffered).
-fn discard<S: Read>(s: &mut S, buf: &mut Vec<u8>, len: usize) -> bool {
+/// Drops a request body of `len` bytes (some may already be buffered) before `deadline`.
+fn discard<S: Read>(
+    s: &mut S,
+    buf: &mut Vec<u8>,
+    len: usize,
+    set_timeout: &dyn Fn(Duration),
+    deadline: Instant,
+) -> bool {
     while buf.len() < len {
+        let Some(left) = deadline.checked_duration_since(Instant::now()) else {
+            return false;
+        };
+        set_timeout(left);
         let mut chunk = [0u8; 1024];
         match s.read(&mut chunk) {
             Ok(0) | Err(_) => return false,
@@ -290,11 +345,17 @@ fn route(
             let (ok, body) = status_json(lifecycle, info);
             (if ok { 200 } else { 503 }, "application/json", body)
         }
+        "/_metrics" if query_value(target, "format") == Some("prometheus") => {
+            (200, PROMETHEUS_TYPE, info.metrics.prometheus())
+        }
+        // The reference sets no content type for JSON metrics; Go sniffs it as text.
+        "/_metrics" | "/_metrics/json" => (200, TEXT_TYPE, info.metrics.json()),
+        "/_metrics/prometheus" => (200, PROMETHEUS_TYPE, info.metrics.prometheus()),
         "/_shutdown" if info.shutdown.is_some() => {
             if method != "POST" {
-                return (405, "text/plain; charset=utf-8", String::new());
+                return (405, TEXT_TYPE, String::new());
             }
-            (200, "text/plain; charset=utf-8", String::new())
+            (200, TEXT_TYPE, String::new())
         }
         _ => (
             404,
@@ -304,7 +365,18 @@ fn route(
     }
 }
 
-/// The `/_status` document with keys in the reference's order (SPEC 8.3).
+/// The first value of `key` in the request target's query string, undecoded.
+fn query_value<'a>(target: &'a str, key: &str) -> Option<&'a str> {
+    let (_, query) = target.split_once('?')?;
+    query
+        .split('&')
+        .filter_map(|pair| pair.split_once('=').or(Some((pair, ""))))
+        .find(|(k, _)| *k == key)
+        .map(|(_, v)| v)
+}
+
+/// The `/_status` document with keys in the reference's order (SPEC 8.3), then ours:
+/// `sandbox`, the served certificate's subject and expiry, and the open connection count.
 fn status_json(lifecycle: &Lifecycle, info: &StatusInfo) -> (bool, String) {
     let phase = lifecycle.phase();
     let listening = matches!(phase, Phase::Listening | Phase::Reloading);
@@ -337,11 +409,22 @@ fn status_json(lifecycle: &Lifecycle, info: &StatusInfo) -> (bool, String) {
         out.push_str(&format!(",\"hostname\":{}", json_str(h)));
     }
     out.push_str(&format!(
-        ",\"message\":\"{}\",\"revision\":{},\"compiler\":{},\"sandbox\":{}}}",
+        ",\"message\":\"{}\",\"revision\":{},\"compiler\":{},\"sandbox\":{}",
         phase.as_str(),
         json_str(env!("CARGO_PKG_VERSION")),
         json_str(env!("GHOSTUNNEL_TOOLCHAIN")),
         json_str(&info.sandbox),
+    ));
+    let (subject, not_after) = (info.identity)();
+    if !subject.is_empty() {
+        out.push_str(&format!(",\"certificate_subject\":{}", json_str(&subject)));
+    }
+    if let Some(t) = not_after {
+        out.push_str(&format!(",\"certificate_not_after\":\"{}\"", rfc3339(t)));
+    }
+    out.push_str(&format!(
+        ",\"open_connections\":{}}}",
+        (info.open_connections)()
     ));
     (ok, out)
 }
@@ -375,7 +458,7 @@ fn respond<S: Write>(
 }
 
 /// A JSON string literal.
-fn json_str(s: &str) -> String {
+pub fn json_str(s: &str) -> String {
     let mut out = String::with_capacity(s.len() + 2);
     out.push('"');
     for c in s.chars() {

@@ -7,6 +7,7 @@
 
 use std::fmt;
 use std::sync::{Arc, RwLock};
+use std::time::SystemTime;
 
 use rustls::client::WebPkiServerVerifier;
 use rustls::client::danger::{HandshakeSignatureValid, ServerCertVerified, ServerCertVerifier};
@@ -121,6 +122,8 @@ pub struct ServerTls {
     pub config: Arc<ServerConfig>,
     /// The identity's leaf subject, for `loaded certificate: …`.
     pub subject: String,
+    /// The identity's leaf notAfter, for `/_status` and the expiry metric.
+    pub not_after: Option<SystemTime>,
     /// The status port's configuration: same identity, no client certificate (SPEC 4.4).
     pub status: Option<Arc<ServerConfig>>,
     verifier: Arc<ClientAuthVerifier>,
@@ -149,6 +152,8 @@ pub struct ClientTls {
     pub config: Arc<ClientConfig>,
     /// The identity's leaf subject (empty without a certificate).
     pub subject: String,
+    /// The identity's leaf notAfter (`None` without a certificate).
+    pub not_after: Option<SystemTime>,
     /// The status port's configuration; `None` when there is no identity to serve with.
     pub status: Option<Arc<ServerConfig>>,
     verifier: Arc<dyn ServerCertVerifier>,
@@ -182,6 +187,7 @@ pub fn server(config: Arc<Config>, auth: &ServerAuth) -> Result<Reloadable<Serve
             return Err("certificate cannot be used as a server".into());
         };
         let subject = certs::subject_string(&identity.cert[0]);
+        let not_after = certs::not_after(&identity.cert[0]);
         let status = Some(status_config(&provider, versions, identity.clone())?);
         let verifier = Arc::new(ClientAuthVerifier::new(&auth, material.roots, &provider)?);
         let tls = ServerConfig::builder_with_provider(provider.clone())
@@ -192,6 +198,7 @@ pub fn server(config: Arc<Config>, auth: &ServerAuth) -> Result<Reloadable<Serve
         Ok(Arc::new(ServerTls {
             config: Arc::new(tls),
             subject,
+            not_after,
             status,
             verifier,
         }))
@@ -233,6 +240,10 @@ pub fn client(
             .identity
             .as_ref()
             .map_or(String::new(), |id| certs::subject_string(&id.cert[0]));
+        let not_after = material
+            .identity
+            .as_ref()
+            .and_then(|id| certs::not_after(&id.cert[0]));
         let status = match &material.identity {
             Some(identity) => Some(status_config(&provider, versions, identity.clone())?),
             None => None,
@@ -247,11 +258,30 @@ pub fn client(
         Ok(Arc::new(ClientTls {
             config: Arc::new(tls),
             subject,
+            not_after,
             status,
             verifier,
             server_name: server_name.clone(),
         }))
     }))
+}
+
+/// The TLS client of `--metrics-url` and `--target-status` over https: our versions and suites,
+/// the `--cacert` bundle or the system roots (read once, at startup), standard hostname
+/// verification and no client certificate.
+pub fn https_client(config: &Config) -> Result<Arc<ClientConfig>, String> {
+    let provider = Arc::new(provider(&config.tls));
+    let mut roots = RootCertStore::empty();
+    roots.add_parsable_certificates(certs::load_trust(config.cacert.as_deref())?);
+    let verifier = WebPkiServerVerifier::builder_with_provider(Arc::new(roots), provider.clone())
+        .build()
+        .map_err(|e| format!("unable to build TLS config: {e}"))?;
+    let tls = ClientConfig::builder_with_provider(provider)
+        .with_protocol_versions(versions(&config.tls.max_version)?)
+        .map_err(|e| e.to_string())?
+        .with_webpki_verifier(verifier)
+        .with_no_client_auth();
+    Ok(Arc::new(tls))
 }
 
 /// The status port's TLS: the proxy's identity, versions and suites, no client certificate.

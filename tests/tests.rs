@@ -8,6 +8,7 @@ mod docs;
 mod harness;
 mod keystores;
 mod lifecycle;
+mod metrics;
 mod pair;
 mod sandbox;
 mod scanner;

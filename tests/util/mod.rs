@@ -6,10 +6,12 @@
 
 pub mod backend;
 pub mod daemon;
+pub mod http;
 pub mod pki;
 pub mod tls;
 
 pub use backend::*;
 pub use daemon::*;
+pub use http::*;
 pub use pki::*;
 pub use tls::*;

@@ -57,6 +57,18 @@ pub fn client_config_versions(
     Arc::new(cfg)
 }
 
+/// A server config presenting `id`, asking for no client certificate.
+pub fn server_config(id: &Identity) -> Arc<ServerConfig> {
+    let (chain, key) = chain_and_key(id);
+    let cfg = ServerConfig::builder_with_provider(provider())
+        .with_safe_default_protocol_versions()
+        .expect("versions")
+        .with_no_client_auth()
+        .with_single_cert(chain, key)
+        .expect("server cert");
+    Arc::new(cfg)
+}
+
 /// A client config (TLS 1.2 and 1.3) trusting `ca_der`, presenting `id` if given.
 pub fn client_config(ca_der: &[u8], id: Option<&Identity>) -> Arc<ClientConfig> {
     client_config_versions(ca_der, id, rustls::DEFAULT_VERSIONS)
