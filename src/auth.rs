@@ -323,28 +323,33 @@ impl Names {
                 false => names.ou.push(value),
             }
         }
-        let extensions = cert.tbs_certificate.extensions.iter().flatten();
-        for ext in extensions.filter(|e| e.extn_id.to_string() == OID_SAN) {
-            let Ok(san) = SubjectAltName::from_der(ext.extn_value.as_bytes()) else {
-                continue;
-            };
-            for name in san.0 {
-                match name {
-                    GeneralName::DnsName(dns) => names.dns.push(dns.to_string()),
-                    GeneralName::IpAddress(ip) => {
-                        if let Some(ip) = ip_from_bytes(ip.as_bytes()) {
-                            names.ip.push(ip);
-                        }
+        for name in subject_alt_names(cert) {
+            match name {
+                GeneralName::DnsName(dns) => names.dns.push(dns.to_string()),
+                GeneralName::IpAddress(ip) => {
+                    if let Some(ip) = ip_from_bytes(ip.as_bytes()) {
+                        names.ip.push(ip);
                     }
-                    GeneralName::UniformResourceIdentifier(uri) => {
-                        names.uri.push(normalize_uri(uri.as_ref()));
-                    }
-                    _ => {}
                 }
+                GeneralName::UniformResourceIdentifier(uri) => {
+                    names.uri.push(normalize_uri(uri.as_ref()));
+                }
+                _ => {}
             }
         }
         names
     }
+}
+
+/// The names of every subjectAltName extension of `cert`, in certificate order; an extension
+/// that does not decode is skipped (as Go's parser would have refused it before we got here).
+pub fn subject_alt_names(cert: &Certificate) -> Vec<GeneralName> {
+    let extensions = cert.tbs_certificate.extensions.iter().flatten();
+    extensions
+        .filter(|e| e.extn_id.to_string() == OID_SAN)
+        .filter_map(|e| SubjectAltName::from_der(e.extn_value.as_bytes()).ok())
+        .flat_map(|san| san.0)
+        .collect()
 }
 
 /// A subject attribute value as a string (the string types Go accepts).
@@ -367,7 +372,8 @@ fn directory_string(value: &der::Any) -> Option<String> {
     }
 }
 
-fn ip_from_bytes(bytes: &[u8]) -> Option<IpAddr> {
+/// A SAN iPAddress: 4 octets for IPv4, 16 for IPv6, anything else is not an address.
+pub fn ip_from_bytes(bytes: &[u8]) -> Option<IpAddr> {
     if let Ok(v4) = <[u8; 4]>::try_from(bytes) {
         return Some(IpAddr::V4(Ipv4Addr::from(v4)));
     }

@@ -10,17 +10,15 @@ use std::time::{Duration, SystemTime};
 use der::Decode;
 use der::asn1::{ObjectIdentifier, UintRef};
 use x509_cert::Certificate;
-use x509_cert::ext::pkix::SubjectAltName;
 use x509_cert::ext::pkix::name::GeneralName;
 
-use crate::certs;
 use crate::config::{Config, IdentitySource, Mode};
 use crate::net::{self, Addr, AddrKind};
+use crate::{auth, certs};
 
 /// Certificates expiring sooner than this get a warning.
 pub const EXPIRY_WARNING: Duration = Duration::from_secs(30 * 24 * 60 * 60);
 
-const OID_SAN: &str = "2.5.29.17";
 const OID_RSA: &str = "1.2.840.113549.1.1.1";
 const OID_EC: &str = "1.2.840.10045.2.1";
 const OID_ED25519: &str = "1.3.101.112";
@@ -203,29 +201,16 @@ fn describe_leaf(lines: &mut Vec<String>, leaf: &Certificate, now: SystemTime) {
 /// `DNS:x`, `IP:x`, `URI:x` and `email:x` names, in certificate order.
 fn sans(cert: &Certificate) -> Vec<String> {
     let mut out = Vec::new();
-    let extensions = cert.tbs_certificate.extensions.iter().flatten();
-    for ext in extensions.filter(|e| e.extn_id.to_string() == OID_SAN) {
-        let Ok(san) = SubjectAltName::from_der(ext.extn_value.as_bytes()) else {
-            continue;
-        };
-        for name in san.0 {
-            match name {
-                GeneralName::DnsName(n) => out.push(format!("DNS:{n}")),
-                GeneralName::UniformResourceIdentifier(u) => out.push(format!("URI:{u}")),
-                GeneralName::Rfc822Name(m) => out.push(format!("email:{m}")),
-                GeneralName::IpAddress(ip) => {
-                    let b = ip.as_bytes();
-                    let ip = match b.len() {
-                        4 => <[u8; 4]>::try_from(b).map(|a| std::net::IpAddr::from(a).to_string()),
-                        16 => {
-                            <[u8; 16]>::try_from(b).map(|a| std::net::IpAddr::from(a).to_string())
-                        }
-                        _ => Ok(format!("{b:02x?}")),
-                    };
-                    out.push(format!("IP:{}", ip.unwrap_or_default()));
-                }
-                _ => {}
-            }
+    for name in auth::subject_alt_names(cert) {
+        match name {
+            GeneralName::DnsName(n) => out.push(format!("DNS:{n}")),
+            GeneralName::UniformResourceIdentifier(u) => out.push(format!("URI:{u}")),
+            GeneralName::Rfc822Name(m) => out.push(format!("email:{m}")),
+            GeneralName::IpAddress(ip) => match auth::ip_from_bytes(ip.as_bytes()) {
+                Some(ip) => out.push(format!("IP:{ip}")),
+                None => out.push(format!("IP:{:02x?}", ip.as_bytes())),
+            },
+            _ => {}
         }
     }
     out

@@ -124,8 +124,6 @@ fn run(args: Vec<std::ffi::OsString>) -> Result<ExitCode, Failure> {
                 proxy_protocol: opts.proxy_protocol,
             };
             let (target, connect) = (config.target.clone(), config.timeouts.connect);
-            let (t1, t2, t3) = (tls.clone(), tls.clone(), tls);
-            let m = metrics.clone();
             let backend_check: Box<BackendCheck> = match opts.target_status.clone() {
                 Some(url) => Box::new(move || {
                     let dial = || net::dial(&target, Instant::now() + connect);
@@ -137,22 +135,13 @@ fn run(args: Vec<std::ffi::OsString>) -> Result<ExitCode, Failure> {
                         .map_err(|e| e.to_string())
                 }),
             };
+            let (reloader, status_tls, identity) = follow_reloads(tls, metrics.clone());
             ModeParts {
                 connector: Arc::new(connector),
-                reloader: Arc::new(move || {
-                    t1.reload()?;
-                    let now = t1.current();
-                    if let Some(m) = &m {
-                        m.set_cert_not_after(now.not_after);
-                    }
-                    Ok(now.subject.clone())
-                }),
+                reloader,
                 backend_check,
-                status_tls: Box::new(move || t2.current().status.clone()),
-                identity: Box::new(move || {
-                    let now = t3.current();
-                    (now.subject.clone(), now.not_after)
-                }),
+                status_tls,
+                identity,
             }
         }
         Mode::Client(opts) => {
@@ -191,27 +180,16 @@ fn run(args: Vec<std::ffi::OsString>) -> Result<ExitCode, Failure> {
                 timeouts: config.timeouts,
                 proxy: tunnel,
             });
-            let (t1, t2, t3) = (tls.clone(), tls.clone(), tls);
             let (dialer, connect, p) = (connector.clone(), config.timeouts.connect, proxy.clone());
-            let m = metrics.clone();
+            let (reloader, status_tls, identity) = follow_reloads(tls, metrics.clone());
             ModeParts {
                 connector,
-                reloader: Arc::new(move || {
-                    t1.reload()?;
-                    let now = t1.current();
-                    if let Some(m) = &m {
-                        m.set_cert_not_after(now.not_after);
-                    }
-                    Ok(now.subject.clone())
-                }),
+                reloader,
                 backend_check: Box::new(move || {
                     dialer.dial(Instant::now() + connect, &p).map(drop)
                 }),
-                status_tls: Box::new(move || t2.current().status.clone()),
-                identity: Box::new(move || {
-                    let now = t3.current();
-                    (now.subject.clone(), now.not_after)
-                }),
+                status_tls,
+                identity,
             }
         }
     };
@@ -383,9 +361,39 @@ struct ModeParts {
     /// The `/_status` backend check (SPEC 8.4).
     backend_check: Box<BackendCheck>,
     /// The status port's TLS configuration, following reloads.
-    status_tls: Box<dyn Fn() -> Option<Arc<rustls::ServerConfig>> + Send + Sync>,
+    status_tls: Box<StatusTls>,
     /// The served identity's subject and notAfter, following reloads.
-    identity: Box<dyn Fn() -> (String, Option<SystemTime>) + Send + Sync>,
+    identity: Box<IdentityView>,
+}
+
+type StatusTls = dyn Fn() -> Option<Arc<rustls::ServerConfig>> + Send + Sync;
+type IdentityView = dyn Fn() -> (String, Option<SystemTime>) + Send + Sync;
+
+/// The parts of [`ModeParts`] that follow a reloadable context: the reload action (which also
+/// refreshes the certificate expiry metric), the status port's configuration and the served
+/// identity.
+fn follow_reloads<C: tls::Served + Send + Sync + 'static>(
+    tls: Arc<tls::Reloadable<C>>,
+    metrics: Option<Arc<Metrics>>,
+) -> (Arc<signals::ReloadFn>, Box<StatusTls>, Box<IdentityView>) {
+    let (t1, t2, t3) = (tls.clone(), tls.clone(), tls);
+    let reloader = move || {
+        t1.reload()?;
+        let now = t1.current();
+        if let Some(m) = &metrics {
+            m.set_cert_not_after(now.not_after());
+        }
+        Ok(now.subject().to_string())
+    };
+    let identity = move || {
+        let now = t3.current();
+        (now.subject().to_string(), now.not_after())
+    };
+    (
+        Arc::new(reloader),
+        Box::new(move || t2.current().status()),
+        Box::new(identity),
+    )
 }
 
 /// The TLS client for `https://` in `--metrics-url` or `--target-status`, built (trust store

@@ -117,6 +117,41 @@ impl<C> Reloadable<C> {
     }
 }
 
+/// What either side's context shows of the identity it serves: for reload log lines,
+/// `/_status`, the expiry metric and the status port.
+pub trait Served {
+    /// The leaf subject (empty without a certificate).
+    fn subject(&self) -> &str;
+    /// The leaf notAfter (`None` without a certificate).
+    fn not_after(&self) -> Option<SystemTime>;
+    /// The status port's configuration; `None` when there is no identity to serve with.
+    fn status(&self) -> Option<Arc<ServerConfig>>;
+}
+
+impl Served for ServerTls {
+    fn subject(&self) -> &str {
+        &self.subject
+    }
+    fn not_after(&self) -> Option<SystemTime> {
+        self.not_after
+    }
+    fn status(&self) -> Option<Arc<ServerConfig>> {
+        self.status.clone()
+    }
+}
+
+impl Served for ClientTls {
+    fn subject(&self) -> &str {
+        &self.subject
+    }
+    fn not_after(&self) -> Option<SystemTime> {
+        self.not_after
+    }
+    fn status(&self) -> Option<Arc<ServerConfig>> {
+        self.status.clone()
+    }
+}
+
 /// The server-side configuration plus the verifier used to re-check resumed sessions.
 pub struct ServerTls {
     pub config: Arc<ServerConfig>,
