@@ -66,7 +66,7 @@ done
 # dpkg-shlibdeps sees versioned symbols only, not the GLIBC_ABI_DT_RELR version that a
 # binary linked with -z pack-relative-relocs needs (build.rs): Depends must say 2.36 then.
 dpkg-deb --fsys-tarfile "$DEB" | tar -xO ./usr/bin/ghostunnel >"$WORK/ghostunnel"
-if readelf -V "$WORK/ghostunnel" | grep -q GLIBC_ABI_DT_RELR; then
+if grep -q GLIBC_ABI_DT_RELR <<<"$(readelf -V "$WORK/ghostunnel")"; then
     dpkg-deb -f "$DEB" Depends | grep -q 'libc6 (>= 2.36)' ||
         fail "the binary uses DT_RELR but Depends lacks libc6 (>= 2.36): $(dpkg-deb -f "$DEB" Depends)"
 fi
@@ -84,9 +84,9 @@ version=$(/usr/bin/ghostunnel --version 2>&1) # on stderr, like the reference
 echo "$version"
 grep -q "^rev $(dpkg-query -W -f '${Version}' ghostunnel | sed 's/-[^-]*$//') " <<<"$version" ||
     fail "installed binary reports another version: $version"
-zcat /usr/share/man/man1/ghostunnel.1.gz | sed -n 1,3p
-zcat /usr/share/man/man1/ghostunnel.1.gz | grep -q '^\.TH ghostunnel 1' ||
-    fail "the man page has no .TH ghostunnel 1 header"
+man=$(zcat /usr/share/man/man1/ghostunnel.1.gz)
+sed -n 1,3p <<<"$man"
+grep -q '^\.TH ghostunnel 1' <<<"$man" || fail "the man page has no .TH ghostunnel 1 header"
 enabled=$(find /etc/systemd -name '*ghostunnel*' 2>/dev/null || true)
 [ -z "$enabled" ] || fail "installing enabled units: $enabled"
 
