@@ -14,9 +14,13 @@ CLIENT_PORT=${CLIENT_PORT:-18001}
 SERVER_PORT=${SERVER_PORT:-18002}
 BACKEND_PORT=${BACKEND_PORT:-18003}
 
-echo "==> building (cargo build --release)"
-cargo build --release --quiet
-BIN=target/release/ghostunnel
+if [ -n "${GHOSTUNNEL:-}" ]; then
+    BIN=$GHOSTUNNEL # a binary built elsewhere, e.g. by packaging/build-static.sh
+else
+    echo "==> building (cargo build --release)"
+    cargo build --release --quiet
+    BIN=target/release/ghostunnel
+fi
 
 echo "==> making INSECURE demo certificates in $CERTS"
 mkdir -p "$CERTS"
