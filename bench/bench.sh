@@ -5,6 +5,7 @@
 #
 #   bench/bench.sh            # MIB=256 per stream, 5 s connection runs, 200 idle connections
 #   MIB=64 SECS=2 IDLE=100 bench/bench.sh
+#   GT_B=/path/to/other/ghostunnel bench/bench.sh   # adds a row for a second build
 set -euo pipefail
 cd "$(dirname "$0")/.."
 MIB=${MIB:-256}
@@ -52,6 +53,15 @@ GT_SERVER=$!
 $GT client --quiet=conns --listen localhost:19001 --target localhost:19002 \
     --keystore "$WORK/client.pem" --cacert "$WORK/ca.pem" >/dev/null & pids+=($!)
 GT_CLIENT=$!
+if [ -n "${GT_B:-}" ]; then
+    "$GT_B" server --quiet=conns --listen localhost:19022 --target localhost:$SINK \
+        --keystore "$WORK/server.pem" --cacert "$WORK/ca.pem" --allow-cn client >/dev/null &
+    pids+=($!)
+    GTB_SERVER=$!
+    "$GT_B" client --quiet=conns --listen localhost:19021 --target localhost:19022 \
+        --keystore "$WORK/client.pem" --cacert "$WORK/ca.pem" >/dev/null & pids+=($!)
+    GTB_CLIENT=$!
+fi
 
 cat > "$WORK/st-server.conf" <<CONF
 foreground = yes
@@ -117,4 +127,5 @@ printf '%-28s %12s %12s %12s %16s\n' "path" "1 stream" "8 streams" "conns/s" "Ki
 printf '%-28s %12s %12s %12s %16s\n' "" "MB/s" "MB/s" "" "(both proxies)"
 row "plain TCP (no proxy)" 127.0.0.1:$SINK
 row "ghostunnel client->server" 127.0.0.1:19001 $GT_CLIENT $GT_SERVER
+[ -n "${GT_B:-}" ] && row "ghostunnel (GT_B)" 127.0.0.1:19021 $GTB_CLIENT $GTB_SERVER
 row "stunnel4 client->server" 127.0.0.1:19011 $ST_CLIENT $ST_SERVER
