@@ -401,7 +401,15 @@ fn pump(
         match src.read(buf)? {
             None => return Ok(progress),
             Some(0) => progress = true,
-            Some(n) => {
+            Some(mut n) => {
+                // TLS hands out one record (at most 16 KiB) at a time: fill the chunk while
+                // records are at hand, so the plaintext side gets one write per chunk.
+                while src.tls.is_some() && n < buf.len() {
+                    match src.read(&mut buf[n..])? {
+                        Some(0) | None => break,
+                        Some(more) => n += more,
+                    }
+                }
                 *count += n as u64;
                 dst.queue(&buf[..n])?;
                 dst.flush()?;
