@@ -483,7 +483,11 @@ mod tests {
         let (a, mut b) = std::os::unix::net::UnixStream::pair().unwrap();
         let mut stream = Stream::Unix(a);
         let bufs = [io::IoSlice::new(b"first "), io::IoSlice::new(b"second")];
-        assert_eq!(stream.write_vectored(&bufs).unwrap(), 12, "not just the first buffer");
+        assert_eq!(
+            stream.write_vectored(&bufs).unwrap(),
+            12,
+            "not just the first buffer"
+        );
         drop(stream);
         let mut got = String::new();
         b.read_to_string(&mut got).unwrap();
