@@ -372,26 +372,28 @@ type IdentityView = dyn Fn() -> (String, Option<SystemTime>) + Send + Sync;
 /// The parts of [`ModeParts`] that follow a reloadable context: the reload action (which also
 /// refreshes the certificate expiry metric), the status port's configuration and the served
 /// identity.
-fn follow_reloads<C: tls::Served + Send + Sync + 'static>(
+fn follow_reloads<C: AsRef<tls::Served> + Send + Sync + 'static>(
     tls: Arc<tls::Reloadable<C>>,
     metrics: Option<Arc<Metrics>>,
 ) -> (Arc<signals::ReloadFn>, Box<StatusTls>, Box<IdentityView>) {
     let (t1, t2, t3) = (tls.clone(), tls.clone(), tls);
     let reloader = move || {
         t1.reload()?;
-        let now = t1.current();
+        let current = t1.current();
+        let now: &tls::Served = (*current).as_ref();
         if let Some(m) = &metrics {
-            m.set_cert_not_after(now.not_after());
+            m.set_cert_not_after(now.not_after);
         }
-        Ok(now.subject().to_string())
+        Ok(now.subject.clone())
     };
     let identity = move || {
-        let now = t3.current();
-        (now.subject().to_string(), now.not_after())
+        let current = t3.current();
+        let now: &tls::Served = (*current).as_ref();
+        (now.subject.clone(), now.not_after)
     };
     (
         Arc::new(reloader),
-        Box::new(move || t2.current().status()),
+        Box::new(move || (*t2.current()).as_ref().status.clone()),
         Box::new(identity),
     )
 }

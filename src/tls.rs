@@ -118,49 +118,51 @@ impl<C> Reloadable<C> {
 }
 
 /// What either side's context shows of the identity it serves: for reload log lines,
-/// `/_status`, the expiry metric and the status port.
-pub trait Served {
-    /// The leaf subject (empty without a certificate).
-    fn subject(&self) -> &str;
-    /// The leaf notAfter (`None` without a certificate).
-    fn not_after(&self) -> Option<SystemTime>;
-    /// The status port's configuration; `None` when there is no identity to serve with.
-    fn status(&self) -> Option<Arc<ServerConfig>>;
+/// `/_status`, the expiry metric and the status port. Empty without an identity.
+#[derive(Default)]
+pub struct Served {
+    /// The leaf subject, for `loaded certificate: …` (empty without a certificate).
+    pub subject: String,
+    /// The leaf notAfter, for `/_status` and the expiry metric.
+    pub not_after: Option<SystemTime>,
+    /// The status port's configuration: same identity, no client certificate (SPEC 4.4);
+    /// `None` when there is no identity to serve with.
+    pub status: Option<Arc<ServerConfig>>,
 }
 
-impl Served for ServerTls {
-    fn subject(&self) -> &str {
-        &self.subject
-    }
-    fn not_after(&self) -> Option<SystemTime> {
-        self.not_after
-    }
-    fn status(&self) -> Option<Arc<ServerConfig>> {
-        self.status.clone()
+impl Served {
+    fn of(
+        identity: Option<&Arc<CertifiedKey>>,
+        provider: &Arc<CryptoProvider>,
+        versions: &[&'static SupportedProtocolVersion],
+    ) -> Result<Served, String> {
+        let Some(identity) = identity else {
+            return Ok(Served::default());
+        };
+        Ok(Served {
+            subject: certs::subject_string(&identity.cert[0]),
+            not_after: certs::not_after(&identity.cert[0]),
+            status: Some(status_config(provider, versions, identity.clone())?),
+        })
     }
 }
 
-impl Served for ClientTls {
-    fn subject(&self) -> &str {
-        &self.subject
+impl AsRef<Served> for ServerTls {
+    fn as_ref(&self) -> &Served {
+        &self.served
     }
-    fn not_after(&self) -> Option<SystemTime> {
-        self.not_after
-    }
-    fn status(&self) -> Option<Arc<ServerConfig>> {
-        self.status.clone()
+}
+
+impl AsRef<Served> for ClientTls {
+    fn as_ref(&self) -> &Served {
+        &self.served
     }
 }
 
 /// The server-side configuration plus the verifier used to re-check resumed sessions.
 pub struct ServerTls {
     pub config: Arc<ServerConfig>,
-    /// The identity's leaf subject, for `loaded certificate: …`.
-    pub subject: String,
-    /// The identity's leaf notAfter, for `/_status` and the expiry metric.
-    pub not_after: Option<SystemTime>,
-    /// The status port's configuration: same identity, no client certificate (SPEC 4.4).
-    pub status: Option<Arc<ServerConfig>>,
+    pub served: Served,
     verifier: Arc<ClientAuthVerifier>,
 }
 
@@ -185,12 +187,7 @@ impl ServerTls {
 /// The client-side configuration plus what is needed to re-check resumed sessions.
 pub struct ClientTls {
     pub config: Arc<ClientConfig>,
-    /// The identity's leaf subject (empty without a certificate).
-    pub subject: String,
-    /// The identity's leaf notAfter (`None` without a certificate).
-    pub not_after: Option<SystemTime>,
-    /// The status port's configuration; `None` when there is no identity to serve with.
-    pub status: Option<Arc<ServerConfig>>,
+    pub served: Served,
     verifier: Arc<dyn ServerCertVerifier>,
     pub server_name: ServerName<'static>,
 }
@@ -221,9 +218,7 @@ pub fn server(config: Arc<Config>, auth: &ServerAuth) -> Result<Reloadable<Serve
         let Some(identity) = material.identity else {
             return Err("certificate cannot be used as a server".into());
         };
-        let subject = certs::subject_string(&identity.cert[0]);
-        let not_after = certs::not_after(&identity.cert[0]);
-        let status = Some(status_config(&provider, versions, identity.clone())?);
+        let served = Served::of(Some(&identity), &provider, versions)?;
         let verifier = Arc::new(ClientAuthVerifier::new(&auth, material.roots, &provider)?);
         let tls = ServerConfig::builder_with_provider(provider.clone())
             .with_protocol_versions(versions)
@@ -232,9 +227,7 @@ pub fn server(config: Arc<Config>, auth: &ServerAuth) -> Result<Reloadable<Serve
             .with_cert_resolver(Arc::new(rustls::sign::SingleCertAndKey::from(identity)));
         Ok(Arc::new(ServerTls {
             config: Arc::new(tls),
-            subject,
-            not_after,
-            status,
+            served,
             verifier,
         }))
     }))
@@ -271,18 +264,7 @@ pub fn client(
             .map_err(|e| e.to_string())?
             .dangerous()
             .with_custom_certificate_verifier(verifier.clone());
-        let subject = material
-            .identity
-            .as_ref()
-            .map_or(String::new(), |id| certs::subject_string(&id.cert[0]));
-        let not_after = material
-            .identity
-            .as_ref()
-            .and_then(|id| certs::not_after(&id.cert[0]));
-        let status = match &material.identity {
-            Some(identity) => Some(status_config(&provider, versions, identity.clone())?),
-            None => None,
-        };
+        let served = Served::of(material.identity.as_ref(), &provider, versions)?;
         let mut tls = match material.identity {
             Some(identity) => builder.with_client_cert_resolver(Arc::new(
                 rustls::sign::SingleCertAndKey::from(identity),
@@ -292,9 +274,7 @@ pub fn client(
         tls.resumption = rustls::client::Resumption::store(sessions.clone());
         Ok(Arc::new(ClientTls {
             config: Arc::new(tls),
-            subject,
-            not_after,
-            status,
+            served,
             verifier,
             server_name: server_name.clone(),
         }))
