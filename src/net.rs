@@ -37,6 +37,20 @@ const SAFE_PREFIXES: [&str; 6] = [
     "localhost:",
 ];
 
+/// `authority` (`host`, `host:port`, `[v6]` or `[v6]:port`) with `port` added when it names
+/// none, for URL parsers whose scheme implies a port.
+pub fn with_default_port(authority: &str, port: u16) -> String {
+    let has_port = match authority.rsplit_once(':') {
+        Some((host, _)) => !host.starts_with('[') || host.ends_with(']'),
+        None => false,
+    };
+    if has_port {
+        authority.to_string()
+    } else {
+        format!("{authority}:{port}")
+    }
+}
+
 impl Addr {
     /// Parses `launchd:NAME`, `systemd:NAME`, `unix:PATH` or `HOST:PORT`, in that order. The
     /// error text is the host:port splitter's, e.g. `address x: missing port in address`.

@@ -51,15 +51,7 @@ impl HttpUrl {
         if authority.is_empty() {
             return Err(bad("missing host"));
         }
-        let has_port = match authority.rsplit_once(':') {
-            Some((h, _)) => !h.starts_with('[') || h.ends_with(']'),
-            None => false,
-        };
-        let hostport = if has_port {
-            authority.to_string()
-        } else {
-            format!("{authority}:{}", if https { 443 } else { 80 })
-        };
+        let hostport = net::with_default_port(authority, if https { 443 } else { 80 });
         let addr = Addr::parse(&hostport).map_err(|e| bad(&e))?;
         let AddrKind::Tcp { host, .. } = &addr.kind else {
             return Err(bad("invalid host"));

@@ -31,8 +31,8 @@ impl ProxyUrl {
             return Err(format!("parse \"{url}\": missing protocol scheme"));
         };
         let (kind, default_port) = match scheme.to_ascii_lowercase().as_str() {
-            "http" => (ProxyKind::HttpConnect, "8080"),
-            "socks5" | "socks5h" => (ProxyKind::Socks5, "1080"),
+            "http" => (ProxyKind::HttpConnect, 8080),
+            "socks5" | "socks5h" => (ProxyKind::Socks5, 1080),
             other => return Err(format!("proxy: unknown scheme: {other}")),
         };
         let authority = rest.split(['/', '?', '#']).next().unwrap_or_default();
@@ -44,16 +44,7 @@ impl ProxyUrl {
             Some((user, pass)) => (user.to_string(), pass.to_string()),
             None => (u.to_string(), String::new()),
         });
-        let has_port = match hostport.rsplit_once(':') {
-            Some((h, _)) => !h.starts_with('[') || h.ends_with(']'),
-            None => false,
-        };
-        let with_port = if has_port {
-            hostport.to_string()
-        } else {
-            format!("{hostport}:{default_port}")
-        };
-        let addr = Addr::parse(&with_port)?;
+        let addr = Addr::parse(&net::with_default_port(hostport, default_port))?;
         if !matches!(addr.kind, AddrKind::Tcp { .. }) {
             return Err(format!("invalid proxy address {hostport}"));
         }
