@@ -444,11 +444,13 @@ fn status_failure(e: &std::io::Error) -> Failure {
 /// binding them (failing as the bind would), then prints the report to stdout and its
 /// warnings to stderr. Exit 0.
 fn check_report(config: &Config) -> Result<ExitCode, Failure> {
-    check::probe_listen(&config.listen).map_err(|e| listen_failure(config, &e))?;
-    if let Some(status) = &config.status {
-        check::probe_listen(&status.addr).map_err(|e| status_failure(&e))?;
-    }
-    let report = check::report(config, std::time::SystemTime::now()).map_err(cert_failure)?;
+    let listen = check::probe_listen(&config.listen).map_err(|e| listen_failure(config, &e))?;
+    let status = match &config.status {
+        Some(status) => check::probe_listen(&status.addr).map_err(|e| status_failure(&e))?,
+        None => None,
+    };
+    let mut report = check::report(config, std::time::SystemTime::now()).map_err(cert_failure)?;
+    report.warnings.extend(listen.into_iter().chain(status));
     for warning in &report.warnings {
         eprintln!("warning: {warning}");
     }
