@@ -244,6 +244,7 @@ pub fn client(
     let versions = versions(&config.tls.max_version)?;
     let sessions: Arc<dyn rustls::client::ClientSessionStore> =
         Arc::new(rustls::client::ClientSessionMemoryCache::new(256));
+    let resume = resumption_enabled();
     Reloadable::new(Box::new(move || {
         let material = Material::load(&config, &provider)?;
         let verifier: Arc<dyn ServerCertVerifier> = match &verify {
@@ -271,7 +272,11 @@ pub fn client(
             )),
             None => builder.with_no_client_auth(),
         };
-        tls.resumption = rustls::client::Resumption::store(sessions.clone());
+        tls.resumption = if resume {
+            rustls::client::Resumption::store(sessions.clone())
+        } else {
+            rustls::client::Resumption::disabled()
+        };
         Ok(Arc::new(ClientTls {
             config: Arc::new(tls),
             served,
@@ -279,6 +284,16 @@ pub fn client(
             server_name: server_name.clone(),
         }))
     }))
+}
+
+/// Client mode resumes TLS sessions with the server unless `GHOSTUNNEL_TLS_RESUMPTION=off`
+/// (the reference's client keeps no session cache, so every connection is a full handshake;
+/// the benchmark measures both).
+fn resumption_enabled() -> bool {
+    !matches!(
+        std::env::var("GHOSTUNNEL_TLS_RESUMPTION").as_deref(),
+        Ok("off" | "0" | "no" | "false")
+    )
 }
 
 /// The TLS client of `--metrics-url` and `--target-status` over https: our versions and suites,
