@@ -12,6 +12,7 @@ pub mod client;
 pub mod config;
 pub mod duration;
 pub mod logging;
+pub mod memory;
 pub mod metrics;
 pub mod net;
 #[cfg(feature = "pkcs12")]

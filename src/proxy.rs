@@ -22,6 +22,14 @@ const WORKER_STACK: usize = 256 * 1024;
 /// An idle worker waits this long for a new connection before it exits.
 const WORKER_IDLE: Duration = Duration::from_secs(30);
 
+/// At most this many workers wait for connections; the rest exit when their connection ends,
+/// so a burst of thousands leaves no thousands of parked threads (and stacks) behind.
+const MAX_IDLE_WORKERS: usize = 32;
+
+/// When the last connection closes after at least this many were open at once, the allocator
+/// gives its free pages back (a burst is over).
+const TRIM_AFTER: usize = 16;
+
 /// Handles one accepted connection from start to close. Runs on a worker thread.
 pub trait Connector: Send + Sync + 'static {
     fn handle(&self, inbound: Stream, proxy: &Proxy);
@@ -38,6 +46,8 @@ pub struct Proxy {
     pool: Pool,
     /// Connections in a worker right now (slots also count the one the accept loop holds).
     active: AtomicUsize,
+    /// The most connections open at once since the count was last zero.
+    peak: AtomicUsize,
     /// `None` when nothing observes metrics: then nothing is recorded (SPEC 7.5).
     metrics: Option<Arc<Metrics>>,
 }
@@ -52,6 +62,7 @@ impl Proxy {
             slot_freed: Condvar::new(),
             pool: Pool::default(),
             active: AtomicUsize::new(0),
+            peak: AtomicUsize::new(0),
             metrics,
         })
     }
@@ -155,6 +166,7 @@ impl Proxy {
             return false;
         }
         *open += 1;
+        self.peak.fetch_max(*open, Ordering::Relaxed);
         true
     }
 
@@ -164,6 +176,12 @@ impl Proxy {
         self.slot_freed.notify_one();
         if *open == 0 {
             self.drained.notify_all();
+        }
+        // At most the accept loop's own slot is left: the connections are all gone.
+        if *open <= 1 && self.peak.load(Ordering::Relaxed) >= TRIM_AFTER {
+            self.peak.store(0, Ordering::Relaxed);
+            drop(open);
+            crate::memory::trim();
         }
     }
 
@@ -218,7 +236,7 @@ fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
 type Job = Box<dyn FnOnce() + Send + 'static>;
 
 /// A pool of reusable worker threads: a job goes to an idle worker, or a new one is spawned.
-/// Idle workers exit after [`WORKER_IDLE`].
+/// Idle workers exit after [`WORKER_IDLE`]; no more than [`MAX_IDLE_WORKERS`] wait at once.
 #[derive(Default)]
 struct Pool {
     state: Arc<(Mutex<PoolState>, Condvar)>,
@@ -264,6 +282,9 @@ fn worker(state: &(Mutex<PoolState>, Condvar)) {
                 if let Some(job) = st.jobs.pop_front() {
                     break job;
                 }
+                if st.idle >= MAX_IDLE_WORKERS {
+                    return;
+                }
                 st.idle += 1;
                 let (g, timeout) = match cvar.wait_timeout(st, WORKER_IDLE) {
                     Ok(r) => r,
@@ -280,6 +301,8 @@ fn worker(state: &(Mutex<PoolState>, Condvar)) {
         if std::panic::catch_unwind(std::panic::AssertUnwindSafe(job)).is_err() {
             log::info!(target: CONN_ERRS, "error during copy: connection handler panicked");
         }
+        // A waiting worker holds no more stack than it needs to wait.
+        crate::memory::release_stack();
     }
 }
 

@@ -22,6 +22,9 @@ const SHUTDOWN_CHECK: Duration = Duration::from_millis(250);
 /// Plaintext read size; the reference copies with 32 KiB buffers.
 const CHUNK: usize = 32 * 1024;
 
+/// A connection with nothing to do for this long releases its copy buffer.
+const IDLE_RELEASE: Duration = Duration::from_secs(1);
+
 /// Why a handshake did not complete.
 #[derive(Debug)]
 pub enum HandshakeError {
@@ -136,6 +139,11 @@ pub struct Endpoint {
     write_shut: bool,
     /// The FIN has been sent (after any queued TLS data and close_notify).
     fin_sent: bool,
+    /// The socket may have input: true until a read comes back short or would block, and again
+    /// when poll says so. Saves the read that would only say "nothing yet".
+    readable: bool,
+    /// The socket may take output: false after a short or blocked write, until poll says so.
+    writable: bool,
 }
 
 impl Endpoint {
@@ -156,6 +164,8 @@ impl Endpoint {
             sock_eof: false,
             write_shut: false,
             fin_sent: false,
+            readable: true,
+            writable: true,
         }
     }
 
@@ -169,23 +179,30 @@ impl Endpoint {
         let mut progress = false;
         match &mut self.tls {
             Some(conn) => {
-                while conn.wants_write() {
-                    match conn.write_tls(&mut self.sock) {
+                while conn.wants_write() && self.writable {
+                    let mut sink = Probe::new(&mut self.sock);
+                    match conn.write_tls(&mut sink) {
                         Ok(_) => progress = true,
-                        Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
+                        Err(e) if e.kind() == io::ErrorKind::WouldBlock => self.writable = false,
+                        Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
                         Err(e) => return Err(e),
+                    }
+                    // A short write means the socket buffer is full: the next one would block.
+                    if sink.short {
+                        self.writable = false;
                     }
                 }
             }
             None => {
-                while !self.out.is_empty() {
+                while !self.out.is_empty() && self.writable {
                     match self.sock.write(&self.out) {
                         Ok(0) => return Err(io::ErrorKind::WriteZero.into()),
                         Ok(n) => {
+                            self.writable = n == self.out.len();
                             self.out.drain(..n);
                             progress = true;
                         }
-                        Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
+                        Err(e) if e.kind() == io::ErrorKind::WouldBlock => self.writable = false,
                         Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
                         Err(e) => return Err(e),
                     }
@@ -226,6 +243,9 @@ impl Endpoint {
     /// `read_eof` and returns `Ok(Some(0))`.
     fn read(&mut self, buf: &mut [u8]) -> io::Result<Option<usize>> {
         let Some(conn) = &mut self.tls else {
+            if !self.readable {
+                return Ok(None);
+            }
             return match self.sock.read(buf) {
                 Ok(0) => {
                     self.read_eof = true;
@@ -233,8 +253,15 @@ impl Endpoint {
                     let _ = self.sock.shutdown(Shutdown::Read);
                     Ok(Some(0))
                 }
-                Ok(n) => Ok(Some(n)),
-                Err(e) if e.kind() == io::ErrorKind::WouldBlock => Ok(None),
+                Ok(n) => {
+                    // A short read drained the receive queue; poll tells when more arrives.
+                    self.readable = n == buf.len();
+                    Ok(Some(n))
+                }
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
+                    self.readable = false;
+                    Ok(None)
+                }
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => Ok(None),
                 Err(e) => Err(e),
             };
@@ -254,20 +281,44 @@ impl Endpoint {
                 }
                 Err(e) => return Err(e),
             }
-            if self.sock_eof || !conn.wants_read() {
+            if self.sock_eof || !conn.wants_read() || !self.readable {
                 return Ok(None);
             }
-            match conn.read_tls(&mut self.sock) {
+            let mut source = Probe::new(&mut self.sock);
+            match conn.read_tls(&mut source) {
                 Ok(0) => self.sock_eof = true,
                 Ok(_) => {}
-                Err(e) if e.kind() == io::ErrorKind::WouldBlock => return Ok(None),
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
+                    self.readable = false;
+                    return Ok(None);
+                }
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => return Ok(None),
                 Err(e) => return Err(e),
+            }
+            if source.short {
+                self.readable = false;
             }
             if let Err(e) = conn.process_new_packets() {
                 let _ = conn.write_tls(&mut self.sock);
                 return Err(io::Error::new(io::ErrorKind::InvalidData, e));
             }
+        }
+    }
+
+    /// Frees the output buffer's capacity once it is empty (an idle connection).
+    fn release_idle(&mut self) {
+        if self.out.is_empty() {
+            self.out = Vec::new();
+        }
+    }
+
+    /// Takes poll's verdict on this side's socket.
+    fn ready(&mut self, revents: libc::c_short) {
+        if revents & (libc::POLLIN | libc::POLLHUP | libc::POLLERR) != 0 {
+            self.readable = true;
+        }
+        if revents & (libc::POLLOUT | libc::POLLHUP | libc::POLLERR) != 0 {
+            self.writable = true;
         }
     }
 
@@ -285,6 +336,46 @@ impl Endpoint {
     }
 }
 
+/// The socket as rustls reads and writes it, noting whether the one read or write came back
+/// short: the receive queue is drained then, or the send buffer full, so the next call would
+/// only fail with `WouldBlock` (poll says when that changes).
+struct Probe<'a> {
+    sock: &'a mut Stream,
+    short: bool,
+}
+
+impl<'a> Probe<'a> {
+    fn new(sock: &'a mut Stream) -> Probe<'a> {
+        Probe { sock, short: false }
+    }
+}
+
+impl Read for Probe<'_> {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        let n = self.sock.read(buf)?;
+        self.short = n < buf.len();
+        Ok(n)
+    }
+}
+
+impl Write for Probe<'_> {
+    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        let n = self.sock.write(buf)?;
+        self.short = n < buf.len();
+        Ok(n)
+    }
+
+    fn write_vectored(&mut self, bufs: &[io::IoSlice<'_>]) -> io::Result<usize> {
+        let n = self.sock.write_vectored(bufs)?;
+        self.short = n < bufs.iter().map(|b| b.len()).sum::<usize>();
+        Ok(n)
+    }
+
+    fn flush(&mut self) -> io::Result<()> {
+        Ok(())
+    }
+}
+
 /// Copies both ways between `inbound` and `outbound` until both directions have ended, an error
 /// occurs, or a deadline passes.
 pub fn copy(inbound: &mut Endpoint, outbound: &mut Endpoint, limits: CopyLimits) -> CopyStats {
@@ -297,7 +388,14 @@ pub fn copy(inbound: &mut Endpoint, outbound: &mut Endpoint, limits: CopyLimits)
         stats.error = Some(e.to_string());
         return stats;
     }
-    let mut buf = vec![0u8; CHUNK];
+    // Its own mapping: an idle connection gives the pages back (below).
+    let mut buf = match crate::memory::PageBuf::new(CHUNK) {
+        Ok(b) => b,
+        Err(e) => {
+            stats.error = Some(e.to_string());
+            return stats;
+        }
+    };
     let mut close_deadline: Option<Instant> = None;
     loop {
         let step = pump(inbound, outbound, &mut buf, &mut stats.forwarded)
@@ -372,10 +470,31 @@ pub fn copy(inbound: &mut Endpoint, outbound: &mut Endpoint, limits: CopyLimits)
                 revents: 0,
             },
         ];
-        if let Err(e) = poll(&mut fds, timeout) {
+        // An idle connection gives its copy buffer and the untouched part of its stack back
+        // after a while: thousands of idle connections then cost little more than their TLS
+        // state. A busy one keeps both.
+        let idle_wait = timeout.is_none_or(|t| t > IDLE_RELEASE);
+        let mut waited = poll(
+            &mut fds,
+            if idle_wait {
+                Some(IDLE_RELEASE)
+            } else {
+                timeout
+            },
+        );
+        if idle_wait && matches!(waited, Ok(0)) {
+            buf.release();
+            inbound.release_idle();
+            outbound.release_idle();
+            crate::memory::release_stack();
+            waited = poll(&mut fds, timeout.map(|t| t - IDLE_RELEASE));
+        }
+        if let Err(e) = waited {
             stats.error = Some(e.to_string());
             return stats;
         }
+        inbound.ready(fds[0].revents);
+        outbound.ready(fds[1].revents);
     }
 }
 
@@ -383,7 +502,7 @@ pub fn copy(inbound: &mut Endpoint, outbound: &mut Endpoint, limits: CopyLimits)
 fn pump(
     src: &mut Endpoint,
     dst: &mut Endpoint,
-    buf: &mut [u8],
+    buf: &mut crate::memory::PageBuf,
     count: &mut u64,
 ) -> io::Result<bool> {
     let mut progress = dst.flush()?;
@@ -398,6 +517,7 @@ fn pump(
             }
             return Ok(dst.flush()? || progress);
         }
+        let buf = buf.as_mut_slice();
         match src.read(buf)? {
             None => return Ok(progress),
             Some(0) => progress = true,
