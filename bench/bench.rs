@@ -729,7 +729,9 @@ impl Tunnel {
                 conns.len()
             );
         }
-        thread::sleep(Duration::from_millis(500));
+        // Idle connections settle after a second (ghostunnel hands back its copy buffer and
+        // stack then); measure after that.
+        thread::sleep(Duration::from_millis(2500));
         let held = rss_of(s) + rss_of(c);
         let threads = threads_of(s) + threads_of(c);
         self.record(
@@ -740,9 +742,10 @@ impl Tunnel {
         self.record("threads_held", threads as f64);
         drop(conns);
         backend.release();
-        // Let both proxies notice the closes and settle.
+        // Let both proxies notice the closes and settle (ghostunnel keeps up to 32 idle workers
+        // per process).
         let deadline = Instant::now() + Duration::from_secs(10);
-        while Instant::now() < deadline && threads_of(s) + threads_of(c) > 8 {
+        while Instant::now() < deadline && threads_of(s) + threads_of(c) > 80 {
             thread::sleep(Duration::from_millis(100));
         }
         thread::sleep(Duration::from_secs(2));

@@ -53,6 +53,8 @@ pub fn without_thread_cache() {
 const STACK_MARGIN: usize = 1024;
 
 thread_local! {
+    /// This thread's scratch buffer, kept between the connections a pooled worker serves.
+    static SCRATCH: Cell<Option<PageBuf>> = const { Cell::new(None) };
     /// The lowest usable address of this thread's stack (above the guard page), once known.
     static STACK_LOW: Cell<Option<usize>> = const { Cell::new(None) };
 }
@@ -188,6 +190,28 @@ impl Drop for PageBuf {
             libc::munmap(self.ptr.as_ptr().cast(), self.len);
         }
     }
+}
+
+/// Runs `f` with this thread's scratch buffer of `len` bytes, mapped on first use and kept
+/// for the next connection the thread serves (its pages may have been handed back meanwhile).
+pub fn with_scratch<R>(len: usize, f: impl FnOnce(&mut PageBuf) -> R) -> std::io::Result<R> {
+    let mut buf = match SCRATCH.take() {
+        Some(b) if b.len >= len => b,
+        _ => PageBuf::new(len)?,
+    };
+    let r = f(&mut buf);
+    SCRATCH.set(Some(buf));
+    Ok(r)
+}
+
+/// Hands back what an idle pooled thread holds: its scratch buffer's pages and its stack below
+/// the current frame.
+pub fn release_idle_thread() {
+    if let Some(mut buf) = SCRATCH.take() {
+        buf.release();
+        SCRATCH.set(Some(buf));
+    }
+    release_stack();
 }
 
 /// Returns the allocator's free pages to the kernel (glibc's malloc_trim walks every arena).

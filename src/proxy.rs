@@ -22,6 +22,10 @@ const WORKER_STACK: usize = 256 * 1024;
 /// An idle worker waits this long for a new connection before it exits.
 const WORKER_IDLE: Duration = Duration::from_secs(30);
 
+/// A worker without a connection for this long hands its scratch buffer and stack back (a
+/// busy pool keeps them: the next handshake would only touch the pages again).
+const WORKER_SETTLE: Duration = Duration::from_secs(1);
+
 /// At most this many workers wait for connections; the rest exit when their connection ends,
 /// so a burst of thousands leaves no thousands of parked threads (and stacks) behind.
 const MAX_IDLE_WORKERS: usize = 32;
@@ -278,6 +282,8 @@ fn worker(state: &(Mutex<PoolState>, Condvar)) {
     loop {
         let job = {
             let mut st = lock(m);
+            // Waited a while already: the thread's memory has been handed back.
+            let mut settled = false;
             loop {
                 if let Some(job) = st.jobs.pop_front() {
                     break job;
@@ -286,14 +292,21 @@ fn worker(state: &(Mutex<PoolState>, Condvar)) {
                     return;
                 }
                 st.idle += 1;
-                let (g, timeout) = match cvar.wait_timeout(st, WORKER_IDLE) {
+                let wait = if settled { WORKER_IDLE } else { WORKER_SETTLE };
+                let (g, timeout) = match cvar.wait_timeout(st, wait) {
                     Ok(r) => r,
                     Err(p) => p.into_inner(),
                 };
                 st = g;
                 st.idle -= 1;
                 if timeout.timed_out() && st.jobs.is_empty() {
-                    return;
+                    if settled {
+                        return;
+                    }
+                    settled = true;
+                    drop(st);
+                    crate::memory::release_idle_thread();
+                    st = lock(m);
                 }
             }
         };
@@ -301,8 +314,6 @@ fn worker(state: &(Mutex<PoolState>, Condvar)) {
         if std::panic::catch_unwind(std::panic::AssertUnwindSafe(job)).is_err() {
             log::info!(target: CONN_ERRS, "error during copy: connection handler panicked");
         }
-        // A waiting worker holds no more stack than it needs to wait.
-        crate::memory::release_stack();
     }
 }
 

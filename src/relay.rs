@@ -388,18 +388,27 @@ pub fn copy(inbound: &mut Endpoint, outbound: &mut Endpoint, limits: CopyLimits)
         stats.error = Some(e.to_string());
         return stats;
     }
-    // Its own mapping: an idle connection gives the pages back (below).
-    let mut buf = match crate::memory::PageBuf::new(CHUNK) {
-        Ok(b) => b,
-        Err(e) => {
-            stats.error = Some(e.to_string());
-            return stats;
-        }
-    };
+    // Its own mapping, kept by the thread: an idle connection gives the pages back (below).
+    match crate::memory::with_scratch(CHUNK, |buf| copy_with(inbound, outbound, limits, buf)) {
+        Ok(stats) => stats,
+        Err(e) => CopyStats {
+            error: Some(e.to_string()),
+            ..CopyStats::default()
+        },
+    }
+}
+
+fn copy_with(
+    inbound: &mut Endpoint,
+    outbound: &mut Endpoint,
+    limits: CopyLimits,
+    buf: &mut crate::memory::PageBuf,
+) -> CopyStats {
+    let mut stats = CopyStats::default();
     let mut close_deadline: Option<Instant> = None;
     loop {
-        let step = pump(inbound, outbound, &mut buf, &mut stats.forwarded)
-            .and_then(|a| Ok(a | pump(outbound, inbound, &mut buf, &mut stats.returned)?));
+        let step = pump(inbound, outbound, buf, &mut stats.forwarded)
+            .and_then(|a| Ok(a | pump(outbound, inbound, buf, &mut stats.returned)?));
         let progress = match step {
             Ok(p) => p,
             Err(e) => {
