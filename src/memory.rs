@@ -11,6 +11,9 @@ use std::cell::Cell;
 /// The glibc tunable that sizes each thread's malloc cache (chunks kept per size class).
 const TCACHE_TUNABLE: &str = "glibc.malloc.tcache_count";
 
+/// Set in the environment of the re-executed process.
+const REEXEC_MARKER: &str = "GHOSTUNNEL_MALLOC_TUNED";
+
 /// Turns glibc's per-thread malloc cache off, by re-executing this program once with
 /// `GLIBC_TUNABLES` set: glibc reads tunables only when a process starts. Call first thing in
 /// `main`; returns only when nothing was done (already set, by us or by the operator, whose
@@ -26,6 +29,11 @@ pub fn without_thread_cache() {
     {
         use std::os::unix::process::CommandExt;
 
+        // The marker guards against an exec loop: glibc may rewrite GLIBC_TUNABLES in place
+        // while parsing it (2.36 cuts it at the first ':'), so its value cannot tell.
+        if std::env::var_os(REEXEC_MARKER).is_some() {
+            return;
+        }
         let current = std::env::var_os("GLIBC_TUNABLES").unwrap_or_default();
         if current.to_string_lossy().contains(TCACHE_TUNABLE) {
             return;
@@ -44,7 +52,11 @@ pub fn without_thread_cache() {
             cmd.arg0(arg0);
         }
         // Returns only if the exec failed.
-        let _ = cmd.args(args).env("GLIBC_TUNABLES", value).exec();
+        let _ = cmd
+            .args(args)
+            .env("GLIBC_TUNABLES", value)
+            .env(REEXEC_MARKER, "1")
+            .exec();
     }
 }
 

@@ -347,3 +347,57 @@ fn version_shape() {
         o.describe()
     );
 }
+
+/// One thread per connection: glibc's per-thread malloc cache is off in the running daemon. It
+/// re-executes itself once with `GLIBC_TUNABLES` set (and a marker), keeping its pid (the log
+/// prefix), its command line and the rest of the environment; an operator's own tcache setting
+/// is kept and then nothing is re-executed.
+#[test]
+fn malloc_thread_cache_off_unless_the_operator_set_it() {
+    let pki = Pki::new();
+    let backend = Backend::echo();
+    // (GLIBC_TUNABLES given, as the daemon's environment shows it, re-executed). glibc cuts the
+    // value it parsed at the first ':' in place, so /proc shows only the first tunable.
+    let cases = [
+        (None, "glibc.malloc.tcache_count=0", true),
+        (
+            Some("glibc.malloc.arena_max=2"),
+            "glibc.malloc.arena_max=2",
+            true,
+        ),
+        (
+            Some("glibc.malloc.tcache_count=3"),
+            "glibc.malloc.tcache_count=3",
+            false,
+        ),
+    ];
+    for (given, shown, reexec) in cases {
+        let (listen, addr) = free_addr();
+        let mut cmd = Cmd::new("server")
+            .args(["--listen", &listen, "--target", &backend.target()])
+            .args(pki.server_cred_args())
+            .arg("--allow-all")
+            .env("MARKER_FOR_TEST", "kept");
+        if let Some(v) = given {
+            cmd = cmd.env("GLIBC_TUNABLES", v);
+        }
+        let d = cmd.spawn();
+        let pid = d.pid();
+        let environ = std::fs::read(format!("/proc/{pid}/environ")).unwrap();
+        let vars: Vec<&[u8]> = environ.split(|&b| b == 0).collect();
+        let has = |kv: &str| vars.contains(&kv.as_bytes());
+        assert!(
+            has(&format!("GLIBC_TUNABLES={shown}")),
+            "{given:?}{}",
+            d.describe()
+        );
+        assert_eq!(has("GHOSTUNNEL_MALLOC_TUNED=1"), reexec, "{given:?}");
+        assert!(has("MARKER_FOR_TEST=kept"), "environment not kept");
+        let cmdline = std::fs::read(format!("/proc/{pid}/cmdline")).unwrap();
+        let argv: Vec<&[u8]> = cmdline.split(|&b| b == 0).collect();
+        assert_eq!(argv[1..4], [&b"server"[..], b"--listen", listen.as_bytes()]);
+        let cfg = client_config(&pki.ca.cert_der, Some(&pki.client));
+        try_echo(addr, cfg, b"after re-exec")
+            .unwrap_or_else(|e| panic!("not serving: {e}{}", d.describe()));
+    }
+}
