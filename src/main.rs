@@ -18,7 +18,7 @@ use ghostunnel::{
 };
 
 fn main() -> ExitCode {
-    ghostunnel::memory::without_thread_cache();
+    ghostunnel::memory::tune_allocator();
     let args: Vec<_> = std::env::args_os().skip(1).collect();
     match run(args) {
         Ok(code) => code,

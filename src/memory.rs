@@ -1,5 +1,5 @@
 //! Giving memory back: the untouched part of an idle connection thread's stack, the
-//! allocator's free pages after a burst of connections, and no per-thread allocator cache.
+//! allocator's free pages after a burst of connections, and glibc tuned for many threads.
 //!
 //! A worker thread's stack is touched deep during a TLS handshake (the key exchange and the
 //! signature code keep large arrays on it), then the copy loop needs a few pages. The kernel
@@ -8,23 +8,28 @@
 
 use std::cell::Cell;
 
-/// The glibc tunable that sizes each thread's malloc cache (chunks kept per size class).
-const TCACHE_TUNABLE: &str = "glibc.malloc.tcache_count";
+/// The glibc tunables set for this daemon (name, value), unless the operator set them:
+/// - no per-thread malloc cache. It keeps up to 7 freed chunks of every small size in every
+///   thread; with one thread per connection, each idle connection would hold what its
+///   handshake freed, about 9 KiB per process that no trim can reach (1,000 idle connections:
+///   67 KiB per connection for a client and server together with the cache, 49 KiB without).
+///   The arenas still serve each thread without contention; only the cache goes.
+/// - a 1 MiB cache of exited threads' stacks instead of 40 MiB: glibc keeps 16 KiB of each
+///   cached stack resident, so a burst of thousands of connections would leave megabytes
+///   behind. The worker pool keeps its own idle threads anyway.
+const TUNABLES: [(&str, &str); 2] = [
+    ("glibc.malloc.tcache_count", "0"),
+    ("glibc.pthread.stack_cache_size", "1048576"),
+];
 
 /// Set in the environment of the re-executed process.
 const REEXEC_MARKER: &str = "GHOSTUNNEL_MALLOC_TUNED";
 
-/// Turns glibc's per-thread malloc cache off, by re-executing this program once with
-/// `GLIBC_TUNABLES` set: glibc reads tunables only when a process starts. Call first thing in
-/// `main`; returns only when nothing was done (already set, by us or by the operator, whose
-/// setting is kept) or when the re-exec failed (the process then runs on with the cache).
-///
-/// Why: the cache keeps up to 7 freed chunks of every small size in every thread. With one
-/// thread per connection, each idle connection would hold what its handshake freed, about
-/// 9 KiB per process that no trim can reach (measured with 1,000 idle connections: 67 KiB per
-/// connection for the client and server together with the cache, 49 KiB without). The
-/// arenas still serve each thread without contention; only the cache goes.
-pub fn without_thread_cache() {
+/// Applies [`TUNABLES`] by re-executing this program once with `GLIBC_TUNABLES` set: glibc
+/// reads tunables only when a process starts. Call first thing in `main`; returns only when
+/// nothing was done (everything already set, by us or by the operator, whose settings are
+/// kept) or when the re-exec failed (the process then runs on with glibc's defaults).
+pub fn tune_allocator() {
     #[cfg(target_env = "gnu")]
     {
         use std::os::unix::process::CommandExt;
@@ -35,7 +40,13 @@ pub fn without_thread_cache() {
             return;
         }
         let current = std::env::var_os("GLIBC_TUNABLES").unwrap_or_default();
-        if current.to_string_lossy().contains(TCACHE_TUNABLE) {
+        let given = current.to_string_lossy().into_owned();
+        let missing: Vec<String> = TUNABLES
+            .iter()
+            .filter(|(name, _)| !given.contains(name))
+            .map(|(name, value)| format!("{name}={value}"))
+            .collect();
+        if missing.is_empty() {
             return;
         }
         let Ok(exe) = std::env::current_exe() else {
@@ -45,7 +56,7 @@ pub fn without_thread_cache() {
         if !value.is_empty() {
             value.push(":");
         }
-        value.push(format!("{TCACHE_TUNABLE}=0"));
+        value.push(missing.join(":"));
         let mut args = std::env::args_os();
         let mut cmd = std::process::Command::new(exe);
         if let Some(arg0) = args.next() {
