@@ -44,11 +44,15 @@ impl Controller {
     }
 
     /// Runs one reload with its log lines, bracketed by the `reloading` phase (SPEC 9).
-    /// Skipped once shutdown started.
-    pub fn reload(&self) {
+    /// `announce` is logged once the phase is entered, so that whoever reads the line finds
+    /// the status endpoint already saying `reloading`. Skipped once shutdown started.
+    pub fn reload(&self, announce: Option<&str>) {
         let _serial = self.reloading.lock();
         if self.proxy.is_shutting_down() || !self.lifecycle.enter(Phase::Reloading) {
             return;
+        }
+        if let Some(line) = announce {
+            log::info!("{line}");
         }
         let result = (self.reloader)();
         if let Some(m) = self.proxy.metrics() {
@@ -58,8 +62,9 @@ impl Controller {
             Ok(subject) => log::info!("loaded certificate: {subject}"),
             Err(e) => log::info!("error reloading TLS configuration: {e}"),
         }
-        log::info!("reloading configuration complete");
+        // Back to listening before the line says so, as with `announce`.
         self.lifecycle.enter(Phase::Listening);
+        log::info!("reloading configuration complete");
     }
 
     /// Starts the graceful shutdown (SPEC 12.2) with `message` as its first log line; a second
@@ -93,8 +98,9 @@ pub fn start(controller: Arc<Controller>) -> std::io::Result<()> {
                         } else {
                             "user defined signal 1"
                         };
-                        log::info!("received {name}, reloading TLS configuration");
-                        controller.reload();
+                        controller.reload(Some(&format!(
+                            "received {name}, reloading TLS configuration"
+                        )));
                     }
                     SIGTERM => controller.shutdown("received terminated, shutting down"),
                     SIGINT => controller.shutdown("received interrupt, shutting down"),
@@ -113,7 +119,7 @@ pub fn start_timer(every: Duration, controller: Arc<Controller>) -> std::io::Res
         .spawn(move || {
             loop {
                 std::thread::sleep(every);
-                controller.reload();
+                controller.reload(None);
             }
         })?;
     Ok(())
