@@ -32,8 +32,6 @@ const REEXEC_MARKER: &str = "GHOSTUNNEL_MALLOC_TUNED";
 pub fn tune_allocator() {
     #[cfg(target_env = "gnu")]
     {
-        use std::os::unix::process::CommandExt;
-
         // The marker guards against an exec loop: glibc may rewrite GLIBC_TUNABLES in place
         // while parsing it (2.36 cuts it at the first ':'), so its value cannot tell.
         if std::env::var_os(REEXEC_MARKER).is_some() {
@@ -57,17 +55,60 @@ pub fn tune_allocator() {
             value.push(":");
         }
         value.push(missing.join(":"));
-        let mut args = std::env::args_os();
-        let mut cmd = std::process::Command::new(exe);
-        if let Some(arg0) = args.next() {
-            cmd.arg0(arg0);
-        }
-        // Returns only if the exec failed.
-        let _ = cmd
-            .args(args)
-            .env("GLIBC_TUNABLES", value)
-            .env(REEXEC_MARKER, "1")
-            .exec();
+        reexec(&exe, value);
+    }
+}
+
+/// execve(2) of `exe` with our argv and environment plus the tunables and the marker. Returns
+/// only if it failed. (Direct, rather than through `std::process::Command`, whose spawning
+/// machinery would add 38 KB to the binary for this one call.)
+#[cfg(target_env = "gnu")]
+fn reexec(exe: &std::path::Path, tunables: std::ffi::OsString) {
+    use std::ffi::{CString, OsStr, OsString};
+    use std::os::unix::ffi::OsStrExt;
+
+    let c = |s: &OsStr| CString::new(s.as_bytes()).ok();
+    let pair = |k: &OsStr, v: &OsStr| {
+        let mut kv = OsString::from(k);
+        kv.push("=");
+        kv.push(v);
+        c(&kv)
+    };
+    let Some(path) = c(exe.as_os_str()) else {
+        return;
+    };
+    let Some(args) = std::env::args_os()
+        .map(|a| c(&a))
+        .collect::<Option<Vec<_>>>()
+    else {
+        return;
+    };
+    let env = std::env::vars_os()
+        .filter(|(k, _)| k != "GLIBC_TUNABLES" && k != REEXEC_MARKER)
+        .map(|(k, v)| pair(&k, &v))
+        .chain([
+            pair(OsStr::new("GLIBC_TUNABLES"), &tunables),
+            pair(OsStr::new(REEXEC_MARKER), OsStr::new("1")),
+        ])
+        .collect::<Option<Vec<_>>>();
+    let Some(env) = env else {
+        return;
+    };
+    let argv: Vec<*const libc::c_char> = args
+        .iter()
+        .map(|a| a.as_ptr())
+        .chain([std::ptr::null()])
+        .collect();
+    let envp: Vec<*const libc::c_char> = env
+        .iter()
+        .map(|e| e.as_ptr())
+        .chain([std::ptr::null()])
+        .collect();
+    // SAFETY: `path`, `argv` and `envp` are NUL-terminated strings and NULL-terminated arrays
+    // that outlive the call; execve only returns on failure, leaving the process as it was.
+    #[allow(unsafe_code)]
+    unsafe {
+        libc::execve(path.as_ptr(), argv.as_ptr(), envp.as_ptr());
     }
 }
 
