@@ -2,7 +2,12 @@
 //! stdout or to the local syslog socket, filtered by the `--quiet` classes.
 //!
 //! Call sites pick a class with the log target: [`CONNS`], [`CONN_ERRS`], [`HANDSHAKE_ERRS`];
-//! anything else is suppressed only by `--quiet=all`.
+//! anything else is suppressed only by `--quiet=all`. They also pick a level: `error!` for
+//! failures that need the operator (startup, dial, reload, PROXY header), `warn!` for failures
+//! a peer or the environment caused (handshakes, copy errors, degraded sandbox), `info!` for
+//! routine lines. The level never changes the text; it becomes the syslog severity and, when
+//! stdout is connected to the journal (`JOURNAL_STREAM`), an sd-daemon(3) `<N>` prefix in place
+//! of our pid and timestamp (journald records both itself), so `journalctl -p warning` works.
 
 use std::io::Write;
 
@@ -22,7 +27,10 @@ struct Logger {
 }
 
 enum Sink {
+    /// `[<pid>] <timestamp> <message>`.
     Stdout,
+    /// stdout is a journal stream: `<N><message>`.
+    Journal,
     Syslog(Syslog),
 }
 
@@ -39,18 +47,57 @@ impl log::Log for Logger {
         if !self.enabled(record.metadata()) || !is_ours(record.target()) {
             return;
         }
-        let line = format!("[{}] {} {}", self.pid, timestamp(), record.args());
+        let stdout = |line: String| {
+            let mut out = std::io::stdout().lock();
+            let _ = writeln!(out, "{line}");
+            let _ = out.flush();
+        };
         match &self.sink {
-            Sink::Stdout => {
-                let mut out = std::io::stdout().lock();
-                let _ = writeln!(out, "{line}");
-                let _ = out.flush();
+            Sink::Stdout => stdout(format!("[{}] {} {}", self.pid, timestamp(), record.args())),
+            Sink::Journal => stdout(format!("<{}>{}", severity(record.level()), record.args())),
+            Sink::Syslog(s) => {
+                let line = format!("[{}] {} {}", self.pid, timestamp(), record.args());
+                s.send(severity(record.level()), &line);
             }
-            Sink::Syslog(s) => s.send(&line),
         }
     }
 
     fn flush(&self) {}
+}
+
+/// The syslog severity of a level: sd-daemon(3)'s `SD_ERR` (3), `SD_WARNING` (4), `SD_INFO` (6),
+/// `SD_DEBUG` (7).
+fn severity(level: log::Level) -> u8 {
+    match level {
+        log::Level::Error => 3,
+        log::Level::Warn => 4,
+        log::Level::Info => 6,
+        log::Level::Debug | log::Level::Trace => 7,
+    }
+}
+
+/// Whether stdout is the stream systemd connected to the journal: `JOURNAL_STREAM` holds the
+/// `<dev>:<inode>` of that stream (for stdout or stderr, whichever goes to the journal), so it
+/// must match the file stdout actually is, not merely be set (a child of a journald-logged
+/// process inherits the variable with its own stdout elsewhere).
+fn stdout_is_journal() -> bool {
+    use std::os::fd::AsFd;
+    use std::os::unix::fs::MetadataExt;
+    let Some(stream) = std::env::var_os("JOURNAL_STREAM") else {
+        return false;
+    };
+    let Some((dev, ino)) = stream.to_str().and_then(|s| s.split_once(':')) else {
+        return false;
+    };
+    let (Ok(dev), Ok(ino)) = (dev.parse::<u64>(), ino.parse::<u64>()) else {
+        return false;
+    };
+    let Ok(fd) = std::io::stdout().as_fd().try_clone_to_owned() else {
+        return false;
+    };
+    std::fs::File::from(fd)
+        .metadata()
+        .is_ok_and(|m| m.dev() == dev && m.ino() == ino)
 }
 
 /// Only our own lines: dependencies (rustls) log under their crate names.
@@ -62,6 +109,8 @@ fn is_ours(target: &str) -> bool {
 pub fn init(quiet: Quiet, syslog: bool) -> Result<(), String> {
     let sink = if syslog {
         Sink::Syslog(Syslog::connect()?)
+    } else if stdout_is_journal() {
+        Sink::Journal
     } else {
         Sink::Stdout
     };
@@ -157,13 +206,17 @@ impl Syslog {
         Err("Unix syslog delivery error".to_string())
     }
 
-    fn send(&self, line: &str) {
+    /// Sends `line` with facility daemon and `severity` (`<30>` for info lines, as the
+    /// reference sends every line).
+    fn send(&self, severity: u8, line: &str) {
+        const DAEMON: u8 = 3 << 3;
         const MONTHS: [&str; 12] = [
             "Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec",
         ];
         let t = LocalTime::now();
         let msg = format!(
-            "<30>{} {:2} {:02}:{:02}:{:02} {}[{}]: {}\n",
+            "<{}>{} {:2} {:02}:{:02}:{:02} {}[{}]: {}\n",
+            DAEMON + severity,
             MONTHS[(t.month as usize).saturating_sub(1) % 12],
             t.day,
             t.hour,

@@ -52,7 +52,7 @@ impl Failure {
             Failure::Logger(msg) => eprintln!("error: unable to set up logger: {msg}"),
             Failure::Startup { logged, printed } => {
                 for line in logged {
-                    log::info!("{line}");
+                    log::error!("{line}");
                 }
                 eprintln!("error: {printed}");
             }
@@ -229,7 +229,11 @@ fn run(args: Vec<std::ffi::OsString>) -> Result<ExitCode, Failure> {
         log::info!("setting up landlock rules to limit process privileges");
         let notify = std::env::var("NOTIFY_SOCKET").ok();
         let state = sandbox::Plan::from_config(&config, notify.as_deref()).apply();
-        log::info!("{state}");
+        if state.starts_with("warning:") {
+            log::warn!("{state}");
+        } else {
+            log::info!("{state}");
+        }
         state
     };
 
@@ -324,7 +328,7 @@ fn run(args: Vec<std::ffi::OsString>) -> Result<ExitCode, Failure> {
         let p = proxy.clone();
         let alive = Box::new(move || p.responsive(period));
         if let Err(e) = systemd::start_watchdog(notifier.clone(), period, alive) {
-            log::info!("warning: unable to start the watchdog: {e}");
+            log::warn!("warning: unable to start the watchdog: {e}");
         }
     }
     proxy.serve(&listener, parts.connector);
@@ -346,7 +350,7 @@ fn run(args: Vec<std::ffi::OsString>) -> Result<ExitCode, Failure> {
     if drained {
         Ok(ExitCode::SUCCESS)
     } else {
-        log::info!("graceful shutdown timeout: forcing exit");
+        log::error!("graceful shutdown timeout: forcing exit");
         Ok(ExitCode::from(1))
     }
 }

@@ -57,7 +57,7 @@ impl Connector for Server {
                     Metrics::inc(&m.accept_timeout);
                 }
                 failed();
-                log::info!(target: HANDSHAKE_ERRS, "error on TLS handshake from {peer}: {e}");
+                log::warn!(target: HANDSHAKE_ERRS, "error on TLS handshake from {peer}: {e}");
                 return;
             }
         };
@@ -65,7 +65,7 @@ impl Connector for Server {
             Ok(s) => s,
             Err(e) => {
                 failed();
-                log::info!(target: CONN_ERRS, "error on dial: {e}");
+                log::error!(target: CONN_ERRS, "error on dial: {e}");
                 return;
             }
         };
@@ -74,13 +74,13 @@ impl Connector for Server {
                 Ok(h) => h,
                 Err(e) => {
                     failed();
-                    log::info!(target: CONN_ERRS, "error building proxy header: {e}");
+                    log::error!(target: CONN_ERRS, "error building proxy header: {e}");
                     return;
                 }
             };
             if let Err(e) = std::io::Write::write_all(&mut outbound, &header) {
                 failed();
-                log::info!(target: CONN_ERRS, "error writing proxy header: {}", net::strip_os_error(&e));
+                log::error!(target: CONN_ERRS, "error writing proxy header: {}", net::strip_os_error(&e));
                 return;
             }
         }

@@ -56,7 +56,7 @@ impl Controller {
         }
         match result {
             Ok(subject) => log::info!("loaded certificate: {subject}"),
-            Err(e) => log::info!("error reloading TLS configuration: {e}"),
+            Err(e) => log::error!("error reloading TLS configuration: {e}"),
         }
         log::info!("reloading configuration complete");
         self.lifecycle.enter(Phase::Listening);
