@@ -10,6 +10,7 @@ mod keystores;
 mod lifecycle;
 mod metrics;
 mod pair;
+mod proxy_protocol;
 mod sandbox;
 mod scanner;
 mod server;
