@@ -283,7 +283,12 @@ fn ipv4_mapped_clients_are_ipv4_and_ipv6_clients_ipv6() {
     let backend = PyBackend::start(None);
     let port = free_port();
     let _d = Cmd::new("server")
-        .args(["--listen", &format!("[::]:{port}"), "--target", &backend.target])
+        .args([
+            "--listen",
+            &format!("[::]:{port}"),
+            "--target",
+            &backend.target,
+        ])
         .args(pki.server_cred_args())
         .args(["--allow-all", "--proxy-protocol"])
         .spawn();
