@@ -9,6 +9,7 @@ mod harness;
 mod keystores;
 mod lifecycle;
 mod metrics;
+mod outbound_proxy;
 mod pair;
 mod proxy_protocol;
 mod sandbox;
