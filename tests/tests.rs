@@ -8,6 +8,7 @@ mod docs;
 mod harness;
 mod keystores;
 mod lifecycle;
+mod logging;
 mod metrics;
 mod outbound_proxy;
 mod pair;
