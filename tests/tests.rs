@@ -4,6 +4,7 @@ mod util;
 
 mod check;
 mod client;
+mod compat_flags;
 mod docs;
 mod harness;
 mod keystores;
