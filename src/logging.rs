@@ -10,6 +10,7 @@
 //! of our pid and timestamp (journald records both itself), so `journalctl -p warning` works.
 
 use std::io::Write;
+use std::os::fd::AsFd;
 
 use crate::config::Quiet;
 
@@ -81,7 +82,20 @@ fn severity(level: log::Level) -> u8 {
 /// must match the file stdout actually is, not merely be set (a child of a journald-logged
 /// process inherits the variable with its own stdout elsewhere).
 fn stdout_is_journal() -> bool {
-    use std::os::fd::AsFd;
+    is_journal(std::io::stdout().as_fd())
+}
+
+/// The prefix for an `error: …` line on stderr: `<3>` when stderr is the journal stream (so
+/// a startup failure shows under `journalctl -p err`), otherwise nothing.
+pub fn stderr_error_prefix() -> &'static str {
+    if is_journal(std::io::stderr().as_fd()) {
+        "<3>"
+    } else {
+        ""
+    }
+}
+
+fn is_journal(fd: std::os::fd::BorrowedFd<'_>) -> bool {
     use std::os::unix::fs::MetadataExt;
     let Some(stream) = std::env::var_os("JOURNAL_STREAM") else {
         return false;
@@ -92,7 +106,7 @@ fn stdout_is_journal() -> bool {
     let (Ok(dev), Ok(ino)) = (dev.parse::<u64>(), ino.parse::<u64>()) else {
         return false;
     };
-    let Ok(fd) = std::io::stdout().as_fd().try_clone_to_owned() else {
+    let Ok(fd) = fd.try_clone_to_owned() else {
         return false;
     };
     std::fs::File::from(fd)
@@ -180,6 +194,15 @@ enum SyslogSocket {
     Stream(std::os::unix::net::UnixStream),
 }
 
+impl SyslogSocket {
+    fn send(&mut self, msg: &[u8]) -> std::io::Result<()> {
+        match self {
+            SyslogSocket::Datagram(d) => d.send(msg).map(drop),
+            SyslogSocket::Stream(s) => s.write_all(msg),
+        }
+    }
+}
+
 impl Syslog {
     const PATHS: [&'static str; 3] = ["/dev/log", "/var/run/syslog", "/var/run/log"];
 
@@ -187,20 +210,22 @@ impl Syslog {
         let tag = std::env::args()
             .next()
             .unwrap_or_else(|| "ghostunnel".to_string());
+        Ok(Syslog {
+            socket: std::sync::Mutex::new(Self::open()?),
+            tag,
+        })
+    }
+
+    /// The first syslog socket that accepts a connection: each path as datagram, then stream.
+    fn open() -> Result<SyslogSocket, String> {
         for path in Self::PATHS {
             if let Ok(d) = std::os::unix::net::UnixDatagram::unbound() {
                 if d.connect(path).is_ok() {
-                    return Ok(Syslog {
-                        socket: std::sync::Mutex::new(SyslogSocket::Datagram(d)),
-                        tag,
-                    });
+                    return Ok(SyslogSocket::Datagram(d));
                 }
             }
             if let Ok(s) = std::os::unix::net::UnixStream::connect(path) {
-                return Ok(Syslog {
-                    socket: std::sync::Mutex::new(SyslogSocket::Stream(s)),
-                    tag,
-                });
+                return Ok(SyslogSocket::Stream(s));
             }
         }
         Err("Unix syslog delivery error".to_string())
@@ -229,9 +254,12 @@ impl Syslog {
         let Ok(mut socket) = self.socket.lock() else {
             return;
         };
-        let _ = match &mut *socket {
-            SyslogSocket::Datagram(d) => d.send(msg.as_bytes()).map(drop),
-            SyslogSocket::Stream(s) => s.write_all(msg.as_bytes()),
-        };
+        // A restarted syslog daemon leaves our socket dead: reconnect once and resend.
+        if socket.send(msg.as_bytes()).is_err() {
+            if let Ok(fresh) = Self::open() {
+                *socket = fresh;
+                let _ = socket.send(msg.as_bytes());
+            }
+        }
     }
 }

@@ -47,14 +47,15 @@ impl Failure {
     }
 
     fn report(self) -> ExitCode {
+        let j = logging::stderr_error_prefix();
         match self {
-            Failure::Usage(msg) => eprintln!("ghostunnel: error: {msg}, try --help"),
-            Failure::Logger(msg) => eprintln!("error: unable to set up logger: {msg}"),
+            Failure::Usage(msg) => eprintln!("{j}ghostunnel: error: {msg}, try --help"),
+            Failure::Logger(msg) => eprintln!("{j}error: unable to set up logger: {msg}"),
             Failure::Startup { logged, printed } => {
                 for line in logged {
                     log::error!("{line}");
                 }
-                eprintln!("error: {printed}");
+                eprintln!("{j}error: {printed}");
             }
         }
         ExitCode::from(1)
@@ -171,7 +172,7 @@ fn run(args: Vec<std::ffi::OsString>) -> Result<ExitCode, Failure> {
                     printed: e,
                 })?;
             if let Some(url) = &opts.proxy {
-                log::info!("using proxy {url}");
+                log::info!("using proxy {}", tunnel::redacted(url));
             }
             let tls = Arc::new(tls);
             let connector = Arc::new(client::Client {

@@ -116,6 +116,22 @@ impl ProxyUrl {
     }
 }
 
+/// The URL for the log, with a password replaced by `xxxxx` (as Go's `URL.Redacted`).
+pub fn redacted(url: &str) -> String {
+    let Some((scheme, rest)) = url.split_once("://") else {
+        return url.to_string();
+    };
+    let end = rest.find(['/', '?', '#']).unwrap_or(rest.len());
+    let (authority, tail) = rest.split_at(end);
+    match authority.rsplit_once('@') {
+        Some((userinfo, host)) => match userinfo.split_once(':') {
+            Some((user, _)) => format!("{scheme}://{user}:xxxxx@{host}{tail}"),
+            None => url.to_string(),
+        },
+        None => url.to_string(),
+    }
+}
+
 /// Where a SOCKS5 proxy is asked to connect.
 enum SocksDest {
     Ip(IpAddr),
@@ -312,6 +328,16 @@ mod tests {
             ProxyUrl::parse("ftp://x").unwrap_err(),
             "proxy: unknown scheme: ftp"
         );
+    }
+
+    #[test]
+    fn logged_urls_hide_the_password() {
+        assert_eq!(
+            redacted("http://alice:s3cret@proxy:3128/x"),
+            "http://alice:xxxxx@proxy:3128/x"
+        );
+        assert_eq!(redacted("socks5://bob@proxy"), "socks5://bob@proxy");
+        assert_eq!(redacted("socks5h://proxy:1080"), "socks5h://proxy:1080");
     }
 
     #[test]

@@ -10,10 +10,13 @@ use std::time::{Duration, Instant};
 
 use crate::util::*;
 
+const LOG_WAIT: Duration = Duration::from_secs(5);
+
 /// Runs the binary in a private mount namespace where the syslog socket paths (SPEC 13.1:
-/// `/dev/log`, then `/var/run/syslog`) lead to `socket`, or to nothing when `socket` is empty.
-/// Needs root (as CI runs) for `unshare -m` and `mount`.
-fn in_syslog_namespace(socket: &str) -> Vec<String> {
+/// `/dev/log`, then `/var/run/syslog`) lead into `dir`: a real `/dev/log` socket is hidden and
+/// `dir` is mounted on `/var/run`, so `dir/syslog` is what the binary finds. Needs root (as CI
+/// runs) for `unshare -m` and `mount`.
+fn in_syslog_namespace(dir: &std::path::Path) -> Vec<String> {
     assert!(
         Command::new("unshare")
             .args(["-m", "true"])
@@ -23,15 +26,13 @@ fn in_syslog_namespace(socket: &str) -> Vec<String> {
     );
     let script = r#"
 set -e
-sock=$1; shift
-if [ -e /dev/log ] || [ -L /dev/log ]; then
-    if [ -n "$sock" ]; then mount --bind "$sock" /dev/log; else mount --bind /dev/null /dev/log; fi
-fi
-mount -t tmpfs tmpfs /var/run
-if [ -n "$sock" ]; then : > /var/run/syslog; mount --bind "$sock" /var/run/syslog; fi
+dir=$1; shift
+if [ -S /dev/log ] && [ ! -L /dev/log ]; then mount --bind /dev/null /dev/log; fi
+mount --bind "$dir" /var/run
 exec "$@"
 "#;
-    ["unshare", "-m", "sh", "-c", script, "sh", socket]
+    let dir = dir.display().to_string();
+    ["unshare", "-m", "sh", "-c", script, "sh", &dir]
         .map(String::from)
         .to_vec()
 }
@@ -94,16 +95,17 @@ fn parse_syslog(datagram: &str, pid: i32) -> (u8, String) {
 /// `--syslog`: every line goes to the syslog socket as facility daemon, tagged with argv[0]
 /// and the pid, carrying the usual `[pid] timestamp` line; routine lines at severity info
 /// (`<30>`, as the reference sends everything), errors at err (`<27>`). Nothing on stdout.
+/// A restarted syslog daemon (a new socket at the same path) keeps receiving.
 #[test]
 fn syslog_framing_and_severities() {
     let pki = Pki::new();
     let dir = TempDir::new();
-    let path = dir.join("log.sock");
+    let path = dir.join("syslog");
     let sock = UnixDatagram::bind(&path).unwrap();
     let closed = free_port();
     let (listen, addr) = free_addr();
     let mut d = Cmd::new("server")
-        .wrapped(in_syslog_namespace(&path.display().to_string()))
+        .wrapped(in_syslog_namespace(dir.path()))
         .args(["--syslog", "--listen", &listen])
         .args(["--target", &format!("127.0.0.1:{closed}")])
         .args(pki.server_cred_args())
@@ -119,8 +121,24 @@ fn syslog_framing_and_severities() {
     let cfg = client_config(&pki.ca.cert_der, Some(&pki.client));
     let _ = try_echo(addr, cfg, b"x");
     recv_until(&sock, &mut got, "error on dial", Duration::from_secs(5));
+
+    drop(sock);
+    std::fs::remove_file(&path).unwrap();
+    let sock = UnixDatagram::bind(&path).unwrap();
+    d.signal(libc::SIGHUP);
+    let mut after = Vec::new();
+    recv_until(
+        &sock,
+        &mut after,
+        "reloading configuration complete",
+        LOG_WAIT,
+    );
     d.signal(libc::SIGTERM);
+    recv_until(&sock, &mut after, "shutting down", LOG_WAIT);
     d.wait_exit(Duration::from_secs(10));
+    for m in &after {
+        parse_syslog(m, d.pid());
+    }
 
     let parsed: Vec<(u8, String)> = got.iter().map(|m| parse_syslog(m, d.pid())).collect();
     assert_eq!(
@@ -147,8 +165,9 @@ fn syslog_framing_and_severities() {
 #[test]
 fn syslog_unreachable_is_a_startup_error() {
     let pki = Pki::new();
+    let empty = TempDir::new();
     let o = Cmd::new("server")
-        .wrapped(in_syslog_namespace(""))
+        .wrapped(in_syslog_namespace(empty.path()))
         .args([
             "--syslog",
             "--listen",
@@ -237,6 +256,46 @@ fn journal_stream_gets_priority_prefixes() {
             "not a journal line: {line:?}"
         );
     }
+}
+
+/// A startup failure with stdout and stderr on the journal stream (as systemd connects them):
+/// the logged line and the `error:` line on stderr both carry `<3>`, so `journalctl -p err`
+/// shows why the unit failed.
+#[test]
+fn journal_stream_startup_failure_is_an_error() {
+    let dir = TempDir::new();
+    let out_path = dir.join("journal");
+    let out = File::create(&out_path).unwrap();
+    let meta = out.metadata().unwrap();
+    let status = Command::new(BIN)
+        .args([
+            "server",
+            "--listen",
+            "127.0.0.1:0",
+            "--target",
+            "127.0.0.1:1",
+        ])
+        .args(["--keystore", "/nonexistent/server.pem", "--allow-all"])
+        .env("JOURNAL_STREAM", format!("{}:{}", meta.dev(), meta.ino()))
+        .stdin(Stdio::null())
+        .stdout(out.try_clone().unwrap())
+        .stderr(out)
+        .status()
+        .unwrap();
+    assert_eq!(status.code(), Some(1));
+    let log = std::fs::read_to_string(&out_path).unwrap();
+    let lines: Vec<&str> = log.lines().collect();
+    let failure = "error: unable to load certificates: ";
+    assert!(
+        lines
+            .iter()
+            .any(|l| l.starts_with(&format!("<3>{failure}"))),
+        "{log}"
+    );
+    assert!(
+        lines.last().is_some_and(|l| l.starts_with("<3>error: ")),
+        "the stderr line: {log}"
+    );
 }
 
 /// A `JOURNAL_STREAM` naming some other stream (inherited from a parent whose output went

@@ -123,7 +123,12 @@ fn http_connect_with_basic_credentials() {
     let proxy = ProxyProcess::tinyproxy(Some(("alice", "s3cret")));
     let url = format!("http://alice:s3%63ret@127.0.0.1:{}", proxy.port);
     let (mut d, addr) = start_client(&pki, &srv.target_localhost(), &["--proxy", &url]);
-    d.wait_log(&format!("using proxy {url}"), LOG_WAIT);
+    // The password stays out of the log.
+    d.wait_log(
+        &format!("using proxy http://alice:xxxxx@127.0.0.1:{}", proxy.port),
+        LOG_WAIT,
+    );
+    assert!(!d.stdout().contains("s3%63ret"), "{}", d.describe());
     assert_served_via(&mut d, addr, proxy.port);
     assert_eq!(srv.sni(), vec![Some("localhost".to_string())]);
 
