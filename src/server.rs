@@ -78,9 +78,22 @@ impl Connector for Server {
                     return;
                 }
             };
-            if let Err(e) = std::io::Write::write_all(&mut outbound, &header) {
+            // Within what is left of the connect budget: a backend that does not read must
+            // not hold the worker.
+            let left = deadline.saturating_duration_since(Instant::now());
+            let written = outbound
+                .set_write_timeout(Some(left.max(std::time::Duration::from_millis(1))))
+                .and_then(|()| std::io::Write::write_all(&mut outbound, &header))
+                .and_then(|()| outbound.set_write_timeout(None));
+            if let Err(e) = written {
                 failed();
-                log::error!(target: CONN_ERRS, "error writing proxy header: {}", net::strip_os_error(&e));
+                let e = match e.kind() {
+                    std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut => {
+                        "i/o timeout".to_string()
+                    }
+                    _ => net::strip_os_error(&e),
+                };
+                log::error!(target: CONN_ERRS, "error writing proxy header: {e}");
                 return;
             }
         }
