@@ -58,7 +58,7 @@ impl Connector for Client {
                 if let Some(m) = proxy.metrics() {
                     crate::metrics::Metrics::inc(&m.accept_error);
                 }
-                log::info!(target: CONN_ERRS, "error on dial: {e}");
+                log::error!(target: CONN_ERRS, "error on dial: {e}");
                 return;
             }
         };

@@ -2,9 +2,17 @@
 //! stdout or to the local syslog socket, filtered by the `--quiet` classes.
 //!
 //! Call sites pick a class with the log target: [`CONNS`], [`CONN_ERRS`], [`HANDSHAKE_ERRS`];
-//! anything else is suppressed only by `--quiet=all`.
+//! anything else is suppressed only by `--quiet=all`. They also pick a level: `error!` for
+//! failures that need the operator (startup, dial, reload, PROXY header), `warn!` for failures
+//! a peer or the environment caused (handshakes, copy errors, degraded sandbox), `info!` for
+//! routine lines. The level never changes the text; when stdout is connected to the journal
+//! (`JOURNAL_STREAM`), it becomes an sd-daemon(3) `<N>` prefix in place of our pid and
+//! timestamp (journald records both itself), so `journalctl -p warning` works. `--syslog`
+//! sends every line at severity info, as the reference does (SPEC 13.1): syslog filters
+//! written for it keep matching.
 
 use std::io::Write;
+use std::os::fd::AsFd;
 
 use crate::config::Quiet;
 
@@ -22,7 +30,10 @@ struct Logger {
 }
 
 enum Sink {
+    /// `[<pid>] <timestamp> <message>`.
     Stdout,
+    /// stdout is a journal stream: `<N><message>`.
+    Journal,
     Syslog(Syslog),
 }
 
@@ -39,18 +50,70 @@ impl log::Log for Logger {
         if !self.enabled(record.metadata()) || !is_ours(record.target()) {
             return;
         }
-        let line = format!("[{}] {} {}", self.pid, timestamp(), record.args());
+        let stdout = |line: String| {
+            let mut out = std::io::stdout().lock();
+            let _ = writeln!(out, "{line}");
+            let _ = out.flush();
+        };
         match &self.sink {
-            Sink::Stdout => {
-                let mut out = std::io::stdout().lock();
-                let _ = writeln!(out, "{line}");
-                let _ = out.flush();
+            Sink::Stdout => stdout(format!("[{}] {} {}", self.pid, timestamp(), record.args())),
+            Sink::Journal => stdout(format!("<{}>{}", severity(record.level()), record.args())),
+            Sink::Syslog(s) => {
+                let line = format!("[{}] {} {}", self.pid, timestamp(), record.args());
+                s.send(&line);
             }
-            Sink::Syslog(s) => s.send(&line),
         }
     }
 
     fn flush(&self) {}
+}
+
+/// The syslog severity of a level: sd-daemon(3)'s `SD_ERR` (3), `SD_WARNING` (4), `SD_INFO` (6),
+/// `SD_DEBUG` (7).
+fn severity(level: log::Level) -> u8 {
+    match level {
+        log::Level::Error => 3,
+        log::Level::Warn => 4,
+        log::Level::Info => 6,
+        log::Level::Debug | log::Level::Trace => 7,
+    }
+}
+
+/// Whether stdout is the stream systemd connected to the journal: `JOURNAL_STREAM` holds the
+/// `<dev>:<inode>` of that stream (for stdout or stderr, whichever goes to the journal), so it
+/// must match the file stdout actually is, not merely be set (a child of a journald-logged
+/// process inherits the variable with its own stdout elsewhere).
+fn stdout_is_journal() -> bool {
+    is_journal(std::io::stdout().as_fd())
+}
+
+/// The prefix for an `error: …` line on stderr: `<3>` when stderr is the journal stream (so
+/// a startup failure shows under `journalctl -p err`), otherwise nothing.
+pub fn stderr_error_prefix() -> &'static str {
+    if is_journal(std::io::stderr().as_fd()) {
+        "<3>"
+    } else {
+        ""
+    }
+}
+
+fn is_journal(fd: std::os::fd::BorrowedFd<'_>) -> bool {
+    use std::os::unix::fs::MetadataExt;
+    let Some(stream) = std::env::var_os("JOURNAL_STREAM") else {
+        return false;
+    };
+    let Some((dev, ino)) = stream.to_str().and_then(|s| s.split_once(':')) else {
+        return false;
+    };
+    let (Ok(dev), Ok(ino)) = (dev.parse::<u64>(), ino.parse::<u64>()) else {
+        return false;
+    };
+    let Ok(fd) = fd.try_clone_to_owned() else {
+        return false;
+    };
+    std::fs::File::from(fd)
+        .metadata()
+        .is_ok_and(|m| m.dev() == dev && m.ino() == ino)
 }
 
 /// Only our own lines: dependencies (rustls) log under their crate names.
@@ -62,6 +125,8 @@ fn is_ours(target: &str) -> bool {
 pub fn init(quiet: Quiet, syslog: bool) -> Result<(), String> {
     let sink = if syslog {
         Sink::Syslog(Syslog::connect()?)
+    } else if stdout_is_journal() {
+        Sink::Journal
     } else {
         Sink::Stdout
     };
@@ -131,6 +196,15 @@ enum SyslogSocket {
     Stream(std::os::unix::net::UnixStream),
 }
 
+impl SyslogSocket {
+    fn send(&mut self, msg: &[u8]) -> std::io::Result<()> {
+        match self {
+            SyslogSocket::Datagram(d) => d.send(msg).map(drop),
+            SyslogSocket::Stream(s) => s.write_all(msg),
+        }
+    }
+}
+
 impl Syslog {
     const PATHS: [&'static str; 3] = ["/dev/log", "/var/run/syslog", "/var/run/log"];
 
@@ -138,32 +212,39 @@ impl Syslog {
         let tag = std::env::args()
             .next()
             .unwrap_or_else(|| "ghostunnel".to_string());
+        Ok(Syslog {
+            socket: std::sync::Mutex::new(Self::open()?),
+            tag,
+        })
+    }
+
+    /// The first syslog socket that accepts a connection: each path as datagram, then stream.
+    fn open() -> Result<SyslogSocket, String> {
         for path in Self::PATHS {
             if let Ok(d) = std::os::unix::net::UnixDatagram::unbound() {
                 if d.connect(path).is_ok() {
-                    return Ok(Syslog {
-                        socket: std::sync::Mutex::new(SyslogSocket::Datagram(d)),
-                        tag,
-                    });
+                    return Ok(SyslogSocket::Datagram(d));
                 }
             }
             if let Ok(s) = std::os::unix::net::UnixStream::connect(path) {
-                return Ok(Syslog {
-                    socket: std::sync::Mutex::new(SyslogSocket::Stream(s)),
-                    tag,
-                });
+                return Ok(SyslogSocket::Stream(s));
             }
         }
         Err("Unix syslog delivery error".to_string())
     }
 
+    /// Sends `line` with facility daemon, severity info (`<30>`), as the reference sends every
+    /// line.
     fn send(&self, line: &str) {
+        const INFO: u8 = 6;
+        const DAEMON: u8 = 3 << 3;
         const MONTHS: [&str; 12] = [
             "Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec",
         ];
         let t = LocalTime::now();
         let msg = format!(
-            "<30>{} {:2} {:02}:{:02}:{:02} {}[{}]: {}\n",
+            "<{}>{} {:2} {:02}:{:02}:{:02} {}[{}]: {}\n",
+            DAEMON + INFO,
             MONTHS[(t.month as usize).saturating_sub(1) % 12],
             t.day,
             t.hour,
@@ -176,9 +257,12 @@ impl Syslog {
         let Ok(mut socket) = self.socket.lock() else {
             return;
         };
-        let _ = match &mut *socket {
-            SyslogSocket::Datagram(d) => d.send(msg.as_bytes()).map(drop),
-            SyslogSocket::Stream(s) => s.write_all(msg.as_bytes()),
-        };
+        // A restarted syslog daemon leaves our socket dead: reconnect once and resend.
+        if socket.send(msg.as_bytes()).is_err() {
+            if let Ok(fresh) = Self::open() {
+                *socket = fresh;
+                let _ = socket.send(msg.as_bytes());
+            }
+        }
     }
 }

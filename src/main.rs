@@ -48,14 +48,15 @@ impl Failure {
     }
 
     fn report(self) -> ExitCode {
+        let j = logging::stderr_error_prefix();
         match self {
-            Failure::Usage(msg) => eprintln!("ghostunnel: error: {msg}, try --help"),
-            Failure::Logger(msg) => eprintln!("error: unable to set up logger: {msg}"),
+            Failure::Usage(msg) => eprintln!("{j}ghostunnel: error: {msg}, try --help"),
+            Failure::Logger(msg) => eprintln!("{j}error: unable to set up logger: {msg}"),
             Failure::Startup { logged, printed } => {
                 for line in logged {
-                    log::info!("{line}");
+                    log::error!("{line}");
                 }
-                eprintln!("error: {printed}");
+                eprintln!("{j}error: {printed}");
             }
         }
         ExitCode::from(1)
@@ -172,7 +173,7 @@ fn run(args: Vec<std::ffi::OsString>) -> Result<ExitCode, Failure> {
                     printed: e,
                 })?;
             if let Some(url) = &opts.proxy {
-                log::info!("using proxy {url}");
+                log::info!("using proxy {}", tunnel::redacted(url));
             }
             let tls = Arc::new(tls);
             let connector = Arc::new(client::Client {
@@ -230,7 +231,11 @@ fn run(args: Vec<std::ffi::OsString>) -> Result<ExitCode, Failure> {
         log::info!("setting up landlock rules to limit process privileges");
         let notify = std::env::var("NOTIFY_SOCKET").ok();
         let state = sandbox::Plan::from_config(&config, notify.as_deref()).apply();
-        log::info!("{state}");
+        if state.starts_with("warning:") {
+            log::warn!("{state}");
+        } else {
+            log::info!("{state}");
+        }
         state
     };
 
@@ -325,7 +330,7 @@ fn run(args: Vec<std::ffi::OsString>) -> Result<ExitCode, Failure> {
         let p = proxy.clone();
         let alive = Box::new(move || p.responsive(period));
         if let Err(e) = systemd::start_watchdog(notifier.clone(), period, alive) {
-            log::info!("warning: unable to start the watchdog: {e}");
+            log::warn!("warning: unable to start the watchdog: {e}");
         }
     }
     proxy.serve(&listener, parts.connector);
@@ -347,7 +352,7 @@ fn run(args: Vec<std::ffi::OsString>) -> Result<ExitCode, Failure> {
     if drained {
         Ok(ExitCode::SUCCESS)
     } else {
-        log::info!("graceful shutdown timeout: forcing exit");
+        log::error!("graceful shutdown timeout: forcing exit");
         Ok(ExitCode::from(1))
     }
 }

@@ -148,7 +148,7 @@ impl Proxy {
                     if let Some(m) = self.metrics() {
                         Metrics::inc(&m.accept_error);
                     }
-                    log::info!(target: CONN_ERRS, "error accepting connection: {}", crate::net::strip_os_error(&e));
+                    log::error!(target: CONN_ERRS, "error accepting connection: {}", crate::net::strip_os_error(&e));
                     // 5 ms, doubling per consecutive error, up to 1 s (SPEC 7.1).
                     backoff = (backoff * 2).clamp(Duration::from_millis(5), Duration::from_secs(1));
                     std::thread::sleep(backoff);
@@ -269,7 +269,7 @@ impl Pool {
             .spawn(move || worker(&state));
         if let Err(e) = spawned {
             // No thread: run the job here rather than lose the connection's slot.
-            log::info!(target: CONN_ERRS, "error accepting connection: cannot start worker: {e}");
+            log::error!(target: CONN_ERRS, "error accepting connection: cannot start worker: {e}");
             if let Some(job) = lock(lock_).jobs.pop_back() {
                 job();
             }
@@ -312,7 +312,7 @@ fn worker(state: &(Mutex<PoolState>, Condvar)) {
         };
         // A panic in one connection must not take the slot accounting down with it.
         if std::panic::catch_unwind(std::panic::AssertUnwindSafe(job)).is_err() {
-            log::info!(target: CONN_ERRS, "error during copy: connection handler panicked");
+            log::error!(target: CONN_ERRS, "error during copy: connection handler panicked");
         }
     }
 }
@@ -356,7 +356,7 @@ pub fn pipe(
         }
     }
     if let Some(e) = &stats.error {
-        log::info!(target: CONN_ERRS, "error during copy: {e}");
+        log::warn!(target: CONN_ERRS, "error during copy: {e}");
     }
     log::info!(
         target: CONNS,

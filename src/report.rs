@@ -254,9 +254,9 @@ pub fn start_url_push(
                 match sent {
                     Ok(code) if (200..300).contains(&code) => {}
                     Ok(code) => {
-                        log::info!("error reporting metrics: server returned status: {code}")
+                        log::warn!("error reporting metrics: server returned status: {code}")
                     }
-                    Err(e) => log::info!("error reporting metrics: {e}"),
+                    Err(e) => log::warn!("error reporting metrics: {e}"),
                 }
             }
         })?;

@@ -57,7 +57,7 @@ impl Connector for Server {
                     Metrics::inc(&m.accept_timeout);
                 }
                 failed();
-                log::info!(target: HANDSHAKE_ERRS, "error on TLS handshake from {peer}: {e}");
+                log::warn!(target: HANDSHAKE_ERRS, "error on TLS handshake from {peer}: {e}");
                 return;
             }
         };
@@ -65,7 +65,7 @@ impl Connector for Server {
             Ok(s) => s,
             Err(e) => {
                 failed();
-                log::info!(target: CONN_ERRS, "error on dial: {e}");
+                log::error!(target: CONN_ERRS, "error on dial: {e}");
                 return;
             }
         };
@@ -74,13 +74,26 @@ impl Connector for Server {
                 Ok(h) => h,
                 Err(e) => {
                     failed();
-                    log::info!(target: CONN_ERRS, "error building proxy header: {e}");
+                    log::error!(target: CONN_ERRS, "error building proxy header: {e}");
                     return;
                 }
             };
-            if let Err(e) = std::io::Write::write_all(&mut outbound, &header) {
+            // Within what is left of the connect budget: a backend that does not read must
+            // not hold the worker.
+            let left = deadline.saturating_duration_since(Instant::now());
+            let written = outbound
+                .set_write_timeout(Some(left.max(std::time::Duration::from_millis(1))))
+                .and_then(|()| std::io::Write::write_all(&mut outbound, &header))
+                .and_then(|()| outbound.set_write_timeout(None));
+            if let Err(e) = written {
                 failed();
-                log::info!(target: CONN_ERRS, "error writing proxy header: {}", net::strip_os_error(&e));
+                let e = match e.kind() {
+                    std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut => {
+                        "i/o timeout".to_string()
+                    }
+                    _ => net::strip_os_error(&e),
+                };
+                log::error!(target: CONN_ERRS, "error writing proxy header: {e}");
                 return;
             }
         }
@@ -129,29 +142,20 @@ fn proxy_header(
             }
         }
         Stream::Unix(s) => {
-            let path = |a: std::io::Result<std::os::unix::net::SocketAddr>| {
-                let mut p = a
-                    .ok()
-                    .and_then(|a| {
-                        a.as_pathname()
-                            .map(|p| p.as_os_str().as_encoded_bytes().to_vec())
-                    })
-                    .unwrap_or_else(|| b"@".to_vec());
-                p.resize(108, 0);
-                p
-            };
-            body.extend_from_slice(&path(s.peer_addr()));
-            body.extend_from_slice(&path(s.local_addr()));
+            let src = s.peer_addr().map_err(|e| e.to_string())?;
+            let dst = s.local_addr().map_err(|e| e.to_string())?;
+            body.extend_from_slice(&unix_path(&src)?);
+            body.extend_from_slice(&unix_path(&dst)?);
             0x31
         }
     };
     if mode != ProxyProtocolMode::Conn {
         if let Connection::Server(c) = conn {
             if let Some(alpn) = c.alpn_protocol() {
-                tlv(&mut body, 0x01, alpn);
+                tlv(&mut body, 0x01, alpn)?;
             }
             if let Some(sni) = c.server_name() {
-                tlv(&mut body, 0x02, sni.as_bytes());
+                tlv(&mut body, 0x02, sni.as_bytes())?;
             }
         }
         let mut ssl = Vec::new();
@@ -163,16 +167,21 @@ fn proxy_header(
             Some(rustls::ProtocolVersion::TLSv1_3) => "TLS 1.3",
             _ => "TLS 1.2",
         };
-        tlv(&mut ssl, 0x21, version.as_bytes());
+        tlv(&mut ssl, 0x21, version.as_bytes())?;
         if let (true, Some(leaf)) = (full, leaf) {
             if let Some(cn) = common_name(leaf) {
-                tlv(&mut ssl, 0x22, cn.as_bytes());
+                tlv(&mut ssl, 0x22, cn.as_bytes())?;
             }
-            tlv(&mut ssl, 0x28, leaf);
+            tlv(&mut ssl, 0x28, leaf)?;
         }
-        tlv(&mut body, 0x20, &ssl);
+        tlv(&mut body, 0x20, &ssl)?;
     }
-    let len = u16::try_from(body.len()).map_err(|_| "header too long".to_string())?;
+    let len = u16::try_from(body.len()).map_err(|_| {
+        format!(
+            "header of {} bytes exceeds the PROXY v2 limit of 65535",
+            body.len()
+        )
+    })?;
     let mut header = SIGNATURE.to_vec();
     header.push(0x21);
     header.push(family);
@@ -181,10 +190,32 @@ fn proxy_header(
     Ok(header)
 }
 
-fn tlv(out: &mut Vec<u8>, kind: u8, value: &[u8]) {
+/// Appends a TLV; a value that does not fit its 16-bit length fails the header (fail closed:
+/// a truncated length would hand the backend a corrupt header and shift the payload).
+fn tlv(out: &mut Vec<u8>, kind: u8, value: &[u8]) -> Result<(), String> {
+    let len = u16::try_from(value.len())
+        .map_err(|_| format!("TLV 0x{kind:02x} of {} bytes exceeds 65535", value.len()))?;
     out.push(kind);
-    out.extend_from_slice(&(value.len() as u16).to_be_bytes());
+    out.extend_from_slice(&len.to_be_bytes());
     out.extend_from_slice(value);
+    Ok(())
+}
+
+/// A UNIX address as the 108-byte NUL-padded field: the path, `@<name>` for an abstract
+/// address, `@` for an unnamed peer (as the reference prints them).
+fn unix_path(addr: &std::os::unix::net::SocketAddr) -> Result<[u8; 108], String> {
+    use std::os::linux::net::SocketAddrExt;
+    let name = match (addr.as_pathname(), addr.as_abstract_name()) {
+        (Some(path), _) => path.as_os_str().as_encoded_bytes().to_vec(),
+        (None, Some(name)) => [b"@", name].concat(),
+        (None, None) => b"@".to_vec(),
+    };
+    let mut field = [0u8; 108];
+    field
+        .get_mut(..name.len())
+        .ok_or_else(|| format!("UNIX address of {} bytes exceeds 108", name.len()))?
+        .copy_from_slice(&name);
+    Ok(field)
 }
 
 /// An IPv4-mapped IPv6 address counts as IPv4.
@@ -216,4 +247,33 @@ fn common_name(der: &[u8]) -> Option<String> {
         .flat_map(|rdn| rdn.0.iter())
         .rfind(|atv| atv.oid == der::oid::db::rfc4519::CN)?;
     String::from_utf8(cn.value.value().to_vec()).ok()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn oversized_values_fail_instead_of_truncating() {
+        let mut out = Vec::new();
+        tlv(&mut out, 0x28, &[0; 65535]).unwrap();
+        assert_eq!(&out[..3], [0x28, 0xff, 0xff]);
+        assert_eq!(
+            tlv(&mut Vec::new(), 0x20, &[0; 65536]).unwrap_err(),
+            "TLV 0x20 of 65536 bytes exceeds 65535"
+        );
+    }
+
+    #[test]
+    fn unix_fields_name_the_path_or_the_abstract_name() {
+        use std::os::linux::net::SocketAddrExt;
+        use std::os::unix::net::SocketAddr;
+        let field = unix_path(&SocketAddr::from_pathname("/run/gt.sock").unwrap()).unwrap();
+        assert_eq!(&field[..13], b"/run/gt.sock\0");
+        assert!(field[12..].iter().all(|&b| b == 0));
+        let field = unix_path(&SocketAddr::from_abstract_name(b"gt").unwrap()).unwrap();
+        assert_eq!(&field[..4], b"@gt\0");
+        let longest = SocketAddr::from_abstract_name([b'x'; 107]).unwrap();
+        assert_eq!(unix_path(&longest).unwrap()[107], b'x');
+    }
 }

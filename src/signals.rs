@@ -60,7 +60,7 @@ impl Controller {
         }
         match result {
             Ok(subject) => log::info!("loaded certificate: {subject}"),
-            Err(e) => log::info!("error reloading TLS configuration: {e}"),
+            Err(e) => log::error!("error reloading TLS configuration: {e}"),
         }
         // Back to listening before the line says so, as with `announce`.
         self.lifecycle.enter(Phase::Listening);

@@ -35,7 +35,7 @@ impl Notifier {
             .and_then(|path| {
                 let connected = connect(&path);
                 if let Err(e) = &connected {
-                    log::info!("warning: cannot reach NOTIFY_SOCKET {path}: {e}");
+                    log::warn!("warning: cannot reach NOTIFY_SOCKET {path}: {e}");
                 }
                 connected.ok()
             });
@@ -50,7 +50,7 @@ impl Notifier {
         let Some(socket) = &self.socket else { return };
         if let Err(e) = socket.send(message.as_bytes()) {
             if !self.warned.swap(true, Ordering::Relaxed) {
-                log::info!("warning: sd_notify failed: {e}");
+                log::warn!("warning: sd_notify failed: {e}");
             }
         }
     }

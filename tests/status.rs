@@ -287,8 +287,13 @@ fn reloading_is_reported_during_a_slow_reload() {
     assert!(!r.body.contains("\"last_reload\":\"0001-"), "{}", r.body);
     feed(fifo, key).join().unwrap();
     d.wait_log("reloading configuration complete", Duration::from_secs(10));
-    let r = http(&status, "GET", "/_status");
-    assert!(r.body.contains("\"message\":\"listening\""), "{}", r.body);
+    // The status returns to `listening` just after that line (SPEC 9, steps 4-5).
+    let listening = eventually(Duration::from_secs(5), || {
+        http(&status, "GET", "/_status")
+            .body
+            .contains("\"message\":\"listening\"")
+    });
+    assert!(listening, "{}", http(&status, "GET", "/_status").body);
     let m = http(&status, "GET", "/_metrics/prometheus").body;
     assert!(m.contains("\nghostunnel_reload_success_total 1\n"), "{m}");
 }

@@ -4,12 +4,16 @@ mod util;
 
 mod check;
 mod client;
+mod compat_flags;
 mod docs;
 mod harness;
 mod keystores;
 mod lifecycle;
+mod logging;
 mod metrics;
+mod outbound_proxy;
 mod pair;
+mod proxy_protocol;
 mod sandbox;
 mod scanner;
 mod server;

@@ -74,6 +74,8 @@ fn pump(mut r: impl Read + Send + 'static, buf: Arc<Buf>) -> thread::JoinHandle<
 pub struct Cmd {
     args: Vec<OsString>,
     envs: Vec<(OsString, OsString)>,
+    /// A program (and its arguments) that runs the binary: `<wrapper…> BIN <args…>`.
+    wrapper: Vec<OsString>,
 }
 
 impl Cmd {
@@ -81,6 +83,7 @@ impl Cmd {
         Cmd {
             args: vec![mode.into()],
             envs: vec![],
+            wrapper: vec![],
         }
     }
 
@@ -89,6 +92,7 @@ impl Cmd {
         Cmd {
             args: vec![],
             envs: vec![],
+            wrapper: vec![],
         }
     }
 
@@ -111,8 +115,25 @@ impl Cmd {
         self
     }
 
+    /// Runs the binary through `wrapper` (e.g. `unshare -m …`), which must exec it.
+    pub fn wrapped<I, S>(mut self, wrapper: I) -> Cmd
+    where
+        I: IntoIterator<Item = S>,
+        S: Into<OsString>,
+    {
+        self.wrapper = wrapper.into_iter().map(Into::into).collect();
+        self
+    }
+
     fn command(&self) -> Command {
-        let mut c = Command::new(BIN);
+        let mut c = match self.wrapper.split_first() {
+            None => Command::new(BIN),
+            Some((program, rest)) => {
+                let mut c = Command::new(program);
+                c.args(rest).arg(BIN);
+                c
+            }
+        };
         c.args(&self.args)
             // Keep the tests independent of the host environment's fallbacks.
             .env_remove("KEYSTORE_PATH")

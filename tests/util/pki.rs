@@ -106,6 +106,8 @@ pub struct LeafSpec {
     /// Expires this many days from today (overrides the default far-future expiry).
     pub expires_in_days: Option<u64>,
     pub server: bool,
+    /// Bytes of a private non-critical extension, to make the certificate this much larger.
+    pub padding: usize,
 }
 
 impl LeafSpec {
@@ -121,6 +123,7 @@ impl LeafSpec {
             expired: false,
             expires_in_days: None,
             server: false,
+            padding: 0,
         }
     }
 
@@ -160,6 +163,10 @@ impl LeafSpec {
     }
     pub fn expires_in_days(mut self, days: u64) -> LeafSpec {
         self.expires_in_days = Some(days);
+        self
+    }
+    pub fn padding(mut self, bytes: usize) -> LeafSpec {
+        self.padding = bytes;
         self
     }
     pub fn expired(mut self) -> LeafSpec {
@@ -249,6 +256,23 @@ impl Ca {
         if let Some(days) = spec.expires_in_days {
             let (y, m, d) = date_from_today(days);
             params.not_after = date_time_ymd(y, m, d);
+        }
+        if spec.padding > 0 {
+            // An OCTET STRING of zeros under a private OID; verifiers ignore it.
+            let len = (spec.padding as u32).to_be_bytes();
+            let skip = len.iter().take_while(|&&b| b == 0).count();
+            let mut content = vec![0x04];
+            if spec.padding >= 0x80 {
+                content.push(0x80 | (4 - skip) as u8);
+            }
+            content.extend_from_slice(&len[skip.min(3)..]);
+            content.resize(content.len() + spec.padding, 0);
+            params
+                .custom_extensions
+                .push(rcgen::CustomExtension::from_oid_content(
+                    &[1, 3, 6, 1, 4, 1, 55555, 1],
+                    content,
+                ));
         }
         let cert = params.signed_by(&key, &self.issuer).expect("sign leaf");
         let cert_pem = cert.pem();
