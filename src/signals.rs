@@ -43,16 +43,16 @@ impl Controller {
         }
     }
 
-    /// Runs one reload with its log lines, bracketed by the `reloading` phase (SPEC 9).
-    /// `announce` is logged once the phase is entered, so that whoever reads the line finds
-    /// the status endpoint already saying `reloading`. Skipped once shutdown started.
+    /// Runs one reload with its log lines, bracketed by the `reloading` phase, in SPEC 9's
+    /// order: `announce` (the signal's line) first, the phase last. Skipped once shutdown
+    /// started.
     pub fn reload(&self, announce: Option<&str>) {
+        if let Some(line) = announce {
+            log::info!("{line}");
+        }
         let _serial = self.reloading.lock();
         if self.proxy.is_shutting_down() || !self.lifecycle.enter(Phase::Reloading) {
             return;
-        }
-        if let Some(line) = announce {
-            log::info!("{line}");
         }
         let result = (self.reloader)();
         if let Some(m) = self.proxy.metrics() {
@@ -62,9 +62,8 @@ impl Controller {
             Ok(subject) => log::info!("loaded certificate: {subject}"),
             Err(e) => log::error!("error reloading TLS configuration: {e}"),
         }
-        // Back to listening before the line says so, as with `announce`.
-        self.lifecycle.enter(Phase::Listening);
         log::info!("reloading configuration complete");
+        self.lifecycle.enter(Phase::Listening);
     }
 
     /// Starts the graceful shutdown (SPEC 12.2) with `message` as its first log line; a second

@@ -281,9 +281,16 @@ fn reloading_is_reported_during_a_slow_reload() {
         "received hangup, reloading TLS configuration",
         Duration::from_secs(10),
     );
+    // The status turns `reloading` just after that line (SPEC 9, step 1), and stays so while
+    // the key's FIFO has no writer.
+    let reloading = eventually(Duration::from_secs(5), || {
+        http(&status, "GET", "/_status")
+            .body
+            .contains("\"message\":\"reloading\"")
+    });
     let r = http(&status, "GET", "/_status");
+    assert!(reloading, "{}", r.body);
     assert_eq!(r.code, 200, "a reload is still healthy: {}", r.body);
-    assert!(r.body.contains("\"message\":\"reloading\""), "{}", r.body);
     assert!(!r.body.contains("\"last_reload\":\"0001-"), "{}", r.body);
     feed(fifo, key).join().unwrap();
     d.wait_log("reloading configuration complete", Duration::from_secs(10));
