@@ -108,15 +108,14 @@ impl Proxy {
             if !self.take_slot() {
                 return;
             }
-            match listener.accept() {
+            let error = match listener.accept() {
                 Ok(stream) => {
-                    backoff = Duration::ZERO;
                     if let Some(m) = self.metrics() {
                         Metrics::inc(&m.accept_total);
                     }
                     let proxy = self.clone();
                     let connector = connector.clone();
-                    self.pool.run(Box::new(move || {
+                    let started = self.pool.run(Box::new(move || {
                         proxy.active.fetch_add(1, Ordering::Relaxed);
                         if let Some(m) = proxy.metrics() {
                             m.conn_open.fetch_add(1, Ordering::Relaxed);
@@ -124,21 +123,33 @@ impl Proxy {
                         let _slot = Slot(proxy.clone(), Instant::now());
                         connector.handle(stream, &proxy);
                     }));
+                    match started {
+                        Ok(()) => {
+                            backoff = Duration::ZERO;
+                            continue;
+                        }
+                        // The connection is closed: no thread, no service. Like an accept
+                        // error, it backs off rather than hammering a process at its limit.
+                        Err(e) => format!(
+                            "cannot start a thread for the connection: {}",
+                            crate::net::strip_os_error(&e)
+                        ),
+                    }
                 }
-                Err(e) => {
+                Err(_) if self.is_shutting_down() => {
                     self.release_slot();
-                    if self.is_shutting_down() {
-                        return;
-                    }
-                    if let Some(m) = self.metrics() {
-                        Metrics::inc(&m.accept_error);
-                    }
-                    log::info!(target: CONN_ERRS, "error accepting connection: {}", crate::net::strip_os_error(&e));
-                    // 5 ms, doubling per consecutive error, up to 1 s (SPEC 7.1).
-                    backoff = (backoff * 2).clamp(Duration::from_millis(5), Duration::from_secs(1));
-                    std::thread::sleep(backoff);
+                    return;
                 }
+                Err(e) => crate::net::strip_os_error(&e),
+            };
+            self.release_slot();
+            if let Some(m) = self.metrics() {
+                Metrics::inc(&m.accept_error);
             }
+            log::info!(target: CONN_ERRS, "error accepting connection: {error}");
+            // 5 ms, doubling per consecutive error, up to 1 s (SPEC 7.1).
+            backoff = (backoff * 2).clamp(Duration::from_millis(5), Duration::from_secs(1));
+            std::thread::sleep(backoff);
         }
     }
 
@@ -231,13 +242,16 @@ struct PoolState {
 }
 
 impl Pool {
-    fn run(&self, job: Job) {
+    /// Gives `job` to an idle worker, or to a new one. When no thread can be started the job
+    /// is dropped unrun and the error returned; running it here instead would hold the accept
+    /// loop for the connection's whole life.
+    fn run(&self, job: Job) -> std::io::Result<()> {
         let (lock_, cvar) = &*self.state;
         let mut st = lock(lock_);
         st.jobs.push_back(job);
         if st.idle >= st.jobs.len() {
             cvar.notify_one();
-            return;
+            return Ok(());
         }
         drop(st);
         let state = self.state.clone();
@@ -245,11 +259,19 @@ impl Pool {
             .name("conn".into())
             .stack_size(WORKER_STACK)
             .spawn(move || worker(&state));
-        if let Err(e) = spawned {
-            // No thread: run the job here rather than lose the connection's slot.
-            log::info!(target: CONN_ERRS, "error accepting connection: cannot start worker: {e}");
-            if let Some(job) = lock(lock_).jobs.pop_back() {
-                job();
+        match spawned {
+            Ok(_) => Ok(()),
+            Err(e) => {
+                // Only this thread queues jobs and workers take them from the front, so the
+                // back is this job unless a worker freed up meanwhile and took it.
+                let job = lock(lock_).jobs.pop_back();
+                match job {
+                    Some(job) => {
+                        drop(job);
+                        Err(e)
+                    }
+                    None => Ok(()),
+                }
             }
         }
     }

@@ -74,6 +74,8 @@ fn pump(mut r: impl Read + Send + 'static, buf: Arc<Buf>) -> thread::JoinHandle<
 pub struct Cmd {
     args: Vec<OsString>,
     envs: Vec<(OsString, OsString)>,
+    /// A command line that runs the binary (e.g. `setpriv ...`), the binary's path appended.
+    wrapper: Vec<OsString>,
 }
 
 impl Cmd {
@@ -81,6 +83,7 @@ impl Cmd {
         Cmd {
             args: vec![mode.into()],
             envs: vec![],
+            wrapper: vec![],
         }
     }
 
@@ -89,6 +92,7 @@ impl Cmd {
         Cmd {
             args: vec![],
             envs: vec![],
+            wrapper: vec![],
         }
     }
 
@@ -111,8 +115,25 @@ impl Cmd {
         self
     }
 
+    /// Runs the binary through `wrapper` (its path appended to the wrapper's arguments).
+    pub fn wrap<I, S>(mut self, wrapper: I) -> Cmd
+    where
+        I: IntoIterator<Item = S>,
+        S: Into<OsString>,
+    {
+        self.wrapper = wrapper.into_iter().map(Into::into).collect();
+        self
+    }
+
     fn command(&self) -> Command {
-        let mut c = Command::new(BIN);
+        let mut c = match self.wrapper.split_first() {
+            Some((first, rest)) => {
+                let mut c = Command::new(first);
+                c.args(rest).arg(BIN);
+                c
+            }
+            None => Command::new(BIN),
+        };
         c.args(&self.args)
             // Keep the tests independent of the host environment's fallbacks.
             .env_remove("KEYSTORE_PATH")
