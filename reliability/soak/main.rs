@@ -76,25 +76,31 @@ impl Ctx {
         } else {
             (None, None)
         };
-        let common = |listen: SocketAddr, target: String, keystore: &str, st: Option<SocketAddr>| {
-            let mut a = vec![
-                "--listen".to_string(),
-                listen.to_string(),
-                "--target".into(),
-                target,
-                "--keystore".into(),
-                self.path(keystore),
-                "--cacert".into(),
-                self.path("ca.pem"),
-                "--quiet=conns".into(),
-            ];
-            if let Some(st) = st {
-                a.extend(["--status".into(), format!("http://{st}")]);
-            }
-            a
-        };
+        let common =
+            |listen: SocketAddr, target: String, keystore: &str, st: Option<SocketAddr>| {
+                let mut a = vec![
+                    "--listen".to_string(),
+                    listen.to_string(),
+                    "--target".into(),
+                    target,
+                    "--keystore".into(),
+                    self.path(keystore),
+                    "--cacert".into(),
+                    self.path("ca.pem"),
+                    "--quiet=conns".into(),
+                ];
+                if let Some(st) = st {
+                    a.extend(["--status".into(), format!("http://{st}")]);
+                }
+                a
+            };
         let mut sargs = vec!["server".to_string()];
-        sargs.extend(common(saddr, self.backend.addr.to_string(), "server.pem", sstat));
+        sargs.extend(common(
+            saddr,
+            self.backend.addr.to_string(),
+            "server.pem",
+            sstat,
+        ));
         sargs.extend(["--allow-cn", "client-a", "--allow-cn", "client-b"].map(String::from));
         sargs.extend(server_extra.iter().map(|s| s.to_string()));
         let mut cargs = vec!["client".to_string()];
@@ -127,7 +133,11 @@ impl Ctx {
     fn no_panics(&mut self, daemons: &[&Daemon]) {
         for d in daemons {
             let n = d.count("panick");
-            self.check(n == 0, &format!("{}: no panic in the log", d.name), format!("{n} lines"));
+            self.check(
+                n == 0,
+                &format!("{}: no panic in the log", d.name),
+                format!("{n} lines"),
+            );
         }
     }
 }
@@ -265,7 +275,10 @@ fn verify_idle(conns: Vec<TcpStream>) -> Vec<String> {
         .collect();
     handles
         .into_iter()
-        .flat_map(|h| h.join().unwrap_or_else(|_| vec!["verifier panicked".into()]))
+        .flat_map(|h| {
+            h.join()
+                .unwrap_or_else(|_| vec!["verifier panicked".into()])
+        })
         .collect()
 }
 
@@ -350,30 +363,35 @@ fn soak(ctx: &mut Ctx, duration: Duration, idle_n: usize) {
     let churn = Churn::start(client.addr, if ctx.quick { 4 } else { 6 }, 256 * 1024);
     let bad_every = if ctx.quick { 10 } else { 60 };
     let dir = ctx.dir.clone();
-    let reloads = every(&stop, Duration::from_secs(1), (0u64, 0u64), move |n, tick| {
-        let install = |from: &str, to: &str| {
-            let tmp = dir.join(format!(".{to}.tmp"));
-            let _ = std::fs::copy(dir.join(from), &tmp);
-            let _ = std::fs::rename(&tmp, dir.join(to));
-        };
-        if tick % bad_every == 0 {
-            install("bad.pem", "server.pem");
-            install("bad.pem", "client.pem");
-            n.1 += 1;
-        } else {
-            let ab = if tick % 2 == 0 { "a" } else { "b" };
-            install(&format!("server-{ab}.pem"), "server.pem");
-            install(&format!("client-{ab}.pem"), "client.pem");
-            n.0 += 1;
-        }
-        for pid in [spid, cpid] {
-            // SAFETY: kill(2) on a child of this process.
-            #[allow(unsafe_code)]
-            unsafe {
-                libc::kill(pid, SIGHUP);
+    let reloads = every(
+        &stop,
+        Duration::from_secs(1),
+        (0u64, 0u64),
+        move |n, tick| {
+            let install = |from: &str, to: &str| {
+                let tmp = dir.join(format!(".{to}.tmp"));
+                let _ = std::fs::copy(dir.join(from), &tmp);
+                let _ = std::fs::rename(&tmp, dir.join(to));
+            };
+            if tick % bad_every == 0 {
+                install("bad.pem", "server.pem");
+                install("bad.pem", "client.pem");
+                n.1 += 1;
+            } else {
+                let ab = if tick % 2 == 0 { "a" } else { "b" };
+                install(&format!("server-{ab}.pem"), "server.pem");
+                install(&format!("client-{ab}.pem"), "client.pem");
+                n.0 += 1;
             }
-        }
-    });
+            for pid in [spid, cpid] {
+                // SAFETY: kill(2) on a child of this process.
+                #[allow(unsafe_code)]
+                unsafe {
+                    libc::kill(pid, SIGHUP);
+                }
+            }
+        },
+    );
     let status_addrs = [server.status.unwrap(), client.status.unwrap()];
     let polls = every(
         &stop,
@@ -400,7 +418,10 @@ fn soak(ctx: &mut Ctx, duration: Duration, idle_n: usize) {
             p.1 = p.1.max(rig::sample(cpid));
         },
     );
-    let loaded_before = (server.count("loaded certificate"), client.count("loaded certificate"));
+    let loaded_before = (
+        server.count("loaded certificate"),
+        client.count("loaded certificate"),
+    );
     let soak_start = Instant::now();
     let report_every = Duration::from_secs(if ctx.quick { 10 } else { 60 });
     while soak_start.elapsed() < duration {
@@ -495,7 +516,10 @@ fn soak(ctx: &mut Ctx, duration: Duration, idle_n: usize) {
         "soak: churn exchanges (verified)",
         format!("{} ({:.0}/s)", stats.ok(), stats.ok() as f64 / secs),
     );
-    ctx.figure("soak: churn bytes (verified, both ways)", mib(stats.bytes()));
+    ctx.figure(
+        "soak: churn bytes (verified, both ways)",
+        mib(stats.bytes()),
+    );
     ctx.figure(
         "soak: churn latency p50 / p99",
         format!(
@@ -504,7 +528,10 @@ fn soak(ctx: &mut Ctx, duration: Duration, idle_n: usize) {
             ms(stats.percentile(0, usize::MAX, 99.0))
         ),
     );
-    ctx.figure("soak: reloads per proxy (good + bad)", format!("{good} + {bad}"));
+    ctx.figure(
+        "soak: reloads per proxy (good + bad)",
+        format!("{good} + {bad}"),
+    );
     ctx.figure("soak: /_status polls ok", polls.ok);
     ctx.figure("soak: server peak", peak_s);
     ctx.figure("soak: client peak", peak_c);
@@ -565,7 +592,9 @@ fn watch_closed(held: &mut [&mut Held], limit: Duration) {
     let t = Instant::now();
     let mut buf = [0u8; 4096];
     while t.elapsed() < limit {
-        let open: Vec<usize> = (0..held.len()).filter(|&i| held[i].closed.is_none()).collect();
+        let open: Vec<usize> = (0..held.len())
+            .filter(|&i| held[i].closed.is_none())
+            .collect();
         if open.is_empty() {
             return;
         }
@@ -636,7 +665,10 @@ fn hostile(ctx: &mut Ctx) {
     let opened = attack.elapsed();
     // One more byte of the ClientHello per second on every drip connection.
     let stop = Arc::new(AtomicBool::new(false));
-    let drip_socks: Vec<TcpStream> = drips.iter().filter_map(|h| h.sock.try_clone().ok()).collect();
+    let drip_socks: Vec<TcpStream> = drips
+        .iter()
+        .filter_map(|h| h.sock.try_clone().ok())
+        .collect();
     let dripper = every(&stop, Duration::from_secs(1), 1usize, move |pos, _| {
         use std::io::Write;
         for s in &drip_socks {
@@ -664,12 +696,21 @@ fn hostile(ctx: &mut Ctx) {
     );
     let lo = ct.saturating_sub(Duration::from_millis(100));
     let hi = ct + Duration::from_millis(1500);
-    for (name, held) in [("silent", &silent), ("ClientHello only", &hellos), ("drip", &drips)] {
+    for (name, held) in [
+        ("silent", &silent),
+        ("ClientHello only", &hellos),
+        ("drip", &drips),
+    ] {
         let (n, min, max) = closed_range(held);
         ctx.check(
             n == held.len() && min >= lo && max <= hi,
             &format!("hostile: {name} peers cut at --connect-timeout ({cts})"),
-            format!("{n} of {} closed, between {} and {}", held.len(), ms(min), ms(max)),
+            format!(
+                "{n} of {} closed, between {} and {}",
+                held.len(),
+                ms(min),
+                ms(max)
+            ),
         );
     }
     let (n, _, max) = closed_range(&junk);
@@ -682,9 +723,17 @@ fn hostile(ctx: &mut Ctx) {
     ctx.check(
         failures.is_empty(),
         "hostile: legitimate clients all served",
-        format!("{} ok, {} failed {:?}", stats.ok(), failures.len(), failures.first()),
+        format!(
+            "{} ok, {} failed {:?}",
+            stats.ok(),
+            failures.len(),
+            failures.first()
+        ),
     );
-    let (p50b, p99b) = (stats.percentile(0, base_n, 50.0), stats.percentile(0, base_n, 99.0));
+    let (p50b, p99b) = (
+        stats.percentile(0, base_n, 50.0),
+        stats.percentile(0, base_n, 99.0),
+    );
     let (p50h, p99h) = (
         stats.percentile(base_n, attack_n, 50.0),
         stats.percentile(base_n, attack_n, 99.0),
@@ -734,7 +783,9 @@ fn hostile(ctx: &mut Ctx) {
 
 /// Retries an exchange through `addr` until one succeeds; returns how long that took.
 fn recovers(addr: SocketAddr, limit: Duration) -> Option<Duration> {
-    wait_for(limit, || rig::exchange(addr, rig::next_id(), 5000, 5000).is_ok())
+    wait_for(limit, || {
+        rig::exchange(addr, rig::next_id(), 5000, 5000).is_ok()
+    })
 }
 
 /// Accept errors (too many open files) back off, and service resumes by itself.
@@ -779,8 +830,14 @@ fn exhaust_fds(ctx: &mut Ctx) {
         format!("{back:?} after the load dropped"),
     );
     ctx.no_panics(&[&server, &client]);
-    ctx.figure("fds: limit / idle / at exhaustion", format!("64 / {} / {}", base.fds, peak.fds));
-    ctx.figure("fds: accept error lines", format!("{errors} in {secs:.1} s"));
+    ctx.figure(
+        "fds: limit / idle / at exhaustion",
+        format!("64 / {} / {}", base.fds, peak.fds),
+    );
+    ctx.figure(
+        "fds: accept error lines",
+        format!("{errors} in {secs:.1} s"),
+    );
     ctx.figure(
         "fds: recovered after the load dropped",
         back.map_or("no".into(), ms),
@@ -805,7 +862,11 @@ fn exhaust_threads(ctx: &mut Ctx) {
     ];
     let (server, client) = ctx.pair("threads", &wrap, &["--connect-timeout", "20s"], &[], false);
     let first = rig::exchange(client.addr, rig::next_id(), 5000, 5000);
-    ctx.check(first.is_ok(), "threads: served before", format!("{first:?}"));
+    ctx.check(
+        first.is_ok(),
+        "threads: served before",
+        format!("{first:?}"),
+    );
     let base = server.sample();
     let n = 30;
     let mut held = open_raw(server.addr, n, b"");
@@ -835,7 +896,10 @@ fn exhaust_threads(ctx: &mut Ctx) {
     ctx.check(
         errors > 0 && errors <= 12,
         "threads: thread creation failures logged as accept errors, with backoff",
-        format!("{errors} lines: {}", line.split_once(' ').map_or("none", |l| l.1)),
+        format!(
+            "{errors} lines: {}",
+            line.split_once(' ').map_or("none", |l| l.1)
+        ),
     );
     drop(held);
     let back = recovers(client.addr, Duration::from_secs(15));
@@ -921,7 +985,11 @@ fn faults(ctx: &mut Ctx) {
     );
     ctx.backend.set_up(true);
     let back = recovers(addr, Duration::from_secs(5));
-    ctx.check(back.is_some(), "faults: backend back: served", format!("{back:?}"));
+    ctx.check(
+        back.is_some(),
+        "faults: backend back: served",
+        format!("{back:?}"),
+    );
 
     // Flapping.
     let churn = Churn::start(addr, 4, 64 * 1024);
@@ -1031,7 +1099,11 @@ fn faults(ctx: &mut Ctx) {
     ctx.check(
         read.iter().all(|r| r.is_ok()),
         "faults: slow readers: streams intact",
-        format!("{} read in 8 s by {n} readers {:?}", mib(total), read.iter().find(|r| r.is_err())),
+        format!(
+            "{} read in 8 s by {n} readers {:?}",
+            mib(total),
+            read.iter().find(|r| r.is_err())
+        ),
     );
     let growth = (peak.0.rss_kib.saturating_sub(base_s.rss_kib)
         + peak.1.rss_kib.saturating_sub(base_c.rss_kib)) as f64
@@ -1077,7 +1149,9 @@ fn shutdown(ctx: &mut Ctx) {
         })
         .collect();
     let backend = &ctx.backend;
-    let flowing = wait_for(Duration::from_secs(10), || long.iter().all(|(id, _)| backend.saw(*id)));
+    let flowing = wait_for(Duration::from_secs(10), || {
+        long.iter().all(|(id, _)| backend.saw(*id))
+    });
     ctx.check(flowing.is_some(), "shutdown: long transfers in flight", "");
     thread::sleep(Duration::from_millis(300));
     let t = Instant::now();
@@ -1087,13 +1161,21 @@ fn shutdown(ctx: &mut Ctx) {
         long.into_iter().map(|(_, h)| h.join().unwrap()).collect();
     let finished = t.elapsed();
     let stats = churn.stop();
-    let exits = (server.wait_exit(Duration::from_secs(20)), client.wait_exit(Duration::from_secs(20)));
+    let exits = (
+        server.wait_exit(Duration::from_secs(20)),
+        client.wait_exit(Duration::from_secs(20)),
+    );
     let exited = t.elapsed();
     let broken: Vec<&Result<(), String>> = results.iter().filter(|r| r.is_err()).collect();
     ctx.check(
         broken.is_empty(),
         "shutdown: in-flight transfers completed intact",
-        format!("8 of 8 expected, {} broken {:?}, done {} after SIGTERM", broken.len(), broken.first(), ms(finished)),
+        format!(
+            "8 of 8 expected, {} broken {:?}, done {} after SIGTERM",
+            broken.len(),
+            broken.first(),
+            ms(finished)
+        ),
     );
     let lost: Vec<(u64, String)> = stats
         .failures()
@@ -1103,7 +1185,13 @@ fn shutdown(ctx: &mut Ctx) {
     ctx.check(
         lost.is_empty(),
         "shutdown: churn exchanges that reached the backend completed",
-        format!("{} ok, {} refused after SIGTERM, {} broken {:?}", stats.ok(), stats.failures().len(), lost.len(), lost.first()),
+        format!(
+            "{} ok, {} refused after SIGTERM, {} broken {:?}",
+            stats.ok(),
+            stats.failures().len(),
+            lost.len(),
+            lost.first()
+        ),
     );
     ctx.check(
         exits.0.and_then(|s| s.code()) == Some(0) && exits.1.and_then(|s| s.code()) == Some(0),
@@ -1122,7 +1210,9 @@ fn shutdown(ctx: &mut Ctx) {
     server.signal(SIGTERM);
     thread::sleep(Duration::from_millis(500));
     let draining = server.try_exit().is_none()
-        && server.log_text().contains("shutdown proxy, waiting for drain");
+        && server
+            .log_text()
+            .contains("shutdown proxy, waiting for drain");
     let t = Instant::now();
     server.signal(SIGTERM);
     let exit = server.wait_exit(Duration::from_secs(5));

@@ -463,10 +463,7 @@ impl Daemon {
             }
             None => Command::new(bin),
         };
-        cmd.args(&args)
-            .stdin(Stdio::null())
-            .stdout(out)
-            .stderr(err);
+        cmd.args(&args).stdin(Stdio::null()).stdout(out).stderr(err);
         let child = cmd.spawn().map_err(|e| format!("{name}: {e}"))?;
         let mut d = Daemon {
             name: name.into(),
@@ -499,7 +496,10 @@ impl Daemon {
     }
 
     pub fn count(&self, needle: &str) -> usize {
-        self.log_text().lines().filter(|l| l.contains(needle)).count()
+        self.log_text()
+            .lines()
+            .filter(|l| l.contains(needle))
+            .count()
     }
 
     pub fn signal(&self, sig: i32) {
@@ -563,7 +563,8 @@ pub fn sample(pid: i32) -> Sample {
 
 /// GET /_status over plain HTTP: the status code and body.
 pub fn get_status(addr: SocketAddr) -> Result<(u16, String), String> {
-    let mut s = TcpStream::connect_timeout(&addr, Duration::from_secs(5)).map_err(|e| e.to_string())?;
+    let mut s =
+        TcpStream::connect_timeout(&addr, Duration::from_secs(5)).map_err(|e| e.to_string())?;
     s.set_read_timeout(Some(Duration::from_secs(10)))
         .map_err(|e| e.to_string())?;
     s.write_all(b"GET /_status HTTP/1.1\r\nHost: soak\r\nConnection: close\r\n\r\n")
@@ -576,7 +577,11 @@ pub fn get_status(addr: SocketAddr) -> Result<(u16, String), String> {
         .nth(1)
         .and_then(|c| c.parse().ok())
         .ok_or_else(|| format!("bad response: {text:?}"))?;
-    let body = text.split("\r\n\r\n").nth(1).unwrap_or_default().to_string();
+    let body = text
+        .split("\r\n\r\n")
+        .nth(1)
+        .unwrap_or_default()
+        .to_string();
     Ok((code, body))
 }
 
