@@ -239,6 +239,8 @@ struct Pool {
 struct PoolState {
     jobs: VecDeque<Job>,
     idle: usize,
+    /// Worker threads alive, busy or idle.
+    workers: usize,
 }
 
 impl Pool {
@@ -253,6 +255,7 @@ impl Pool {
             cvar.notify_one();
             return Ok(());
         }
+        st.workers += 1;
         drop(st);
         let state = self.state.clone();
         let spawned = std::thread::Builder::new()
@@ -264,7 +267,11 @@ impl Pool {
             Err(e) => {
                 // Only this thread queues jobs and workers take them from the front, so the
                 // back is this job unless a worker freed up meanwhile and took it.
-                let job = lock(lock_).jobs.pop_back();
+                let job = {
+                    let mut st = lock(lock_);
+                    st.workers -= 1;
+                    st.jobs.pop_back()
+                };
                 match job {
                     Some(job) => {
                         drop(job);
@@ -294,6 +301,12 @@ fn worker(state: &(Mutex<PoolState>, Condvar)) {
                 st = g;
                 st.idle -= 1;
                 if timeout.timed_out() && st.jobs.is_empty() {
+                    st.workers -= 1;
+                    let last = st.workers == 0;
+                    drop(st);
+                    if last {
+                        release_free_memory();
+                    }
                     return;
                 }
             }
@@ -302,6 +315,19 @@ fn worker(state: &(Mutex<PoolState>, Condvar)) {
         if std::panic::catch_unwind(std::panic::AssertUnwindSafe(job)).is_err() {
             log::info!(target: CONN_ERRS, "error during copy: connection handler panicked");
         }
+    }
+}
+
+/// Hands the allocator's free memory back to the system. Called when the last worker leaves,
+/// i.e. once the proxy has been idle for [`WORKER_IDLE`]: glibc keeps what a burst of
+/// connection threads freed in their arenas, and without this the resident size stays at the
+/// burst's high-water mark.
+fn release_free_memory() {
+    #[cfg(target_env = "gnu")]
+    // SAFETY: malloc_trim(3) only walks and trims the allocator's own free lists.
+    #[allow(unsafe_code)]
+    unsafe {
+        libc::malloc_trim(0);
     }
 }
 
