@@ -8,6 +8,7 @@
 #   DURATION=120 IDLE=2000 reliability/soak.sh
 #   ONLY=hostile,faults reliability/soak.sh --quick
 #   PROFILE=dev reliability/soak.sh --quick    # a debug build instead of release
+#   KEEP=1 reliability/soak.sh --quick         # keep the daemons' logs
 #
 # Needs root for the thread-exhaustion phase (it runs one daemon as an unused uid under a low
 # RLIMIT_NPROC with setpriv and prlimit), openssl for the throwaway certificates.
@@ -15,7 +16,8 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 PROFILE=${PROFILE:-release}
 WORK=$(mktemp -d)
-trap 'rm -rf "$WORK"' EXIT
+# KEEP=1 keeps the certificates and the daemons' logs.
+if [ -n "${KEEP:-}" ]; then echo "soak: keeping $WORK" >&2; else trap 'rm -rf "$WORK"' EXIT; fi
 
 args=()
 [ "${1:-}" = --quick ] && args+=(--quick)

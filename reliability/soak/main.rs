@@ -14,7 +14,7 @@ mod rig;
 
 use std::net::{SocketAddr, TcpStream};
 use std::os::unix::process::ExitStatusExt;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::thread;
@@ -303,11 +303,11 @@ fn every<S: Send + 'static>(
 ) -> thread::JoinHandle<S> {
     let stop = stop.clone();
     rig::spawn(move || {
-        let start = Instant::now();
         let mut tick = 0;
         while !stop.load(Ordering::SeqCst) {
             tick += 1;
-            let next = start + every * tick as u32;
+            // Late ticks are not caught up: runs stay at least `every` apart.
+            let next = Instant::now() + every;
             while Instant::now() < next && !stop.load(Ordering::SeqCst) {
                 thread::sleep(Duration::from_millis(20).min(next - Instant::now()));
             }
@@ -362,6 +362,7 @@ fn soak(ctx: &mut Ctx, duration: Duration, idle_n: usize) {
     let stop = Arc::new(AtomicBool::new(false));
     let churn = Churn::start(client.addr, if ctx.quick { 4 } else { 6 }, 256 * 1024);
     let bad_every = if ctx.quick { 10 } else { 60 };
+    let (slog, clog) = (server.log.clone(), client.log.clone());
     let dir = ctx.dir.clone();
     let reloads = every(
         &stop,
@@ -383,12 +384,21 @@ fn soak(ctx: &mut Ctx, duration: Duration, idle_n: usize) {
                 install(&format!("client-{ab}.pem"), "client.pem");
                 n.0 += 1;
             }
-            for pid in [spid, cpid] {
+            let done = |log: &Path| {
+                std::fs::read_to_string(log)
+                    .unwrap_or_default()
+                    .matches("reloading configuration complete")
+                    .count()
+            };
+            for (pid, log) in [(spid, &slog), (cpid, &clog)] {
+                let before = done(log);
                 // SAFETY: kill(2) on a child of this process.
                 #[allow(unsafe_code)]
                 unsafe {
                     libc::kill(pid, SIGHUP);
                 }
+                // One reload at a time, so that signals never coalesce.
+                wait_for(Duration::from_secs(5), || done(log) > before);
             }
         },
     );
