@@ -318,6 +318,22 @@ fn worker(state: &(Mutex<PoolState>, Condvar)) {
     }
 }
 
+/// Caps glibc's malloc arenas at one per CPU. glibc adds arenas as threads contend, up to eight
+/// per CPU; a burst of connection threads creates them all and each keeps memory after the
+/// burst (500 connections: 15 MiB an idle minute later instead of 10). No more threads than
+/// CPUs run at once, so the extra arenas buy little. Call once at startup, before the threads.
+pub fn limit_allocator_arenas() {
+    #[cfg(target_env = "gnu")]
+    {
+        let cpus = std::thread::available_parallelism().map_or(2, |n| n.get());
+        // SAFETY: mallopt(3) only sets an allocator parameter.
+        #[allow(unsafe_code)]
+        unsafe {
+            libc::mallopt(libc::M_ARENA_MAX, i32::try_from(cpus).unwrap_or(i32::MAX));
+        }
+    }
+}
+
 /// Hands the allocator's free memory back to the system. Called when the last worker leaves,
 /// i.e. once the proxy has been idle for [`WORKER_IDLE`]: glibc keeps what a burst of
 /// connection threads freed in their arenas, and without this the resident size stays at the

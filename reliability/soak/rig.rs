@@ -669,6 +669,11 @@ impl Churn {
         }
     }
 
+    pub fn stop_after(self, d: Duration) -> Arc<ChurnStats> {
+        thread::sleep(d);
+        self.stop()
+    }
+
     pub fn stop(self) -> Arc<ChurnStats> {
         self.stop.store(true, Ordering::SeqCst);
         for h in self.handles {
