@@ -110,6 +110,7 @@ fn run(args: Vec<std::ffi::OsString>) -> Result<ExitCode, Failure> {
             hostname.as_deref().unwrap_or_default(),
         ))
     });
+    ghostunnel::memory::limit_arenas();
     let proxy = Proxy::new(config.max_concurrent_conns, metrics.clone());
     let https = https_client(&config)?;
     let parts = match &config.mode {

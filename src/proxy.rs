@@ -123,15 +123,14 @@ impl Proxy {
             if !self.take_slot() {
                 return;
             }
-            match listener.accept() {
+            let error = match listener.accept() {
                 Ok(stream) => {
-                    backoff = Duration::ZERO;
                     if let Some(m) = self.metrics() {
                         Metrics::inc(&m.accept_total);
                     }
                     let proxy = self.clone();
                     let connector = connector.clone();
-                    self.pool.run(Box::new(move || {
+                    let started = self.pool.run(Box::new(move || {
                         proxy.active.fetch_add(1, Ordering::Relaxed);
                         if let Some(m) = proxy.metrics() {
                             m.conn_open.fetch_add(1, Ordering::Relaxed);
@@ -139,21 +138,33 @@ impl Proxy {
                         let _slot = Slot(proxy.clone(), Instant::now());
                         connector.handle(stream, &proxy);
                     }));
+                    match started {
+                        Ok(()) => {
+                            backoff = Duration::ZERO;
+                            continue;
+                        }
+                        // The connection is closed: no thread, no service. Like an accept
+                        // error, it backs off rather than hammering a process at its limit.
+                        Err(e) => format!(
+                            "cannot start a thread for the connection: {}",
+                            crate::net::strip_os_error(&e)
+                        ),
+                    }
                 }
-                Err(e) => {
+                Err(_) if self.is_shutting_down() => {
                     self.release_slot();
-                    if self.is_shutting_down() {
-                        return;
-                    }
-                    if let Some(m) = self.metrics() {
-                        Metrics::inc(&m.accept_error);
-                    }
-                    log::error!(target: CONN_ERRS, "error accepting connection: {}", crate::net::strip_os_error(&e));
-                    // 5 ms, doubling per consecutive error, up to 1 s (SPEC 7.1).
-                    backoff = (backoff * 2).clamp(Duration::from_millis(5), Duration::from_secs(1));
-                    std::thread::sleep(backoff);
+                    return;
                 }
+                Err(e) => crate::net::strip_os_error(&e),
+            };
+            self.release_slot();
+            if let Some(m) = self.metrics() {
+                Metrics::inc(&m.accept_error);
             }
+            log::error!(target: CONN_ERRS, "error accepting connection: {error}");
+            // 5 ms, doubling per consecutive error, up to 1 s (SPEC 7.1).
+            backoff = (backoff * 2).clamp(Duration::from_millis(5), Duration::from_secs(1));
+            std::thread::sleep(backoff);
         }
     }
 
@@ -250,28 +261,46 @@ struct Pool {
 struct PoolState {
     jobs: VecDeque<Job>,
     idle: usize,
+    /// Worker threads alive, busy or idle.
+    workers: usize,
 }
 
 impl Pool {
-    fn run(&self, job: Job) {
+    /// Gives `job` to an idle worker, or to a new one. When no thread can be started the job
+    /// is dropped unrun and the error returned; running it here instead would hold the accept
+    /// loop for the connection's whole life.
+    fn run(&self, job: Job) -> std::io::Result<()> {
         let (lock_, cvar) = &*self.state;
         let mut st = lock(lock_);
         st.jobs.push_back(job);
         if st.idle >= st.jobs.len() {
             cvar.notify_one();
-            return;
+            return Ok(());
         }
+        st.workers += 1;
         drop(st);
         let state = self.state.clone();
         let spawned = std::thread::Builder::new()
             .name("conn".into())
             .stack_size(WORKER_STACK)
             .spawn(move || worker(&state));
-        if let Err(e) = spawned {
-            // No thread: run the job here rather than lose the connection's slot.
-            log::error!(target: CONN_ERRS, "error accepting connection: cannot start worker: {e}");
-            if let Some(job) = lock(lock_).jobs.pop_back() {
-                job();
+        match spawned {
+            Ok(_) => Ok(()),
+            Err(e) => {
+                // Only this thread queues jobs and workers take them from the front, so the
+                // back is this job unless a worker freed up meanwhile and took it.
+                let job = {
+                    let mut st = lock(lock_);
+                    st.workers -= 1;
+                    st.jobs.pop_back()
+                };
+                match job {
+                    Some(job) => {
+                        drop(job);
+                        Err(e)
+                    }
+                    None => Ok(()),
+                }
             }
         }
     }
@@ -289,7 +318,7 @@ fn worker(state: &(Mutex<PoolState>, Condvar)) {
                     break job;
                 }
                 if st.idle >= MAX_IDLE_WORKERS {
-                    return;
+                    return leave(st);
                 }
                 st.idle += 1;
                 let wait = if settled { WORKER_IDLE } else { WORKER_SETTLE };
@@ -301,7 +330,7 @@ fn worker(state: &(Mutex<PoolState>, Condvar)) {
                 st.idle -= 1;
                 if timeout.timed_out() && st.jobs.is_empty() {
                     if settled {
-                        return;
+                        return leave(st);
                     }
                     settled = true;
                     drop(st);
@@ -314,6 +343,17 @@ fn worker(state: &(Mutex<PoolState>, Condvar)) {
         if std::panic::catch_unwind(std::panic::AssertUnwindSafe(job)).is_err() {
             log::error!(target: CONN_ERRS, "error during copy: connection handler panicked");
         }
+    }
+}
+
+/// A worker leaves the pool. The last one to go (the proxy has been idle for [`WORKER_IDLE`])
+/// hands the allocator's free memory back to the system.
+fn leave(mut st: MutexGuard<'_, PoolState>) {
+    st.workers -= 1;
+    let last = st.workers == 0;
+    drop(st);
+    if last {
+        crate::memory::trim();
     }
 }
 

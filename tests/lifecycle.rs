@@ -163,6 +163,99 @@ fn shutdown_timeout_forces_exit_one() {
     drop(s);
 }
 
+/// A connection thread that cannot be started (RLIMIT_NPROC reached) is an accept error
+/// (SPEC 7.1): that connection is closed, the log says why, the loop backs off and keeps
+/// going, and service resumes once threads free up. The daemon runs as an unused uid, since
+/// root is exempt from the limit; skipped when not root.
+#[test]
+fn thread_exhaustion_backs_off_and_recovers() {
+    // SAFETY: geteuid(2) has no preconditions.
+    #[allow(unsafe_code)]
+    let root = unsafe { libc::geteuid() } == 0;
+    let tools = ["setpriv", "prlimit"].iter().all(|t| {
+        std::process::Command::new(t)
+            .arg("--version")
+            .output()
+            .is_ok()
+    });
+    if !root || !tools {
+        eprintln!("skipped: needs root, setpriv and prlimit");
+        return;
+    }
+    let pki = Pki::new();
+    let backend = Backend::echo();
+    let (listen, addr) = free_addr();
+    let uid = format!("{}", 65000 + std::process::id() % 500);
+    let target = backend.target();
+    // Room for about two connection threads beside the daemon's own (main, signals, logger).
+    let limit = 5;
+    let mut d = Cmd::new("server")
+        .wrapped([
+            "setpriv",
+            &format!("--reuid={uid}"),
+            &format!("--regid={uid}"),
+            "--clear-groups",
+            "prlimit",
+            &format!("--nproc={limit}"),
+            "--",
+        ])
+        .args(["--listen", &listen, "--target", &target])
+        .args(pki.server_cred_args())
+        .args(["--allow-all", "--connect-timeout", "20s"])
+        .spawn();
+    let pid = d.pid();
+    let threads = || {
+        std::fs::read_to_string(format!("/proc/{pid}/status"))
+            .unwrap_or_default()
+            .lines()
+            .find_map(|l| {
+                l.strip_prefix("Threads:")
+                    .map(|v| v.trim().parse::<usize>())
+            })
+            .and_then(Result::ok)
+            .unwrap_or(0)
+    };
+    let room = limit - threads();
+    assert!(room >= 1, "no room for a connection thread{}", d.describe());
+    let holders: Vec<_> = (0..room).map(|_| tcp_connect(addr)).collect();
+    assert!(
+        eventually(Duration::from_secs(5), || threads() == limit),
+        "the connection threads did not start{}",
+        d.describe()
+    );
+    // These find no thread: each is closed at the backoff pace (5 + 10 + 20 + 40 ms).
+    let started = Instant::now();
+    let mut refused: Vec<_> = (0..4).map(|_| tcp_connect(addr)).collect();
+    for s in &mut refused {
+        s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+        let mut b = [0u8; 1];
+        assert!(matches!(s.read(&mut b), Ok(0) | Err(_)), "not closed");
+    }
+    assert!(
+        started.elapsed() < Duration::from_secs(3),
+        "connections without a thread were held for {:?} (the accept loop was blocked){}",
+        started.elapsed(),
+        d.describe()
+    );
+    d.wait_log(
+        "error accepting connection: cannot start a thread for the connection: resource temporarily unavailable",
+        LOG_WAIT,
+    );
+    drop(holders);
+    let cfg = client_config(&pki.ca.cert_der, Some(&pki.client));
+    assert!(
+        eventually(Duration::from_secs(5), || try_echo(
+            addr,
+            cfg.clone(),
+            b"back"
+        )
+        .is_ok()),
+        "service did not resume{}",
+        d.describe()
+    );
+    assert!(!d.stdout().contains("panick"), "{}", d.describe());
+}
+
 /// `--max-concurrent-conns=1`: a second client waits in the backlog until the first
 /// finishes, then is served.
 #[test]
