@@ -268,14 +268,26 @@ pub fn with_scratch<R>(len: usize, f: impl FnOnce(&mut PageBuf) -> R) -> std::io
     Ok(r)
 }
 
+/// A burst of connections is over: the next thread to settle trims the allocator.
+static TRIM_PENDING: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
+
+/// Asks for [`trim`] once the pool has settled: right after a burst, the threads that served it
+/// are still exiting and freeing (thread-local state), and a trim now would leave those holes.
+pub fn trim_soon() {
+    TRIM_PENDING.store(true, std::sync::atomic::Ordering::Relaxed);
+}
+
 /// Hands back what an idle pooled thread holds: its scratch buffer's pages and its stack below
-/// the current frame.
+/// the current frame; and the allocator's free pages, if a burst ended since ([`trim_soon`]).
 pub fn release_idle_thread() {
     if let Some(mut buf) = SCRATCH.take() {
         buf.release();
         SCRATCH.set(Some(buf));
     }
     release_stack();
+    if TRIM_PENDING.swap(false, std::sync::atomic::Ordering::Relaxed) {
+        trim();
+    }
 }
 
 /// Caps glibc's malloc arenas at one per CPU. glibc adds arenas as threads contend, up to eight

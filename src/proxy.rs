@@ -31,7 +31,7 @@ const WORKER_SETTLE: Duration = Duration::from_secs(1);
 const MAX_IDLE_WORKERS: usize = 32;
 
 /// When the last connection closes after at least this many were open at once, the allocator
-/// gives its free pages back (a burst is over).
+/// gives its free pages back once the pool has settled (a burst is over).
 const TRIM_AFTER: usize = 16;
 
 /// Handles one accepted connection from start to close. Runs on a worker thread.
@@ -196,7 +196,7 @@ impl Proxy {
         if *open <= 1 && self.peak.load(Ordering::Relaxed) >= TRIM_AFTER {
             self.peak.store(0, Ordering::Relaxed);
             drop(open);
-            crate::memory::trim();
+            crate::memory::trim_soon();
         }
     }
 
