@@ -55,13 +55,11 @@ impl log::Log for Logger {
             let _ = writeln!(out, "{line}");
             let _ = out.flush();
         };
+        let plain = || format!("[{}] {} {}", self.pid, timestamp(), record.args());
         match &self.sink {
-            Sink::Stdout => stdout(format!("[{}] {} {}", self.pid, timestamp(), record.args())),
+            Sink::Stdout => stdout(plain()),
             Sink::Journal => stdout(format!("<{}>{}", severity(record.level()), record.args())),
-            Sink::Syslog(s) => {
-                let line = format!("[{}] {} {}", self.pid, timestamp(), record.args());
-                s.send(&line);
-            }
+            Sink::Syslog(s) => s.send(&plain()),
         }
     }
 

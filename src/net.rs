@@ -316,6 +316,15 @@ pub fn strip_os_error(e: &io::Error) -> String {
     }
 }
 
+/// The text of an I/O error on a socket with a read or write timeout: `i/o timeout` when the
+/// timeout fired (as the reference words a missed deadline), otherwise [`strip_os_error`].
+pub fn timed_io_error(e: &io::Error) -> String {
+    match e.kind() {
+        io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut => "i/o timeout".to_string(),
+        _ => strip_os_error(e),
+    }
+}
+
 /// Dials a TCP or UNIX target before `deadline` (SPEC 6.3). TCP names are resolved on every
 /// dial and every address is tried in turn.
 pub fn dial(addr: &Addr, deadline: Instant) -> io::Result<Stream> {

@@ -113,12 +113,7 @@ pub fn fetch(
         let mut sock = sock;
         exchange(&mut sock, method, url, body)
     };
-    result.map_err(|e| {
-        fail(match e.kind() {
-            io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut => "i/o timeout".into(),
-            _ => net::strip_os_error(&e),
-        })
-    })
+    result.map_err(|e| fail(net::timed_io_error(&e)))
 }
 
 /// Writes the request and reads the response head.

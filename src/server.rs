@@ -87,12 +87,7 @@ impl Connector for Server {
                 .and_then(|()| outbound.set_write_timeout(None));
             if let Err(e) = written {
                 failed();
-                let e = match e.kind() {
-                    std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut => {
-                        "i/o timeout".to_string()
-                    }
-                    _ => net::strip_os_error(&e),
-                };
+                let e = net::timed_io_error(&e);
                 log::error!(target: CONN_ERRS, "error writing proxy header: {e}");
                 return;
             }

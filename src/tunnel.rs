@@ -9,7 +9,7 @@
 //! for the proxy to resolve.
 
 use std::io::{self, Read, Write};
-use std::net::IpAddr;
+use std::net::{IpAddr, SocketAddr};
 use std::time::Instant;
 
 use crate::net::{self, Addr, AddrKind, Stream};
@@ -259,8 +259,7 @@ fn socks5_connect(
     sock.read_exact(&mut head)?;
     if head[1] != 0 {
         let target = match dest {
-            SocksDest::Ip(IpAddr::V6(ip)) => format!("[{ip}]:{port}"),
-            SocksDest::Ip(ip) => format!("{ip}:{port}"),
+            SocksDest::Ip(ip) => SocketAddr::new(*ip, port).to_string(),
             SocksDest::Name(host) => format!("{host}:{port}"),
         };
         return Err(io::Error::other(format!(
@@ -344,18 +343,7 @@ mod tests {
     fn http_connect_refusal_names_the_status() {
         let l = TcpListener::bind("127.0.0.1:0").unwrap();
         let url = format!("http://{}", l.local_addr().unwrap());
-        let server = thread::spawn(move || {
-            let (mut s, _) = l.accept().unwrap();
-            let mut got = Vec::new();
-            let mut buf = [0u8; 512];
-            while !got.ends_with(b"\r\n\r\n") {
-                let n = s.read(&mut buf).unwrap();
-                assert!(n > 0, "request cut short");
-                got.extend_from_slice(&buf[..n]);
-            }
-            s.write_all(b"HTTP/1.1 403 Forbidden\r\n\r\n").unwrap();
-            String::from_utf8_lossy(&got).to_string()
-        });
+        let server = one_http_exchange(l, b"HTTP/1.1 403 Forbidden\r\n\r\n");
         let err = ProxyUrl::parse(&url)
             .unwrap()
             .dial("backend:443", Instant::now() + Duration::from_secs(5))

@@ -21,20 +21,6 @@ fn assert_served(d: &Daemon, addr: SocketAddr) {
     assert_eq!(&back, b"hello");
 }
 
-/// The plain client's connection is closed without any data, and `error on dial: <reason>`
-/// is logged.
-fn assert_dial_fails(d: &mut Daemon, addr: SocketAddr, reason: &str) {
-    let mut s = tcp_connect(addr);
-    let _ = s.write_all(b"hello");
-    let (data, _) = read_to_end_lossy(&mut s);
-    assert!(
-        data.is_empty(),
-        "got data {data:?} through a rejected tunnel{}",
-        d.describe()
-    );
-    d.wait_log(&format!("error on dial: {reason}"), LOG_WAIT);
-}
-
 fn required(pki: &Pki) -> ClientAuth {
     ClientAuth::Required(pki.ca.cert_der.clone())
 }

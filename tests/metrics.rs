@@ -12,23 +12,11 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use crate::util::*;
 
 /// A Python that can import `prometheus_client` (pip or Debian's python3-prometheus-client).
-/// There is no skip: without one, the test fails and says what to install.
 fn python() -> &'static str {
-    for py in ["python3", "/usr/bin/python3"] {
-        let ok = Command::new(py)
-            .args(["-c", "import prometheus_client"])
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .status()
-            .is_ok_and(|s| s.success());
-        if ok {
-            return py;
-        }
-    }
-    panic!(
-        "no python3 with prometheus_client: apt-get install python3-prometheus-client \
-         (or pip install prometheus_client)"
-    );
+    python_with(
+        "prometheus_client",
+        "apt-get install python3-prometheus-client (or pip install prometheus_client)",
+    )
 }
 
 /// Runs `script` with `input` on stdin; panics with its stderr if it fails.

@@ -101,19 +101,6 @@ fn assert_served_via(d: &mut Daemon, addr: SocketAddr, proxy_port: u16) {
     );
 }
 
-/// The plain client's connection closes without data, with `error on dial: <reason>`.
-fn assert_dial_fails(d: &mut Daemon, addr: SocketAddr, reason: &str) {
-    let mut s = tcp_connect(addr);
-    let _ = s.write_all(b"hello");
-    let (data, _) = read_to_end_lossy(&mut s);
-    assert!(
-        data.is_empty(),
-        "got {data:?} through a failed tunnel{}",
-        d.describe()
-    );
-    d.wait_log(&format!("error on dial: {reason}"), LOG_WAIT);
-}
-
 /// HTTP CONNECT through tinyproxy requiring Basic authentication: the URL's credentials
 /// (percent-decoded) get through; without them the proxy's 407 is reported.
 #[test]

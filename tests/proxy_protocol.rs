@@ -14,21 +14,9 @@ use rustls::ClientConfig;
 
 use crate::util::*;
 
-/// A Python that can import `proxyprotocol`. There is no skip: without one, the test fails
-/// and says what to install.
+/// A Python that can import `proxyprotocol`.
 fn python() -> &'static str {
-    for py in ["python3", "/usr/bin/python3"] {
-        let ok = Command::new(py)
-            .args(["-c", "import proxyprotocol.v2"])
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .status()
-            .is_ok_and(|s| s.success());
-        if ok {
-            return py;
-        }
-    }
-    panic!("no python3 with the proxyprotocol module: pip install proxy-protocol");
+    python_with("proxyprotocol.v2", "pip install proxy-protocol")
 }
 
 /// The backend: reads the PROXY v2 header with `proxyprotocol`, then one payload line, and

@@ -835,16 +835,10 @@ fn exhaust_fds(ctx: &mut Ctx) {
     let errors = server.count("error accepting connection");
     let secs = t.elapsed().as_secs_f64();
     let peak = server.sample();
-    let line = server
-        .log_text()
-        .lines()
-        .find(|l| l.contains("error accepting connection"))
-        .unwrap_or_default()
-        .to_string();
     ctx.check(
         hit.is_some(),
         "fds: the log says too many open files",
-        line.split_once(' ').map_or("none", |l| l.1),
+        server.first_line("error accepting connection"),
     );
     // 5 ms doubling to 1 s: 8 lines in the first 1.3 s, then one a second.
     let bound = 10 + secs.ceil() as usize;
@@ -918,18 +912,12 @@ fn exhaust_threads(ctx: &mut Ctx) {
         ),
     );
     let errors = server.count("error accepting connection");
-    let line = server
-        .log_text()
-        .lines()
-        .find(|l| l.contains("error accepting connection"))
-        .unwrap_or_default()
-        .to_string();
     ctx.check(
         errors > 0 && errors <= 12,
         "threads: thread creation failures logged as accept errors, with backoff",
         format!(
             "{errors} lines: {}",
-            line.split_once(' ').map_or("none", |l| l.1)
+            server.first_line("error accepting connection")
         ),
     );
     drop(held);

@@ -502,6 +502,16 @@ impl Daemon {
             .count()
     }
 
+    /// The first log line containing `needle`, without its `[pid]` prefix, or "none".
+    pub fn first_line(&self, needle: &str) -> String {
+        let text = self.log_text();
+        let line = text
+            .lines()
+            .find(|l| l.contains(needle))
+            .unwrap_or_default();
+        line.split_once(' ').map_or("none", |l| l.1).to_string()
+    }
+
     pub fn signal(&self, sig: i32) {
         // SAFETY: kill(2) on our own child's pid.
         #[allow(unsafe_code)]

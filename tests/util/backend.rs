@@ -268,3 +268,20 @@ pub fn eventually(timeout: Duration, mut f: impl FnMut() -> bool) -> bool {
         thread::sleep(Duration::from_millis(20));
     }
 }
+
+/// A Python that can `import module`. There is no skip: without one, the test fails and says
+/// what to install (`install`).
+pub fn python_with(module: &str, install: &str) -> &'static str {
+    for py in ["python3", "/usr/bin/python3"] {
+        let ok = std::process::Command::new(py)
+            .args(["-c", &format!("import {module}")])
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .status()
+            .is_ok_and(|s| s.success());
+        if ok {
+            return py;
+        }
+    }
+    panic!("no python3 with the {module} module: {install}");
+}

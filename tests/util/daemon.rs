@@ -462,3 +462,18 @@ pub fn log_messages(stdout: &str, pid: i32, prefix: &str) -> Vec<String> {
         .map(str::to_string)
         .collect()
 }
+
+/// Client mode refused a connection: the plain client's connection on `addr` is closed without
+/// any data, and `error on dial: <reason>` is logged.
+pub fn assert_dial_fails(d: &mut Daemon, addr: SocketAddr, reason: &str) {
+    use std::io::Write;
+    let mut s = crate::util::tcp_connect(addr);
+    let _ = s.write_all(b"hello");
+    let (data, _) = crate::util::read_to_end_lossy(&mut s);
+    assert!(
+        data.is_empty(),
+        "got data {data:?} through a rejected tunnel{}",
+        d.describe()
+    );
+    d.wait_log(&format!("error on dial: {reason}"), Duration::from_secs(5));
+}
