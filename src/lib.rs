@@ -17,6 +17,8 @@ pub mod metrics;
 pub mod net;
 #[cfg(feature = "pkcs12")]
 pub mod pkcs12;
+pub mod pprof;
+pub mod procinfo;
 pub mod proxy;
 pub mod relay;
 pub mod report;
@@ -26,4 +28,5 @@ pub mod signals;
 pub mod status;
 pub mod systemd;
 pub mod tls;
+pub mod tlsparity;
 pub mod tunnel;

@@ -230,15 +230,29 @@ impl Listener {
         }
     }
 
-    /// Accepts one connection (blocking).
+    /// Accepts one connection (blocking). Errors read like Go's: `accept tcp 127.0.0.1:8443:
+    /// accept4: too many open files`.
     pub fn accept(&self) -> io::Result<Stream> {
         match self {
             Listener::Tcp(l) => {
-                let (s, _) = l.accept()?;
+                let (s, _) = l.accept().map_err(|e| {
+                    let local = l.local_addr().map(|a| a.to_string()).unwrap_or_default();
+                    op_error("accept", &format!("tcp {local}"), "accept4", e)
+                })?;
                 s.set_nodelay(true)?;
                 Ok(Stream::Tcp(s))
             }
-            Listener::Unix { listener, .. } => Ok(Stream::Unix(listener.accept()?.0)),
+            Listener::Unix { listener, .. } => {
+                let (s, _) = listener.accept().map_err(|e| {
+                    let local = listener
+                        .local_addr()
+                        .ok()
+                        .and_then(|a| a.as_pathname().map(|p| p.display().to_string()))
+                        .unwrap_or_default();
+                    op_error("accept", &format!("unix {local}"), "accept4", e)
+                })?;
+                Ok(Stream::Unix(s))
+            }
         }
     }
 

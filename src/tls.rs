@@ -5,7 +5,6 @@
 //! (chain + hostname + `--verify-*`, or pins), and the atomic swap of identity and trust on
 //! reload. Reads certificate files only through `certs.rs`; owns no sockets.
 
-use std::fmt;
 use std::sync::{Arc, RwLock};
 use std::time::SystemTime;
 
@@ -17,9 +16,8 @@ use rustls::server::WebPkiClientVerifier;
 use rustls::server::danger::{ClientCertVerified, ClientCertVerifier};
 use rustls::sign::CertifiedKey;
 use rustls::{
-    CertificateError, CipherSuite, ClientConfig, DigitallySignedStruct, DistinguishedName, Error,
-    HandshakeKind, OtherError, RootCertStore, ServerConfig, SignatureScheme,
-    SupportedProtocolVersion,
+    CipherSuite, ClientConfig, DigitallySignedStruct, DistinguishedName, Error, HandshakeKind,
+    RootCertStore, ServerConfig, SignatureScheme, SupportedProtocolVersion,
 };
 
 use crate::auth::{self, SpkiPin};
@@ -52,8 +50,8 @@ pub fn provider(policy: &TlsPolicy) -> CryptoProvider {
     // stack orders them on CPUs with AES instructions. AES-128 takes 10 rounds to AES-256's 14,
     // and its SHA-256 runs on the SHA extensions where SHA-384 (AES-256's hash) has none: a
     // handshake costs about 8 % less CPU and bulk data less too, at a security level (128 bits)
-    // that matches the P-256 and X25519 key exchange anyway. A server still follows the
-    // client's order.
+    // that matches the P-256 and X25519 key exchange anyway. A server chooses by this order,
+    // not the client's, as the reference does.
     provider.cipher_suites.sort_by_key(|s| {
         let cipher = match s.suite() {
             CipherSuite::TLS13_AES_128_GCM_SHA256
@@ -66,6 +64,10 @@ pub fn provider(policy: &TlsPolicy) -> CryptoProvider {
         };
         (s.version() != &rustls::version::TLS13, cipher)
     });
+    // The reference also offers P-521, last; a client that offers only P-521 would otherwise
+    // find no common group.
+    #[cfg(feature = "aws-lc-rs")]
+    provider.kx_groups.push(crate::tlsparity::p521::SECP521R1);
     provider
 }
 
@@ -238,11 +240,12 @@ pub fn server(config: Arc<Config>, auth: &ServerAuth) -> Result<Reloadable<Serve
         };
         let served = Served::of(Some(&identity), &provider, versions)?;
         let verifier = Arc::new(ClientAuthVerifier::new(&auth, material.roots, &provider)?);
-        let tls = ServerConfig::builder_with_provider(provider.clone())
+        let mut tls = ServerConfig::builder_with_provider(provider.clone())
             .with_protocol_versions(versions)
             .map_err(|e| e.to_string())?
             .with_client_cert_verifier(verifier.clone())
             .with_cert_resolver(Arc::new(rustls::sign::SingleCertAndKey::from(identity)));
+        tls.ignore_client_order = true;
         Ok(Arc::new(ServerTls {
             config: Arc::new(tls),
             served,
@@ -338,39 +341,26 @@ fn status_config(
     versions: &[&'static SupportedProtocolVersion],
     identity: Arc<CertifiedKey>,
 ) -> Result<Arc<ServerConfig>, String> {
-    let config = ServerConfig::builder_with_provider(provider.clone())
+    let mut config = ServerConfig::builder_with_provider(provider.clone())
         .with_protocol_versions(versions)
         .map_err(|e| e.to_string())?
         .with_no_client_auth()
         .with_cert_resolver(Arc::new(rustls::sign::SingleCertAndKey::from(identity)));
+    config.ignore_client_order = true;
     Ok(Arc::new(config))
 }
 
-/// An authorization failure carried through rustls to the handshake error log line.
-#[derive(Debug)]
-struct Unauthorized(String);
-
-impl fmt::Display for Unauthorized {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(&self.0)
-    }
-}
-
-impl std::error::Error for Unauthorized {}
-
+/// An authorization failure: the peer gets a `bad_certificate` alert, as from the reference.
 fn unauthorized(why: String) -> Error {
-    Error::InvalidCertificate(CertificateError::Other(OtherError(Arc::new(Unauthorized(
-        why,
-    )))))
+    crate::tlsparity::bad_certificate(why)
 }
 
 /// Renders a handshake error the way operators know it: our own authorization texts as they
-/// are, everything else through rustls' description.
+/// are, the common failures in the reference's words, everything else through rustls'
+/// description.
 pub fn describe(e: &Error) -> String {
-    if let Error::InvalidCertificate(CertificateError::Other(other)) = e {
-        if let Some(u) = other.0.downcast_ref::<Unauthorized>() {
-            return u.0.clone();
-        }
+    if let Some(text) = crate::tlsparity::describe(e) {
+        return text;
     }
     e.to_string()
 }
@@ -554,6 +544,8 @@ impl ServerCertVerifier for ServerAclVerifier {
         ocsp_response: &[u8],
         now: UnixTime,
     ) -> Result<ServerCertVerified, Error> {
+        // Validity and name first, as the reference checks them before the chain.
+        crate::tlsparity::check_server_name(end_entity, server_name, now)?;
         let verified = self.webpki.verify_server_cert(
             end_entity,
             intermediates,
