@@ -724,9 +724,9 @@ mod tests {
             p.contains("gt_reload_success_total 1\n") && p.contains("gt_reload_failure_total 1\n"),
             "{p}"
         );
-        assert!(p.contains("# TYPE gt_cert_not_after_timestamp_seconds gauge\ngt_cert_not_after_timestamp_seconds 2000000000\n"), "{p}");
+        assert!(p.contains("# TYPE gt_cert_not_after_timestamp_seconds gauge\ngt_cert_not_after_timestamp_seconds 2e+09\n"), "{p}");
         assert!(p.contains("gt_conn_lifetime_count 100\n"), "{p}");
-        assert!(p.contains("gt_conn_lifetime_max 100000000\n"), "{p}");
+        assert!(p.contains("gt_conn_lifetime_max 1e+08\n"), "{p}");
         assert!(
             p.contains("gt_conn_lifetime_timer_bucket{le=\"+Inf\"} 100\n"),
             "{p}"

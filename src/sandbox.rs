@@ -112,6 +112,13 @@ impl Plan {
                 plan.connect.insert(53);
             }
         }
+        // The status port's process figures (`process_*`, `/debug/pprof/goroutine`) read the
+        // process's own `/proc` entry; the magic links in it (`root`, `cwd`, `fd/*`) resolve
+        // outside it and stay denied.
+        if config.status.is_some() {
+            plan.read_only
+                .insert(PathBuf::from(format!("/proc/{}", std::process::id())));
+        }
         plan.allow_abstract_unix = notify_socket.is_some_and(|s| s.starts_with('@'));
         plan
     }

@@ -237,6 +237,11 @@ fn plain_http_on_tls(tcp: &std::net::TcpStream, within: Duration) -> bool {
         "http: TLS handshake error from {peer}: client sent an HTTP request to an HTTPS server"
     );
     let mut w = tcp;
+    // Take what the client sent (as Go's TLS stack has read it), so closing sends FIN, not RST.
+    let _ = w.set_nonblocking(true);
+    let mut sink = [0u8; 8192];
+    let _ = w.read(&mut sink);
+    let _ = w.set_nonblocking(false);
     let _ = w.write_all(
         b"HTTP/1.0 400 Bad Request\r\n\r\nClient sent an HTTP request to an HTTPS server.\n",
     );

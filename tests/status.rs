@@ -101,11 +101,11 @@ fn routes_and_methods() {
         assert_eq!(r.code, 200, "{path}");
         assert_eq!(
             r.header("content-type"),
-            Some("text/plain; version=0.0.4; charset=utf-8"),
+            Some("text/plain; version=0.0.4; charset=utf-8; escaping=underscores"),
             "{path}"
         );
         assert!(
-            r.body.starts_with("# HELP ghostunnel_conn_open "),
+            r.body.contains("# HELP ghostunnel_conn_open conn.open\n"),
             "{path}: {}",
             r.body
         );
@@ -196,9 +196,13 @@ fn https_status_with_the_proxy_certificate_and_no_client_certificate() {
     assert_eq!(r.code, 200, "{r:?}");
     assert!(r.body.contains("\"ok\":true"), "{}", r.body);
 
-    // Plain HTTP on the HTTPS port gets no HTTP answer.
+    // Plain HTTP on the HTTPS port gets the reference's 400 and nothing of the status.
     let r = http(&status, "GET", "/_status");
-    assert_eq!(r.code, 0, "plaintext answered on the HTTPS port: {r:?}");
+    assert_eq!(r.code, 400, "{r:?}");
+    assert_eq!(
+        r.body, "Client sent an HTTP request to an HTTPS server.\n",
+        "{r:?}"
+    );
 }
 
 #[test]
