@@ -376,10 +376,12 @@ struct ClientAuthVerifier {
 #[derive(Debug)]
 enum ClientAuthMode {
     Disabled,
-    /// Chain verification, then the ACL (an `AllowAll` server has `acl: None`).
+    /// Chain verification, then the ACL (an `AllowAll` server has `acl: None`). `roots` also
+    /// serve X.509 v1 leaves, which webpki refuses.
     Chain {
         webpki: Arc<dyn ClientCertVerifier>,
         acl: Option<Acl>,
+        roots: Arc<RootCertStore>,
     },
     Pins(Vec<SpkiPin>),
 }
@@ -394,6 +396,7 @@ impl ClientAuthVerifier {
             ServerAuth::Disabled => ClientAuthMode::Disabled,
             ServerAuth::Pins(pins) => ClientAuthMode::Pins(pins.clone()),
             ServerAuth::AllowAll | ServerAuth::Acl(_) => ClientAuthMode::Chain {
+                roots: roots.clone(),
                 webpki: WebPkiClientVerifier::builder_with_provider(roots, provider.clone())
                     .build()
                     .map_err(|e| format!("unable to build TLS config: {e}"))?,
@@ -441,8 +444,15 @@ impl ClientCertVerifier for ClientAuthVerifier {
                 auth::check_pins(pins, end_entity).map_err(unauthorized)?;
                 Ok(ClientCertVerified::assertion())
             }
-            ClientAuthMode::Chain { webpki, acl } => {
-                let verified = webpki.verify_client_cert(end_entity, intermediates, now)?;
+            ClientAuthMode::Chain { webpki, acl, roots } => {
+                let verified = match webpki.verify_client_cert(end_entity, intermediates, now) {
+                    // An X.509 v1 leaf, which the reference accepts: checked on its own terms.
+                    Err(_) if crate::tlsparity::is_v1(end_entity) => {
+                        crate::tlsparity::verify_v1_leaf(end_entity, roots, &self.algorithms, now)?;
+                        ClientCertVerified::assertion()
+                    }
+                    other => other?,
+                };
                 if let Some(acl) = acl {
                     auth::check_acl(acl, end_entity).map_err(unauthorized)?;
                 }
@@ -457,7 +467,7 @@ impl ClientCertVerifier for ClientAuthVerifier {
         cert: &CertificateDer<'_>,
         dss: &DigitallySignedStruct,
     ) -> Result<HandshakeSignatureValid, Error> {
-        rustls::crypto::verify_tls12_signature(message, cert, dss, &self.algorithms)
+        crate::tlsparity::verify_handshake_signature(message, cert, dss, &self.algorithms, false)
     }
 
     fn verify_tls13_signature(
@@ -466,7 +476,7 @@ impl ClientCertVerifier for ClientAuthVerifier {
         cert: &CertificateDer<'_>,
         dss: &DigitallySignedStruct,
     ) -> Result<HandshakeSignatureValid, Error> {
-        rustls::crypto::verify_tls13_signature(message, cert, dss, &self.algorithms)
+        crate::tlsparity::verify_handshake_signature(message, cert, dss, &self.algorithms, true)
     }
 
     fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
@@ -510,7 +520,7 @@ impl ServerCertVerifier for PinVerifier {
         c: &CertificateDer<'_>,
         d: &DigitallySignedStruct,
     ) -> Result<HandshakeSignatureValid, Error> {
-        rustls::crypto::verify_tls12_signature(m, c, d, &self.algorithms)
+        crate::tlsparity::verify_handshake_signature(m, c, d, &self.algorithms, false)
     }
 
     fn verify_tls13_signature(
@@ -519,7 +529,7 @@ impl ServerCertVerifier for PinVerifier {
         c: &CertificateDer<'_>,
         d: &DigitallySignedStruct,
     ) -> Result<HandshakeSignatureValid, Error> {
-        rustls::crypto::verify_tls13_signature(m, c, d, &self.algorithms)
+        crate::tlsparity::verify_handshake_signature(m, c, d, &self.algorithms, true)
     }
 
     fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {

@@ -360,14 +360,12 @@ fn process_series_in_prometheus_output() {
     assert!(start <= now + 1.0 && start > now - 120.0, "{start} {now}");
 }
 
-/// An X.509 v1 client certificate is refused, with a line that says why.
+/// An X.509 v1 client certificate issued by the CA is accepted, as by the reference: by
+/// `--allow-cn` (its subject is all it has), by `--allow-spki-pin`, over TLS 1.2 and 1.3; it
+/// has no SANs, so `--allow-dns` refuses it; from another CA it is refused like any other.
 #[test]
-fn v1_client_certificate_is_refused_with_a_reason() {
+fn v1_client_certificates_as_the_reference_takes_them() {
     let pki = Pki::new();
-    let backend = Backend::echo();
-    let (mut d, addr) = start_server(&pki, &backend.target(), &["--allow-all"]);
-    d.wait_log(READY_LINE, STARTUP_TIMEOUT);
-    // openssl x509 -req without extensions makes a version 1 certificate.
     let dir = &pki.dir;
     let key = dir.join("v1.key");
     let csr = dir.join("v1.csr");
@@ -384,6 +382,7 @@ fn v1_client_certificate_is_refused_with_a_reason() {
             "{}",
             String::from_utf8_lossy(&out.stderr)
         );
+        String::from_utf8_lossy(&out.stdout).into_owned()
     };
     run(&[
         "req",
@@ -399,6 +398,7 @@ fn v1_client_certificate_is_refused_with_a_reason() {
         "-subj",
         "/CN=client",
     ]);
+    // `openssl x509 -req` without extensions makes a version 1 certificate.
     run(&[
         "x509",
         "-req",
@@ -415,18 +415,52 @@ fn v1_client_certificate_is_refused_with_a_reason() {
         "-out",
         crt.to_str().unwrap(),
     ]);
-    let out = s_client(
-        addr,
-        &[
-            "-tls1_2",
-            "-CAfile",
-            pki.ca.cert_path.to_str().unwrap(),
-            "-cert",
-            crt.to_str().unwrap(),
-            "-key",
-            key.to_str().unwrap(),
-        ],
+    assert!(
+        run(&["x509", "-in", crt.to_str().unwrap(), "-noout", "-text"])
+            .contains("Version: 1 (0x0)")
     );
-    assert!(out.contains("alert"), "{out}");
-    d.wait_log("X.509 v1 certificate refused", LOG_WAIT);
+    let spki = {
+        use base64ct::Encoding;
+        use sha2::Digest;
+        // The public key as openssl prints it: a PEM SubjectPublicKeyInfo.
+        let pem = run(&["x509", "-in", crt.to_str().unwrap(), "-pubkey", "-noout"]);
+        let b64: String = pem.lines().filter(|l| !l.starts_with("-----")).collect();
+        let spki = base64ct::Base64::decode_vec(&b64).unwrap();
+        format!(
+            "sha256:{}",
+            base64ct::Base64::encode_string(&sha2::Sha256::digest(&spki))
+        )
+    };
+    let backend = Backend::echo();
+    let v1 = [
+        "-CAfile".to_string(),
+        pki.ca.cert_path.display().to_string(),
+        "-cert".into(),
+        crt.display().to_string(),
+        "-key".into(),
+        key.display().to_string(),
+    ];
+    for (flags, accepted) in [
+        (vec!["--allow-cn", "client"], true),
+        (vec!["--allow-spki-pin", spki.as_str()], true),
+        (vec!["--allow-dns", "client"], false),
+    ] {
+        let (mut d, addr) = start_server(&pki, &backend.target(), &flags);
+        d.wait_log(READY_LINE, STARTUP_TIMEOUT);
+        for version in ["-tls1_2", "-tls1_3"] {
+            let mut args = strs(&v1);
+            args.push(version);
+            s_client(addr, &args);
+        }
+        if accepted {
+            d.wait_log_count("opening pipe: ", 2, LOG_WAIT);
+            assert!(d.stdout().contains("[CN=client]"), "{}", d.describe());
+        } else {
+            d.wait_log_count(
+                "unauthorized: invalid principal, or principal not allowed",
+                2,
+                LOG_WAIT,
+            );
+        }
+    }
 }
