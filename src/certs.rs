@@ -578,7 +578,7 @@ pub(crate) fn render_name(name: &x509_cert::name::Name) -> String {
         let values: Vec<String> = atvs
             .iter()
             .filter(|atv| atv.oid.to_string() == *oid)
-            .filter_map(|atv| attribute_string(atv))
+            .filter_map(|atv| attribute_string(&atv.value))
             .map(|v| format!("{label}={}", escape_value(&v)))
             .collect();
         let values = match *label {
@@ -594,7 +594,7 @@ pub(crate) fn render_name(name: &x509_cert::name::Name) -> String {
         if NAMED.iter().any(|(o, _)| *o == oid) {
             continue;
         }
-        rdns.push(match attribute_string(atv) {
+        rdns.push(match attribute_string(&atv.value) {
             Some(v) => format!("{oid}=#{}", hex(&go_marshal_string(&v))),
             None => match atv.value.to_der() {
                 Ok(der) => format!("{oid}=#{}", hex(&der)),
@@ -605,10 +605,11 @@ pub(crate) fn render_name(name: &x509_cert::name::Name) -> String {
     rdns.join(",")
 }
 
-/// Decodes an attribute value the way Go's `parseASN1String` does.
-fn attribute_string(atv: &AttributeTypeAndValue) -> Option<String> {
-    let bytes = atv.value.value();
-    match atv.value.tag() {
+/// Decodes an attribute value the way Go's `parseASN1String` does: the one decoder for subject
+/// rendering and the ACL's CN/OU. `None` for what Go refuses, e.g. an odd-length BMPString.
+pub(crate) fn attribute_string(value: &der::Any) -> Option<String> {
+    let bytes = value.value();
+    match value.tag() {
         Tag::Utf8String | Tag::PrintableString | Tag::Ia5String | Tag::NumericString => {
             std::str::from_utf8(bytes).ok().map(str::to_string)
         }

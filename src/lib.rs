@@ -24,6 +24,7 @@ pub mod sandbox;
 pub mod server;
 pub mod signals;
 pub mod status;
+pub mod sync;
 pub mod systemd;
 pub mod tls;
 pub mod tunnel;

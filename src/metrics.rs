@@ -338,10 +338,7 @@ impl Timer {
         let ns = u64::try_from(d.as_nanos()).unwrap_or(u64::MAX);
         self.count.fetch_add(1, Ordering::Relaxed);
         self.sum.fetch_add(ns, Ordering::Relaxed);
-        let mut r = match self.recent.lock() {
-            Ok(g) => g,
-            Err(p) => p.into_inner(),
-        };
+        let mut r = crate::sync::lock(&self.recent);
         if r.samples.len() < RESERVOIR {
             r.samples.push(ns);
         } else {
@@ -355,10 +352,7 @@ impl Timer {
         let count = self.count.load(Ordering::Relaxed);
         let sum = self.sum.load(Ordering::Relaxed);
         let (mut sorted, (rate1, rate5, rate15)) = {
-            let mut r = match self.recent.lock() {
-                Ok(g) => g,
-                Err(p) => p.into_inner(),
-            };
+            let mut r = crate::sync::lock(&self.recent);
             let rates = r.rates.advance(count, Instant::now());
             (r.samples.clone(), rates)
         };

@@ -267,10 +267,7 @@ impl Listener {
     /// Any thread, any number of times.
     pub fn unlink(&self) {
         if let Listener::Unix { unlink, .. } = self {
-            let path = match unlink.lock() {
-                Ok(mut p) => p.take(),
-                Err(p) => p.into_inner().take(),
-            };
+            let path = crate::sync::lock(unlink).take();
             if let Some(path) = path {
                 let _ = std::fs::remove_file(path);
             }

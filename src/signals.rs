@@ -50,7 +50,7 @@ impl Controller {
         if let Some(line) = announce {
             log::info!("{line}");
         }
-        let _serial = self.reloading.lock();
+        let _serial = crate::sync::lock(&self.reloading);
         if self.proxy.is_shutting_down() || !self.lifecycle.enter(Phase::Reloading) {
             return;
         }
@@ -69,10 +69,7 @@ impl Controller {
     /// Starts the graceful shutdown (SPEC 12.2) with `message` as its first log line; a second
     /// call does nothing.
     pub fn shutdown(&self, message: &str) {
-        let taken = match self.listener.lock() {
-            Ok(mut l) => l.take(),
-            Err(p) => p.into_inner().take(),
-        };
+        let taken = crate::sync::lock(&self.listener).take();
         let Some(listener) = taken else { return };
         log::info!("{message}");
         restore_default(SIGTERM);

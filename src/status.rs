@@ -15,7 +15,7 @@
 use std::io::{self, Read, Write};
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant, SystemTime};
 
 use rustls::{ServerConfig, ServerConnection, StreamOwned};
 
@@ -479,29 +479,15 @@ pub fn json_str(s: &str) -> String {
 
 /// RFC 3339 with nanoseconds (trailing zeros trimmed) in the local zone, `Z` for UTC.
 pub fn rfc3339(t: SystemTime) -> String {
-    let d = t.duration_since(UNIX_EPOCH).unwrap_or_default();
-    let secs = d.as_secs() as libc::time_t;
-    // SAFETY: localtime_r writes only into the zeroed `tm` we own; `secs` outlives the call.
-    #[allow(unsafe_code)]
-    let tm = unsafe {
-        let mut tm: libc::tm = std::mem::zeroed();
-        libc::localtime_r(&secs, &mut tm);
-        tm
-    };
+    let tm = crate::logging::LocalTime::at(t);
     let mut out = format!(
         "{:04}-{:02}-{:02}T{:02}:{:02}:{:02}",
-        tm.tm_year + 1900,
-        tm.tm_mon + 1,
-        tm.tm_mday,
-        tm.tm_hour,
-        tm.tm_min,
-        tm.tm_sec
+        tm.year, tm.month, tm.day, tm.hour, tm.min, tm.sec
     );
-    let nanos = d.subsec_nanos();
-    if nanos != 0 {
-        out.push_str(format!(".{nanos:09}").trim_end_matches('0'));
+    if tm.nanos != 0 {
+        out.push_str(format!(".{:09}", tm.nanos).trim_end_matches('0'));
     }
-    let off = tm.tm_gmtoff;
+    let off = tm.utc_offset;
     if off == 0 {
         out.push('Z');
     } else {

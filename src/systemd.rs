@@ -154,10 +154,7 @@ struct Inherited {
 /// `LISTEN_FD_<fd>`). The environment is read and cleared on the first call, which must happen
 /// before any thread starts.
 pub fn take_listener(name: &str) -> Result<ActivatedSocket, String> {
-    let mut cache = match ACTIVATED.lock() {
-        Ok(g) => g,
-        Err(p) => p.into_inner(),
-    };
+    let mut cache = crate::sync::lock(&ACTIVATED);
     let inherited = cache.get_or_insert_with(read_listen_fds);
     if inherited.unusable.iter().any(|n| n == name) && !inherited.listeners.contains_key(name) {
         return Err(format!(

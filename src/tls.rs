@@ -117,20 +117,14 @@ impl<C> Reloadable<C> {
 
     /// The configuration for the next handshake. Any thread, any time.
     pub fn current(&self) -> Arc<C> {
-        match self.current.read() {
-            Ok(c) => c.clone(),
-            Err(poisoned) => poisoned.into_inner().clone(),
-        }
+        crate::sync::read(&self.current).clone()
     }
 
     /// Re-reads every file and swaps in the new configuration; on error the old one stays.
     /// Any thread, any time; concurrent reloads are each atomic.
     pub fn reload(&self) -> Result<(), String> {
         let next = (self.build)()?;
-        match self.current.write() {
-            Ok(mut c) => *c = next,
-            Err(poisoned) => *poisoned.into_inner() = next,
-        }
+        *crate::sync::write(&self.current) = next;
         Ok(())
     }
 }
