@@ -38,6 +38,29 @@ const SYSTEM_CERT_FILES: &[&str] = &[
 /// Directories whose files are added to the system store when `SSL_CERT_DIR` is unset.
 const SYSTEM_CERT_DIRS: &[&str] = &["/etc/ssl/certs", "/etc/pki/tls/certs"];
 
+/// A failure at the certificate-loading boundary: building the TLS contexts at start or on a
+/// reload, and `--check`. `Display` is the `<e>` that users see today in
+/// `error: unable to load certificates: <e>` and `error reloading TLS configuration: <e>`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum CertError {
+    /// The identity (keystore, cert/key, or a back-end's) could not be loaded or used.
+    Identity(String),
+    /// The trust anchors (`--cacert`, the system store, or a back-end's bundle).
+    Trust(String),
+    /// The loaded material does not make a TLS configuration.
+    Tls(String),
+}
+
+impl std::fmt::Display for CertError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            CertError::Identity(e) | CertError::Trust(e) | CertError::Tls(e) => f.write_str(e),
+        }
+    }
+}
+
+impl std::error::Error for CertError {}
+
 /// Loads the identity. `Ok(None)` for [`IdentitySource::None`]. Errors are the SPEC 3.6 `<e>`
 /// texts, e.g. `reading certificate file "<p>": open <p>: no such file or directory` or
 /// `parsing X509 key pair: tls: private key does not match public key`. An expired or

@@ -297,6 +297,55 @@ pub(crate) fn op_error(op: &str, addr: &str, call: &str, e: io::Error) -> io::Er
     io::Error::new(e.kind(), format!("{op} {addr}: {call}: {cause}"))
 }
 
+/// A listener that could not be opened (or, for `--check`, would not open): the listeners'
+/// startup boundary. `Display` is the text printed as `error: <e>`; [`log_lines`] are the
+/// reference's log lines for it.
+///
+/// [`log_lines`]: ListenError::log_lines
+#[derive(Debug)]
+pub enum ListenError {
+    /// `--listen`, in server or client mode.
+    Listen { server: bool, error: io::Error },
+    /// `--status`.
+    Status(io::Error),
+}
+
+impl ListenError {
+    /// The lines logged before the error is printed.
+    pub fn log_lines(&self) -> Vec<String> {
+        match self {
+            ListenError::Listen { server, error } => {
+                let (step, mode) = match server {
+                    true => ("error trying to listen", "server"),
+                    false => ("error opening socket", "client"),
+                };
+                let e = strip_os_error(error);
+                vec![
+                    format!("{step}: {e}"),
+                    format!("error from {mode} listen: {e}"),
+                ]
+            }
+            ListenError::Status(_) => vec![
+                format!("error: {self}"),
+                format!("error serving /_status: {self}"),
+            ],
+        }
+    }
+}
+
+impl fmt::Display for ListenError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            ListenError::Listen { error, .. } => f.write_str(&strip_os_error(error)),
+            ListenError::Status(e) => {
+                write!(f, "unable to bind on status port: {}", strip_os_error(e))
+            }
+        }
+    }
+}
+
+impl std::error::Error for ListenError {}
+
 /// `Connection refused (os error 111)` → `connection refused`, as Go prints errno texts.
 pub fn strip_os_error(e: &io::Error) -> String {
     let s = e.to_string();

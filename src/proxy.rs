@@ -218,6 +218,12 @@ impl Proxy {
     }
 }
 
+impl crate::systemd::Liveness for Proxy {
+    fn alive(&self, within: Duration) -> bool {
+        self.responsive(within)
+    }
+}
+
 /// Releases its concurrency slot when dropped, even if the connection handler panics, and
 /// records the worker's lifetime (from when the worker picked the connection up).
 struct Slot(Arc<Proxy>, Instant);

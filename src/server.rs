@@ -14,7 +14,7 @@ use crate::metrics::Metrics;
 use crate::net::{self, Addr, Stream};
 use crate::proxy::{self, Connector, Proxy};
 use crate::relay::{self, Endpoint, HandshakeError};
-use crate::tls::{Reloadable, ServerTls};
+use crate::tls::{Accepted, Reloadable, ServerTls};
 
 /// The server-mode connector.
 pub struct Server {
@@ -35,10 +35,11 @@ impl Connector for Server {
             .and_then(|c| {
                 let mut conn = Connection::Server(c);
                 relay::handshake(&mut inbound, &mut conn, deadline, proxy.cancel_flag())?;
-                if let Connection::Server(c) = &conn {
-                    ctx.recheck_resumed(c).map_err(HandshakeError::Tls)?;
-                }
-                Ok(conn)
+                let accepted = match &conn {
+                    Connection::Server(c) => ctx.accepted(c).map_err(HandshakeError::Tls)?,
+                    Connection::Client(_) => Accepted::Peer,
+                };
+                Ok((conn, accepted))
             });
         let metrics = proxy.metrics();
         if let Some(m) = metrics {
@@ -51,7 +52,9 @@ impl Connector for Server {
             }
         };
         let conn = match handshake {
-            Ok(conn) => conn,
+            Ok((conn, Accepted::Peer)) => conn,
+            // An ACME TLS-ALPN-01 validation: the handshake was the answer.
+            Ok((_, Accepted::Challenge)) => return,
             Err(e) => {
                 if let (Some(m), HandshakeError::Timeout) = (metrics, &e) {
                     Metrics::inc(&m.accept_timeout);

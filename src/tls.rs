@@ -6,6 +6,7 @@
 //! reload. Reads certificate files only through `certs.rs`; owns no sockets.
 
 use std::fmt;
+use std::path::Path;
 use std::sync::{Arc, RwLock};
 use std::time::SystemTime;
 
@@ -13,8 +14,8 @@ use rustls::client::WebPkiServerVerifier;
 use rustls::client::danger::{HandshakeSignatureValid, ServerCertVerified, ServerCertVerifier};
 use rustls::crypto::{CryptoProvider, WebPkiSupportedAlgorithms};
 use rustls::pki_types::{CertificateDer, ServerName, UnixTime};
-use rustls::server::WebPkiClientVerifier;
 use rustls::server::danger::{ClientCertVerified, ClientCertVerifier};
+use rustls::server::{ResolvesServerCert, WebPkiClientVerifier};
 use rustls::sign::CertifiedKey;
 use rustls::{
     CertificateError, CipherSuite, ClientConfig, DigitallySignedStruct, DistinguishedName, Error,
@@ -23,8 +24,10 @@ use rustls::{
 };
 
 use crate::auth::{self, SpkiPin};
-use crate::certs;
-use crate::config::{Acl, CipherGroup, ClientVerify, Config, ServerAuth, TlsPolicy};
+use crate::authz::Authorizer;
+use crate::certs::{self, CertError};
+use crate::config::{CipherGroup, ClientVerify, Config, ServerAuth, TlsPolicy};
+use crate::identity::{self, IdentitySource};
 
 /// The crypto provider restricted to the suites we allow (SPEC 4.1): the three TLS 1.3 suites
 /// and the ECDHE + AEAD TLS 1.2 suites of the selected groups. Nothing else is ever offered.
@@ -90,11 +93,20 @@ struct Material {
 }
 
 impl Material {
-    fn load(config: &Config, provider: &CryptoProvider) -> Result<Material, String> {
-        let identity = certs::load_identity(&config.identity, provider)?;
+    /// The source's identity, and its trust anchors or else `--cacert` / the system store.
+    fn load(
+        source: &dyn IdentitySource,
+        cacert: Option<&Path>,
+        provider: &CryptoProvider,
+    ) -> Result<Material, CertError> {
+        let identity = source.load(provider)?;
+        let anchors = match source.trust_anchors() {
+            Some(anchors) => anchors,
+            None => certs::load_trust(cacert).map_err(CertError::Trust)?,
+        };
         let mut roots = RootCertStore::empty();
         // Unusable anchors are skipped, as the reference skips what it cannot parse.
-        roots.add_parsable_certificates(certs::load_trust(config.cacert.as_deref())?);
+        roots.add_parsable_certificates(anchors);
         Ok(Material {
             identity,
             roots: Arc::new(roots),
@@ -106,11 +118,14 @@ impl Material {
 /// current one; established sessions keep theirs.
 pub struct Reloadable<C> {
     current: RwLock<Arc<C>>,
-    build: Box<dyn Fn() -> Result<Arc<C>, String> + Send + Sync>,
+    build: Box<Build<C>>,
 }
 
+/// How a [`Reloadable`] makes its next configuration: reads identity and trust, builds.
+type Build<C> = dyn Fn() -> Result<Arc<C>, CertError> + Send + Sync;
+
 impl<C> Reloadable<C> {
-    fn new(build: Box<dyn Fn() -> Result<Arc<C>, String> + Send + Sync>) -> Result<Self, String> {
+    fn new(build: Box<Build<C>>) -> Result<Self, CertError> {
         let current = RwLock::new(build()?);
         Ok(Reloadable { current, build })
     }
@@ -122,10 +137,35 @@ impl<C> Reloadable<C> {
 
     /// Re-reads every file and swaps in the new configuration; on error the old one stays.
     /// Any thread, any time; concurrent reloads are each atomic.
-    pub fn reload(&self) -> Result<(), String> {
+    pub fn reload(&self) -> Result<(), CertError> {
         let next = (self.build)()?;
         *crate::sync::write(&self.current) = next;
         Ok(())
+    }
+}
+
+/// The TLS contexts of either mode, for the reload path (`reload.rs`), which needs only what
+/// both have in common.
+pub enum Contexts {
+    Server(Arc<Reloadable<ServerTls>>),
+    Client(Arc<Reloadable<ClientTls>>),
+}
+
+impl Contexts {
+    /// Rebuilds the contexts from the identity source and trust; on error the old ones stay.
+    pub fn reload(&self) -> Result<(), CertError> {
+        match self {
+            Contexts::Server(tls) => tls.reload(),
+            Contexts::Client(tls) => tls.reload(),
+        }
+    }
+
+    /// What the current contexts serve.
+    pub fn served(&self) -> Arc<Served> {
+        match self {
+            Contexts::Server(tls) => tls.current().served.clone(),
+            Contexts::Client(tls) => tls.current().served.clone(),
+        }
     }
 }
 
@@ -147,50 +187,55 @@ impl Served {
         identity: Option<&Arc<CertifiedKey>>,
         provider: &Arc<CryptoProvider>,
         versions: &[&'static SupportedProtocolVersion],
-    ) -> Result<Served, String> {
+    ) -> Result<Arc<Served>, CertError> {
         let Some(identity) = identity else {
-            return Ok(Served::default());
+            return Ok(Arc::default());
         };
-        Ok(Served {
+        Ok(Arc::new(Served {
             subject: certs::subject_string(&identity.cert[0]),
             not_after: certs::not_after(&identity.cert[0]),
             status: Some(status_config(provider, versions, identity.clone())?),
-        })
-    }
-}
-
-impl AsRef<Served> for ServerTls {
-    fn as_ref(&self) -> &Served {
-        &self.served
-    }
-}
-
-impl AsRef<Served> for ClientTls {
-    fn as_ref(&self) -> &Served {
-        &self.served
+        }))
     }
 }
 
 /// The server-side configuration plus the verifier used to re-check resumed sessions.
 pub struct ServerTls {
     pub config: Arc<ServerConfig>,
-    pub served: Served,
+    pub served: Arc<Served>,
     verifier: Arc<ClientAuthVerifier>,
+    /// Whether `acme-tls/1` challenge connections are answered (the identity source has an
+    /// ALPN challenge resolver); the client certificate is then demanded after the handshake.
+    challenges: bool,
+}
+
+/// What a completed server handshake is for.
+#[derive(Debug, PartialEq, Eq)]
+pub enum Accepted {
+    /// An authorized peer: forward.
+    Peer,
+    /// A TLS-ALPN-01 challenge connection: its handshake was the answer; close it.
+    Challenge,
 }
 
 impl ServerTls {
-    /// Re-runs authentication on a resumed session's stored client certificate (SPEC 4.1: a
-    /// resumption must never widen access). Full handshakes were already checked.
-    pub fn recheck_resumed(&self, conn: &rustls::ServerConnection) -> Result<(), Error> {
-        if conn.handshake_kind() != Some(HandshakeKind::Resumed) {
-            return Ok(());
+    /// Completes authorization once the handshake is done. Full handshakes were checked by the
+    /// verifier; a resumed session's stored client certificate is checked again (a resumption
+    /// must never widen access). With ACME challenges, a client certificate is demanded here
+    /// from every connection but the `acme-tls/1` ones.
+    pub fn accepted(&self, conn: &rustls::ServerConnection) -> Result<Accepted, Error> {
+        if self.challenges && conn.alpn_protocol() == Some(identity::ACME_TLS_ALPN) {
+            return Ok(Accepted::Challenge);
         }
+        let resumed = conn.handshake_kind() == Some(HandshakeKind::Resumed);
         match conn.peer_certificates() {
-            Some([leaf, rest @ ..]) => self
+            Some([leaf, rest @ ..]) if resumed => self
                 .verifier
                 .verify_client_cert(leaf, rest, UnixTime::now())
-                .map(drop),
-            _ if !self.verifier.client_auth_mandatory() => Ok(()),
+                .map(|_| Accepted::Peer),
+            Some([_, ..]) => Ok(Accepted::Peer),
+            _ if !self.verifier.offer_client_auth() => Ok(Accepted::Peer),
+            _ if !resumed && !self.challenges => Ok(Accepted::Peer),
             _ => Err(Error::NoCertificatesPresented),
         }
     }
@@ -199,7 +244,7 @@ impl ServerTls {
 /// The client-side configuration plus what is needed to re-check resumed sessions.
 pub struct ClientTls {
     pub config: Arc<ClientConfig>,
-    pub served: Served,
+    pub served: Arc<Served>,
     verifier: Arc<dyn ServerCertVerifier>,
     pub server_name: ServerName<'static>,
 }
@@ -220,61 +265,114 @@ impl ClientTls {
     }
 }
 
-/// Builds the reloadable server context (SPEC 4.2). Fails like the initial load would.
-pub fn server(config: Arc<Config>, auth: &ServerAuth) -> Result<Reloadable<ServerTls>, String> {
+/// Builds the reloadable server context: the identity from `source`, client certificates
+/// verified against its trust anchors (or `--cacert` / the system store) and then put to
+/// `authz`. Fails like the initial load would.
+pub fn server(
+    config: &Config,
+    auth: &ServerAuth,
+    source: Arc<dyn IdentitySource>,
+    authz: Arc<dyn Authorizer>,
+) -> Result<Reloadable<ServerTls>, CertError> {
     let auth = auth.clone();
+    let cacert = config.cacert.clone();
     let provider = Arc::new(provider(&config.tls));
-    let versions = versions(&config.tls.max_version)?;
+    let versions = versions(&config.tls.max_version).map_err(CertError::Tls)?;
+    let challenge = source.alpn_challenge();
     Reloadable::new(Box::new(move || {
-        let material = Material::load(&config, &provider)?;
+        let material = Material::load(&*source, cacert.as_deref(), &provider)?;
         let Some(identity) = material.identity else {
-            return Err("certificate cannot be used as a server".into());
+            return Err(CertError::Identity(
+                "certificate cannot be used as a server".into(),
+            ));
         };
         let served = Served::of(Some(&identity), &provider, versions)?;
-        let verifier = Arc::new(ClientAuthVerifier::new(&auth, material.roots, &provider)?);
-        let tls = ServerConfig::builder_with_provider(provider.clone())
+        let verifier = Arc::new(ClientAuthVerifier::new(
+            &auth,
+            material.roots,
+            &provider,
+            authz.clone(),
+            challenge.is_none(),
+        )?);
+        let single = Arc::new(rustls::sign::SingleCertAndKey::from(identity));
+        let resolver: Arc<dyn ResolvesServerCert> = match &challenge {
+            Some(challenge) => Arc::new(ChallengeOrIdentity {
+                challenge: challenge.clone(),
+                identity: single,
+            }),
+            None => single,
+        };
+        let mut tls = ServerConfig::builder_with_provider(provider.clone())
             .with_protocol_versions(versions)
-            .map_err(|e| e.to_string())?
+            .map_err(|e| CertError::Tls(e.to_string()))?
             .with_client_cert_verifier(verifier.clone())
-            .with_cert_resolver(Arc::new(rustls::sign::SingleCertAndKey::from(identity)));
+            .with_cert_resolver(resolver);
+        if challenge.is_some() {
+            tls.alpn_protocols = vec![identity::ACME_TLS_ALPN.to_vec()];
+        }
         Ok(Arc::new(ServerTls {
             config: Arc::new(tls),
             served,
             verifier,
+            challenges: challenge.is_some(),
         }))
     }))
 }
 
-/// Builds the reloadable client context (SPEC 4.3).
+/// Serves the challenge certificate to `acme-tls/1` ClientHellos, the identity to the rest.
+#[derive(Debug)]
+struct ChallengeOrIdentity {
+    challenge: Arc<dyn ResolvesServerCert>,
+    identity: Arc<rustls::sign::SingleCertAndKey>,
+}
+
+impl ResolvesServerCert for ChallengeOrIdentity {
+    fn resolve(&self, hello: rustls::server::ClientHello<'_>) -> Option<Arc<CertifiedKey>> {
+        let acme = hello
+            .alpn()
+            .is_some_and(|mut protocols| protocols.any(|p| p == identity::ACME_TLS_ALPN));
+        match acme {
+            true => self.challenge.resolve(hello),
+            false => self.identity.resolve(hello),
+        }
+    }
+}
+
+/// Builds the reloadable client context: the identity from `source` (if any) as the client
+/// certificate, the server verified against the trust anchors and hostname, then put to
+/// `authz` (or checked against `--verify-spki-pin` pins instead).
 pub fn client(
-    config: Arc<Config>,
+    config: &Config,
     verify: &ClientVerify,
     server_name: ServerName<'static>,
-) -> Result<Reloadable<ClientTls>, String> {
+    source: Arc<dyn IdentitySource>,
+    authz: Arc<dyn Authorizer>,
+) -> Result<Reloadable<ClientTls>, CertError> {
     let verify = verify.clone();
+    let cacert = config.cacert.clone();
     let provider = Arc::new(provider(&config.tls));
-    let versions = versions(&config.tls.max_version)?;
+    let versions = versions(&config.tls.max_version).map_err(CertError::Tls)?;
     let sessions: Arc<dyn rustls::client::ClientSessionStore> =
         Arc::new(rustls::client::ClientSessionMemoryCache::new(256));
     let resume = resumption_enabled();
     Reloadable::new(Box::new(move || {
-        let material = Material::load(&config, &provider)?;
+        let material = Material::load(&*source, cacert.as_deref(), &provider)?;
         let verifier: Arc<dyn ServerCertVerifier> = match &verify {
             ClientVerify::Pins(pins) => Arc::new(PinVerifier::new(pins.clone(), &provider)),
-            ClientVerify::Standard(acl) => {
+            ClientVerify::Standard(_) => {
                 let webpki =
                     WebPkiServerVerifier::builder_with_provider(material.roots, provider.clone())
                         .build()
-                        .map_err(|e| format!("unable to build TLS config: {e}"))?;
+                        .map_err(|e| CertError::Tls(format!("unable to build TLS config: {e}")))?;
                 Arc::new(ServerAclVerifier {
                     webpki,
-                    acl: acl.clone(),
+                    authz: authz.clone(),
                 })
             }
         };
         let builder = ClientConfig::builder_with_provider(provider.clone())
             .with_protocol_versions(versions)
-            .map_err(|e| e.to_string())?
+            .map_err(|e| CertError::Tls(e.to_string()))?
             .dangerous()
             .with_custom_certificate_verifier(verifier.clone());
         let served = Served::of(material.identity.as_ref(), &provider, versions)?;
@@ -331,10 +429,10 @@ fn status_config(
     provider: &Arc<CryptoProvider>,
     versions: &[&'static SupportedProtocolVersion],
     identity: Arc<CertifiedKey>,
-) -> Result<Arc<ServerConfig>, String> {
+) -> Result<Arc<ServerConfig>, CertError> {
     let config = ServerConfig::builder_with_provider(provider.clone())
         .with_protocol_versions(versions)
-        .map_err(|e| e.to_string())?
+        .map_err(|e| CertError::Tls(e.to_string()))?
         .with_no_client_auth()
         .with_cert_resolver(Arc::new(rustls::sign::SingleCertAndKey::from(identity)));
     Ok(Arc::new(config))
@@ -375,15 +473,18 @@ pub fn describe(e: &Error) -> String {
 struct ClientAuthVerifier {
     mode: ClientAuthMode,
     algorithms: WebPkiSupportedAlgorithms,
+    /// Whether the handshake fails without a client certificate; with ACME challenges it is
+    /// demanded after the handshake instead (`ServerTls::accepted`).
+    mandatory: bool,
 }
 
 #[derive(Debug)]
 enum ClientAuthMode {
     Disabled,
-    /// Chain verification, then the ACL (an `AllowAll` server has `acl: None`).
+    /// Chain verification, then the authorizer.
     Chain {
         webpki: Arc<dyn ClientCertVerifier>,
-        acl: Option<Acl>,
+        authz: Arc<dyn Authorizer>,
     },
     Pins(Vec<SpkiPin>),
 }
@@ -393,23 +494,23 @@ impl ClientAuthVerifier {
         auth: &ServerAuth,
         roots: Arc<RootCertStore>,
         provider: &Arc<CryptoProvider>,
-    ) -> Result<Self, String> {
+        authz: Arc<dyn Authorizer>,
+        mandatory: bool,
+    ) -> Result<Self, CertError> {
         let mode = match auth {
             ServerAuth::Disabled => ClientAuthMode::Disabled,
             ServerAuth::Pins(pins) => ClientAuthMode::Pins(pins.clone()),
             ServerAuth::AllowAll | ServerAuth::Acl(_) => ClientAuthMode::Chain {
                 webpki: WebPkiClientVerifier::builder_with_provider(roots, provider.clone())
                     .build()
-                    .map_err(|e| format!("unable to build TLS config: {e}"))?,
-                acl: match auth {
-                    ServerAuth::Acl(acl) => Some(acl.clone()),
-                    _ => None,
-                },
+                    .map_err(|e| CertError::Tls(format!("unable to build TLS config: {e}")))?,
+                authz,
             },
         };
         Ok(ClientAuthVerifier {
             mode,
             algorithms: provider.signature_verification_algorithms,
+            mandatory,
         })
     }
 }
@@ -420,7 +521,7 @@ impl ClientCertVerifier for ClientAuthVerifier {
     }
 
     fn client_auth_mandatory(&self) -> bool {
-        self.offer_client_auth()
+        self.mandatory && self.offer_client_auth()
     }
 
     fn root_hint_subjects(&self) -> &[DistinguishedName] {
@@ -445,11 +546,11 @@ impl ClientCertVerifier for ClientAuthVerifier {
                 auth::check_pins(pins, end_entity).map_err(unauthorized)?;
                 Ok(ClientCertVerified::assertion())
             }
-            ClientAuthMode::Chain { webpki, acl } => {
+            ClientAuthMode::Chain { webpki, authz } => {
                 let verified = webpki.verify_client_cert(end_entity, intermediates, now)?;
-                if let Some(acl) = acl {
-                    auth::check_acl(acl, end_entity).map_err(unauthorized)?;
-                }
+                authz
+                    .authorize(end_entity, intermediates)
+                    .map_err(|d| unauthorized(d.0))?;
                 Ok(verified)
             }
         }
@@ -531,12 +632,11 @@ impl ServerCertVerifier for PinVerifier {
     }
 }
 
-/// Standard chain + hostname verification, then the `--verify-*` ACL when one is given.
+/// Standard chain + hostname verification, then the authorizer (`--verify-*`).
 #[derive(Debug)]
 struct ServerAclVerifier {
     webpki: Arc<WebPkiServerVerifier>,
-    /// `--verify-*`; empty means chain and hostname checks only.
-    acl: Acl,
+    authz: Arc<dyn Authorizer>,
 }
 
 impl ServerCertVerifier for ServerAclVerifier {
@@ -555,9 +655,9 @@ impl ServerCertVerifier for ServerAclVerifier {
             ocsp_response,
             now,
         )?;
-        if !self.acl.is_empty() {
-            auth::check_acl(&self.acl, end_entity).map_err(unauthorized)?;
-        }
+        self.authz
+            .authorize(end_entity, intermediates)
+            .map_err(|d| unauthorized(d.0))?;
         Ok(verified)
     }
 
