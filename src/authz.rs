@@ -122,3 +122,46 @@ impl Authorizer for AclAuthorizer {
         auth::check_acl(&self.0, leaf).map_err(Denied)
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use std::ffi::OsString;
+
+    use super::*;
+    use crate::cli::{self, Parsed};
+
+    fn authorizer(args: &[&str]) -> Arc<dyn Authorizer> {
+        let args = args.iter().map(OsString::from).collect();
+        let Ok(Parsed::Run(raw)) = cli::parse(args, &|_| None) else {
+            panic!("parse")
+        };
+        from_config(&raw.into_config().expect("valid"))
+    }
+
+    /// The factory gives the ACL flags of either mode to the ACL, and admits everyone where
+    /// the verifier alone decides (`--allow-all`, pins, a client without `--verify-*`).
+    #[test]
+    fn factory_maps_the_access_flags() {
+        let server = [
+            "server",
+            "--listen=:1",
+            "--target=localhost:2",
+            "--keystore=/k",
+        ];
+        let client = [
+            "client",
+            "--listen=localhost:1",
+            "--target=r:2",
+            "--keystore=/k",
+        ];
+        let acl = |base: &[&str], flag: &str| {
+            let mut args = base.to_vec();
+            args.push(flag);
+            format!("{:?}", authorizer(&args))
+        };
+        assert!(acl(&server, "--allow-cn=a").starts_with("AclAuthorizer"));
+        assert!(acl(&client, "--verify-cn=a").starts_with("AclAuthorizer"));
+        assert_eq!(acl(&server, "--allow-all"), "Anyone");
+        assert_eq!(format!("{:?}", authorizer(&client)), "Anyone");
+    }
+}

@@ -64,6 +64,9 @@ impl Reloader {
         authz: Arc<dyn Authorizer>,
         metrics: Option<Arc<Metrics>>,
     ) -> Arc<Reloader> {
+        if let Some(m) = &metrics {
+            m.count_for(authz.clone());
+        }
         let reloader = Arc::new(Reloader {
             contexts,
             identity,

@@ -413,6 +413,29 @@ mod tests {
         assert_eq!(p.connect, BTreeSet::from([53, 8125, 8443]));
     }
 
+    #[test]
+    fn a_back_end_that_needs_no_landlock_gets_a_warning_with_its_reason_but_the_flag_wins() {
+        let mut p = Plan::default();
+        p.disable("the PKCS#11 module needs device access");
+        let outcome = p.apply();
+        assert!(outcome.is_warning());
+        assert_eq!(
+            outcome.to_string(),
+            "warning: landlock disabled: the PKCS#11 module needs device access"
+        );
+        let mut p = Plan {
+            disabled: Some(Disabled::ByFlag),
+            ..Plan::default()
+        };
+        p.disable("ignored");
+        let outcome = p.apply();
+        assert!(!outcome.is_warning());
+        assert_eq!(
+            outcome.to_string(),
+            "landlock: disabled by --disable-landlock"
+        );
+    }
+
     /// The child half of `network_rules_refuse_unplanned_ports`: sandboxes this process and
     /// reports through its exit code. Does nothing unless the parent test started it.
     #[test]

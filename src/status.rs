@@ -266,28 +266,25 @@ fn read_head<S: Read>(
     info: &StatusInfo,
 ) -> Option<(usize, Instant)> {
     let mut started = (!buf.is_empty()).then(Instant::now);
-    loop {
-        if let Some(i) = buf.windows(4).position(|w| w == b"\r\n\r\n") {
-            return Some((i + 4, started.unwrap_or_else(Instant::now)));
-        }
-        if buf.len() >= HEAD_LIMIT {
-            return None;
-        }
-        match started {
-            None => set_timeout(idle),
-            Some(t) => {
-                set_timeout((t + info.connect_timeout).checked_duration_since(Instant::now())?)
+    let mut before_read = |buffered: bool| {
+        let began = match started {
+            Some(t) => t,
+            None if buffered => *started.insert(Instant::now()),
+            None => {
+                set_timeout(idle);
+                return true;
             }
-        }
-        let mut chunk = [0u8; 1024];
-        match s.read(&mut chunk) {
-            Ok(0) | Err(_) => return None,
-            Ok(n) => {
-                started.get_or_insert_with(Instant::now);
-                buf.extend_from_slice(&chunk[..n]);
+        };
+        match (began + info.connect_timeout).checked_duration_since(Instant::now()) {
+            Some(left) => {
+                set_timeout(left);
+                true
             }
+            None => false,
         }
-    }
+    };
+    let len = net::read_http_head(s, buf, HEAD_LIMIT, 1024, &mut before_read).ok()?;
+    Some((len, started.unwrap_or_else(Instant::now)))
 }
 
 /// Drops a request body of `len` bytes (some may already be buffered) before `deadline`.
