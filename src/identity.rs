@@ -116,13 +116,14 @@ pub trait IdentitySource: Send + Sync {
         Vec::new()
     }
 
-    /// For a server answering ACME TLS-ALPN-01: the resolver that returns the challenge
-    /// certificate for a ClientHello offering `acme-tls/1`. When `Some`, the server offers
-    /// `acme-tls/1` in ALPN, requests but no longer demands a client certificate in the
-    /// handshake, and demands it after the handshake instead on every connection except
-    /// `acme-tls/1` ones, which are closed once the handshake is done (they never reach the
-    /// target). For every other ClientHello the resolver must return `None`, and the regular
-    /// identity is served.
+    /// For a server answering ACME TLS-ALPN-01 (RFC 8737): the resolver of the challenge
+    /// certificate. When `Some`, the server reads each ClientHello first: one offering
+    /// `acme-tls/1` gets a configuration with this resolver, that ALPN and no client
+    /// certificate request, and the connection is closed once its handshake is done (it never
+    /// reaches the target); every other connection is served exactly as without ACME (the
+    /// client certificate stays mandatory). The resolver sees only `acme-tls/1` ClientHellos;
+    /// it picks the certificate for their SNI, or returns `None` to fail the handshake. Asked
+    /// once per context build, so a source that changes resolvers calls [`Rebuild::now`].
     fn alpn_challenge(&self) -> Option<Arc<dyn ResolvesServerCert>> {
         None
     }

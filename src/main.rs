@@ -1,5 +1,6 @@
 //! ghostunnel: a TLS proxy with mutual authentication, drop-in compatible with Ghostunnel on
-//! Linux. `run` reads like the lifecycle of SPEC 1: every step happens here, in order.
+//! Linux. `run` reads like the lifecycle: every step happens here, numbered in the order it runs;
+//! what a step needs from a back-end goes through `identity.rs` and `authz.rs`, never through here.
 
 #![deny(unsafe_code)]
 

@@ -14,8 +14,8 @@ use rustls::client::WebPkiServerVerifier;
 use rustls::client::danger::{HandshakeSignatureValid, ServerCertVerified, ServerCertVerifier};
 use rustls::crypto::{CryptoProvider, WebPkiSupportedAlgorithms};
 use rustls::pki_types::{CertificateDer, ServerName, UnixTime};
+use rustls::server::WebPkiClientVerifier;
 use rustls::server::danger::{ClientCertVerified, ClientCertVerifier};
-use rustls::server::{ResolvesServerCert, WebPkiClientVerifier};
 use rustls::sign::CertifiedKey;
 use rustls::{
     CertificateError, CipherSuite, ClientConfig, DigitallySignedStruct, DistinguishedName, Error,
@@ -204,9 +204,10 @@ pub struct ServerTls {
     pub config: Arc<ServerConfig>,
     pub served: Arc<Served>,
     verifier: Arc<ClientAuthVerifier>,
-    /// Whether `acme-tls/1` challenge connections are answered (the identity source has an
-    /// ALPN challenge resolver); the client certificate is then demanded after the handshake.
-    challenges: bool,
+    /// With an identity source that answers ACME TLS-ALPN-01: the configuration for
+    /// `acme-tls/1` ClientHellos (the challenge certificate, that ALPN, no client
+    /// certificate).
+    pub challenge: Option<Arc<ServerConfig>>,
 }
 
 /// What a completed server handshake is for.
@@ -218,24 +219,31 @@ pub enum Accepted {
     Challenge,
 }
 
+/// Whether a ClientHello asks for an ACME TLS-ALPN-01 challenge.
+pub fn wants_challenge(hello: &rustls::server::ClientHello<'_>) -> bool {
+    hello
+        .alpn()
+        .is_some_and(|mut protocols| protocols.any(|p| p == identity::ACME_TLS_ALPN))
+}
+
 impl ServerTls {
     /// Completes authorization once the handshake is done. Full handshakes were checked by the
     /// verifier; a resumed session's stored client certificate is checked again (a resumption
-    /// must never widen access). With ACME challenges, a client certificate is demanded here
-    /// from every connection but the `acme-tls/1` ones.
+    /// must never widen access). A connection made with [`challenge`](Self::challenge) is a
+    /// challenge.
     pub fn accepted(&self, conn: &rustls::ServerConnection) -> Result<Accepted, Error> {
-        if self.challenges && conn.alpn_protocol() == Some(identity::ACME_TLS_ALPN) {
+        if self.challenge.is_some() && conn.alpn_protocol() == Some(identity::ACME_TLS_ALPN) {
             return Ok(Accepted::Challenge);
         }
-        let resumed = conn.handshake_kind() == Some(HandshakeKind::Resumed);
+        if conn.handshake_kind() != Some(HandshakeKind::Resumed) {
+            return Ok(Accepted::Peer);
+        }
         match conn.peer_certificates() {
-            Some([leaf, rest @ ..]) if resumed => self
+            Some([leaf, rest @ ..]) => self
                 .verifier
                 .verify_client_cert(leaf, rest, UnixTime::now())
                 .map(|_| Accepted::Peer),
-            Some([_, ..]) => Ok(Accepted::Peer),
-            _ if !self.verifier.offer_client_auth() => Ok(Accepted::Peer),
-            _ if !resumed && !self.challenges => Ok(Accepted::Peer),
+            _ if !self.verifier.client_auth_mandatory() => Ok(Accepted::Peer),
             _ => Err(Error::NoCertificatesPresented),
         }
     }
@@ -292,50 +300,31 @@ pub fn server(
             material.roots,
             &provider,
             authz.clone(),
-            challenge.is_none(),
         )?);
-        let single = Arc::new(rustls::sign::SingleCertAndKey::from(identity));
-        let resolver: Arc<dyn ResolvesServerCert> = match &challenge {
-            Some(challenge) => Arc::new(ChallengeOrIdentity {
-                challenge: challenge.clone(),
-                identity: single,
-            }),
-            None => single,
-        };
-        let mut tls = ServerConfig::builder_with_provider(provider.clone())
+        let tls = ServerConfig::builder_with_provider(provider.clone())
             .with_protocol_versions(versions)
             .map_err(|e| CertError::Tls(e.to_string()))?
             .with_client_cert_verifier(verifier.clone())
-            .with_cert_resolver(resolver);
-        if challenge.is_some() {
-            tls.alpn_protocols = vec![identity::ACME_TLS_ALPN.to_vec()];
-        }
+            .with_cert_resolver(Arc::new(rustls::sign::SingleCertAndKey::from(identity)));
+        let challenge = match &challenge {
+            Some(resolver) => {
+                let mut tls = ServerConfig::builder_with_provider(provider.clone())
+                    .with_protocol_versions(versions)
+                    .map_err(|e| CertError::Tls(e.to_string()))?
+                    .with_no_client_auth()
+                    .with_cert_resolver(resolver.clone());
+                tls.alpn_protocols = vec![identity::ACME_TLS_ALPN.to_vec()];
+                Some(Arc::new(tls))
+            }
+            None => None,
+        };
         Ok(Arc::new(ServerTls {
             config: Arc::new(tls),
             served,
             verifier,
-            challenges: challenge.is_some(),
+            challenge,
         }))
     }))
-}
-
-/// Serves the challenge certificate to `acme-tls/1` ClientHellos, the identity to the rest.
-#[derive(Debug)]
-struct ChallengeOrIdentity {
-    challenge: Arc<dyn ResolvesServerCert>,
-    identity: Arc<rustls::sign::SingleCertAndKey>,
-}
-
-impl ResolvesServerCert for ChallengeOrIdentity {
-    fn resolve(&self, hello: rustls::server::ClientHello<'_>) -> Option<Arc<CertifiedKey>> {
-        let acme = hello
-            .alpn()
-            .is_some_and(|mut protocols| protocols.any(|p| p == identity::ACME_TLS_ALPN));
-        match acme {
-            true => self.challenge.resolve(hello),
-            false => self.identity.resolve(hello),
-        }
-    }
 }
 
 /// Builds the reloadable client context: the identity from `source` (if any) as the client
@@ -473,9 +462,6 @@ pub fn describe(e: &Error) -> String {
 struct ClientAuthVerifier {
     mode: ClientAuthMode,
     algorithms: WebPkiSupportedAlgorithms,
-    /// Whether the handshake fails without a client certificate; with ACME challenges it is
-    /// demanded after the handshake instead (`ServerTls::accepted`).
-    mandatory: bool,
 }
 
 #[derive(Debug)]
@@ -495,7 +481,6 @@ impl ClientAuthVerifier {
         roots: Arc<RootCertStore>,
         provider: &Arc<CryptoProvider>,
         authz: Arc<dyn Authorizer>,
-        mandatory: bool,
     ) -> Result<Self, CertError> {
         let mode = match auth {
             ServerAuth::Disabled => ClientAuthMode::Disabled,
@@ -510,7 +495,6 @@ impl ClientAuthVerifier {
         Ok(ClientAuthVerifier {
             mode,
             algorithms: provider.signature_verification_algorithms,
-            mandatory,
         })
     }
 }
@@ -521,7 +505,7 @@ impl ClientCertVerifier for ClientAuthVerifier {
     }
 
     fn client_auth_mandatory(&self) -> bool {
-        self.mandatory && self.offer_client_auth()
+        self.offer_client_auth()
     }
 
     fn root_hint_subjects(&self) -> &[DistinguishedName] {
@@ -686,6 +670,8 @@ impl ServerCertVerifier for ServerAclVerifier {
 
 #[cfg(test)]
 mod tests {
+    use rustls::server::ResolvesServerCert;
+
     use super::*;
 
     fn suites(groups: Vec<CipherGroup>) -> Vec<CipherSuite> {
@@ -698,6 +684,149 @@ mod tests {
             .iter()
             .map(|s| s.suite())
             .collect()
+    }
+
+    /// An identity source with an ACME TLS-ALPN-01 challenge certificate.
+    struct Challenging {
+        identity: Arc<CertifiedKey>,
+        challenge: Arc<rustls::sign::SingleCertAndKey>,
+    }
+
+    impl IdentitySource for Challenging {
+        fn describe(&self) -> String {
+            "test".into()
+        }
+        fn location(&self) -> String {
+            "test".into()
+        }
+        fn load(&self, _: &CryptoProvider) -> Result<Option<Arc<CertifiedKey>>, CertError> {
+            Ok(Some(self.identity.clone()))
+        }
+        fn alpn_challenge(&self) -> Option<Arc<dyn ResolvesServerCert>> {
+            Some(self.challenge.clone())
+        }
+    }
+
+    /// Runs a handshake between two in-memory connections.
+    fn handshake(client: &mut rustls::ClientConnection, server: &mut rustls::ServerConnection) {
+        for _ in 0..20 {
+            let mut buf = Vec::new();
+            client.write_tls(&mut buf).unwrap();
+            server.read_tls(&mut buf.as_slice()).unwrap();
+            server.process_new_packets().unwrap();
+            let mut buf = Vec::new();
+            server.write_tls(&mut buf).unwrap();
+            client.read_tls(&mut buf.as_slice()).unwrap();
+            client.process_new_packets().unwrap();
+            if !client.is_handshaking() && !server.is_handshaking() {
+                return;
+            }
+        }
+        panic!("handshake did not finish");
+    }
+
+    /// The ACME seam: an `acme-tls/1` ClientHello gets the challenge certificate without
+    /// presenting a client certificate, and is a challenge (closed, never forwarded); any other
+    /// connection without a client certificate is refused once the handshake is done.
+    #[test]
+    fn acme_tls_alpn_challenges_need_no_client_certificate_other_connections_do() {
+        use crate::certs::test_support::{Spec, scratch_dir, self_signed};
+        let dir = scratch_dir("acme");
+        let (cert, key) = self_signed(
+            &rcgen::PKCS_ECDSA_P256_SHA256,
+            &Spec {
+                dns: &["localhost"],
+                ..Spec::default()
+            },
+        )
+        .write(&dir, "server");
+        let (ch_cert, ch_key) = self_signed(
+            &rcgen::PKCS_ECDSA_P256_SHA256,
+            &Spec {
+                cn: Some("challenge"),
+                dns: &["localhost"],
+                ..Spec::default()
+            },
+        )
+        .write(&dir, "challenge");
+        let path = |p: &std::path::Path| p.display().to_string();
+        let args = [
+            "server".to_string(),
+            "--listen=:1".into(),
+            "--target=localhost:2".into(),
+            format!("--cert={}", path(&cert)),
+            format!("--key={}", path(&key)),
+            format!("--cacert={}", path(&cert)),
+            "--allow-all".into(),
+        ];
+        let Ok(crate::cli::Parsed::Run(raw)) =
+            crate::cli::parse(args.iter().map(Into::into).collect(), &|_| None)
+        else {
+            panic!("parse")
+        };
+        let config = raw.into_config().unwrap();
+        let crate::config::Mode::Server(opts) = &config.mode else {
+            panic!("server")
+        };
+        let provider = Arc::new(provider(&config.tls));
+        let load = |cert: &std::path::Path, key: &std::path::Path| {
+            let source = crate::config::IdentitySource::CertKey {
+                cert: cert.into(),
+                key: key.into(),
+            };
+            certs::load_identity(&source, &provider).unwrap().unwrap()
+        };
+        let identity = load(&cert, &key);
+        let challenge = load(&ch_cert, &ch_key);
+        let source = Arc::new(Challenging {
+            identity,
+            challenge: Arc::new(rustls::sign::SingleCertAndKey::from(challenge.clone())),
+        });
+        let tls = server(
+            &config,
+            &opts.auth,
+            source,
+            crate::authz::from_config(&config),
+        )
+        .unwrap()
+        .current();
+        let mut roots = RootCertStore::empty();
+        roots.add_parsable_certificates(certs::load_trust(Some(&ch_cert)).unwrap());
+        roots.add_parsable_certificates(certs::load_trust(Some(&cert)).unwrap());
+        let connect = |alpn: &[u8]| {
+            let mut client = ClientConfig::builder_with_provider(provider.clone())
+                .with_safe_default_protocol_versions()
+                .unwrap()
+                .with_root_certificates(roots.clone())
+                .with_no_client_auth();
+            client.alpn_protocols = vec![alpn.to_vec()];
+            let name = ServerName::try_from("localhost").unwrap();
+            let mut client = rustls::ClientConnection::new(Arc::new(client), name).unwrap();
+            // What the server connector does: read the ClientHello, pick the configuration.
+            let mut hello = Vec::new();
+            client.write_tls(&mut hello).unwrap();
+            let mut acceptor = rustls::server::Acceptor::default();
+            acceptor.read_tls(&mut hello.as_slice()).unwrap();
+            let accepted = acceptor.accept().unwrap().unwrap();
+            let config = match wants_challenge(&accepted.client_hello()) {
+                true => tls.challenge.clone().unwrap(),
+                false => tls.config.clone(),
+            };
+            let mut server = accepted.into_connection(config).unwrap();
+            let done = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+                handshake(&mut client, &mut server)
+            }));
+            let served = client.peer_certificates().map(|c| c[0].clone());
+            (done.is_ok(), served, tls.accepted(&server))
+        };
+        let (done, served, accepted) = connect(identity::ACME_TLS_ALPN);
+        assert!(done);
+        assert_eq!(served, Some(challenge.cert[0].clone()));
+        assert_eq!(accepted, Ok(Accepted::Challenge));
+        // Any other connection is an ordinary one: the client certificate stays mandatory.
+        let (done, served, _) = connect(b"h2");
+        assert!(!done, "handshake without a client certificate succeeded");
+        assert_ne!(served, Some(challenge.cert[0].clone()));
     }
 
     #[test]
