@@ -59,7 +59,9 @@ pub trait IdentitySource: Send + Sync {
     /// The startup log line, e.g. `using keystore file on disk as certificate source`.
     fn describe(&self) -> String;
 
-    /// What `--check` prints after `identity: `, e.g. `/etc/gt/server.pem (keystore)`.
+    /// What `--check` prints after `identity: `, as `<where> (<kind>)`, e.g.
+    /// `/etc/gt/server.pem (keystore)` or `pkcs11:token=web (PKCS#11)`; `<where>` names the
+    /// certificate in `--check`'s expiry warnings.
     fn location(&self) -> String;
 
     /// The current identity: the chain (leaf first) and a signing key for the leaf's public
