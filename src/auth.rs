@@ -315,7 +315,7 @@ impl Names {
             if oid != OID_CN && oid != OID_OU {
                 continue;
             }
-            let Some(value) = directory_string(&atv.value) else {
+            let Some(value) = crate::certs::attribute_string(&atv.value) else {
                 continue;
             };
             match oid == OID_CN {
@@ -350,26 +350,6 @@ pub fn subject_alt_names(cert: &Certificate) -> Vec<GeneralName> {
         .filter_map(|e| SubjectAltName::from_der(e.extn_value.as_bytes()).ok())
         .flat_map(|san| san.0)
         .collect()
-}
-
-/// A subject attribute value as a string (the string types Go accepts).
-fn directory_string(value: &der::Any) -> Option<String> {
-    use der::{Tag, Tagged};
-    let bytes = value.value();
-    match value.tag() {
-        Tag::Utf8String | Tag::PrintableString | Tag::Ia5String | Tag::NumericString => {
-            std::str::from_utf8(bytes).ok().map(str::to_string)
-        }
-        Tag::TeletexString => Some(bytes.iter().map(|&b| char::from(b)).collect()),
-        Tag::BmpString => {
-            let units: Vec<u16> = bytes
-                .chunks_exact(2)
-                .map(|c| u16::from_be_bytes([c[0], c[1]]))
-                .collect();
-            String::from_utf16(&units).ok()
-        }
-        _ => None,
-    }
 }
 
 /// A SAN iPAddress: 4 octets for IPv4, 16 for IPv6, anything else is not an address.
@@ -653,6 +633,38 @@ mod tests {
             };
             assert_eq!(check_acl(&no, &der).unwrap_err(), UNAUTHORIZED, "{wrong}");
         }
+    }
+
+    /// The leaf of `leaf()` with its CN replaced by a BMPString of `bytes` (the signature no
+    /// longer matches, which the ACL never looks at).
+    fn leaf_with_bmp_cn(bytes: &[u8]) -> Vec<u8> {
+        let mut cert = Certificate::from_der(&leaf()).unwrap();
+        for rdn in cert.tbs_certificate.subject.0.iter_mut() {
+            let mut atvs: Vec<_> = rdn.0.iter().cloned().collect();
+            for atv in atvs.iter_mut().filter(|a| a.oid.to_string() == OID_CN) {
+                atv.value = der::Any::new(der::Tag::BmpString, bytes).unwrap();
+            }
+            rdn.0 = der::asn1::SetOfVec::try_from(atvs).unwrap();
+        }
+        cert.to_der().unwrap()
+    }
+
+    /// Go refuses a BMPString of odd length, so such a CN never matches `--allow-cn`; the ACL
+    /// used to drop the stray byte and accept "ab".
+    #[test]
+    fn acl_cn_odd_length_bmp_string_is_not_a_name() {
+        let allow_ab = Acl {
+            cn: vec!["ab".into()],
+            ..acl()
+        };
+        assert_eq!(
+            check_acl(&allow_ab, &leaf_with_bmp_cn(&[0, b'a', 0, b'b'])),
+            Ok(())
+        );
+        assert_eq!(
+            check_acl(&allow_ab, &leaf_with_bmp_cn(&[0, b'a', 0, b'b', 0])).unwrap_err(),
+            UNAUTHORIZED
+        );
     }
 
     #[test]

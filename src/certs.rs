@@ -38,6 +38,29 @@ const SYSTEM_CERT_FILES: &[&str] = &[
 /// Directories whose files are added to the system store when `SSL_CERT_DIR` is unset.
 const SYSTEM_CERT_DIRS: &[&str] = &["/etc/ssl/certs", "/etc/pki/tls/certs"];
 
+/// A failure at the certificate-loading boundary: building the TLS contexts at start or on a
+/// reload, and `--check`. `Display` is the `<e>` that users see today in
+/// `error: unable to load certificates: <e>` and `error reloading TLS configuration: <e>`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum CertError {
+    /// The identity (keystore, cert/key, or a back-end's) could not be loaded or used.
+    Identity(String),
+    /// The trust anchors (`--cacert`, the system store, or a back-end's bundle).
+    Trust(String),
+    /// The loaded material does not make a TLS configuration.
+    Tls(String),
+}
+
+impl std::fmt::Display for CertError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            CertError::Identity(e) | CertError::Trust(e) | CertError::Tls(e) => f.write_str(e),
+        }
+    }
+}
+
+impl std::error::Error for CertError {}
+
 /// Loads the identity. `Ok(None)` for [`IdentitySource::None`]. Errors are the SPEC 3.6 `<e>`
 /// texts, e.g. `reading certificate file "<p>": open <p>: no such file or directory` or
 /// `parsing X509 key pair: tls: private key does not match public key`. An expired or
@@ -578,7 +601,7 @@ pub(crate) fn render_name(name: &x509_cert::name::Name) -> String {
         let values: Vec<String> = atvs
             .iter()
             .filter(|atv| atv.oid.to_string() == *oid)
-            .filter_map(|atv| attribute_string(atv))
+            .filter_map(|atv| attribute_string(&atv.value))
             .map(|v| format!("{label}={}", escape_value(&v)))
             .collect();
         let values = match *label {
@@ -594,7 +617,7 @@ pub(crate) fn render_name(name: &x509_cert::name::Name) -> String {
         if NAMED.iter().any(|(o, _)| *o == oid) {
             continue;
         }
-        rdns.push(match attribute_string(atv) {
+        rdns.push(match attribute_string(&atv.value) {
             Some(v) => format!("{oid}=#{}", hex(&go_marshal_string(&v))),
             None => match atv.value.to_der() {
                 Ok(der) => format!("{oid}=#{}", hex(&der)),
@@ -605,10 +628,11 @@ pub(crate) fn render_name(name: &x509_cert::name::Name) -> String {
     rdns.join(",")
 }
 
-/// Decodes an attribute value the way Go's `parseASN1String` does.
-fn attribute_string(atv: &AttributeTypeAndValue) -> Option<String> {
-    let bytes = atv.value.value();
-    match atv.value.tag() {
+/// Decodes an attribute value the way Go's `parseASN1String` does: the one decoder for subject
+/// rendering and the ACL's CN/OU. `None` for what Go refuses, e.g. an odd-length BMPString.
+pub(crate) fn attribute_string(value: &der::Any) -> Option<String> {
+    let bytes = value.value();
+    match value.tag() {
         Tag::Utf8String | Tag::PrintableString | Tag::Ia5String | Tag::NumericString => {
             std::str::from_utf8(bytes).ok().map(str::to_string)
         }

@@ -147,7 +147,8 @@ fn timestamp() -> String {
     )
 }
 
-/// Broken-down local time, through the C library's zone handling.
+/// Broken-down local time, through the C library's zone handling: the one `localtime_r` call
+/// of the crate (log lines, syslog, `/_status` times).
 pub struct LocalTime {
     pub year: i32,
     pub month: u32,
@@ -156,14 +157,20 @@ pub struct LocalTime {
     pub min: u32,
     pub sec: u32,
     pub micros: u32,
+    pub nanos: u32,
+    /// Seconds east of UTC.
+    pub utc_offset: i64,
 }
 
 impl LocalTime {
     pub fn now() -> LocalTime {
-        let now = std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .unwrap_or_default();
-        let secs = now.as_secs() as libc::time_t;
+        LocalTime::at(std::time::SystemTime::now())
+    }
+
+    /// `t` in the local zone; times before 1970 count as the epoch.
+    pub fn at(t: std::time::SystemTime) -> LocalTime {
+        let since = t.duration_since(std::time::UNIX_EPOCH).unwrap_or_default();
+        let secs = since.as_secs() as libc::time_t;
         // SAFETY: localtime_r writes only into the zeroed `tm` we own; `secs` outlives the call.
         #[allow(unsafe_code)]
         let tm = unsafe {
@@ -178,7 +185,9 @@ impl LocalTime {
             hour: tm.tm_hour as u32,
             min: tm.tm_min as u32,
             sec: tm.tm_sec as u32,
-            micros: now.subsec_micros(),
+            micros: since.subsec_micros(),
+            nanos: since.subsec_nanos(),
+            utc_offset: tm.tm_gmtoff,
         }
     }
 }
@@ -252,9 +261,7 @@ impl Syslog {
             std::process::id(),
             line
         );
-        let Ok(mut socket) = self.socket.lock() else {
-            return;
-        };
+        let mut socket = crate::sync::lock(&self.socket);
         // A restarted syslog daemon leaves our socket dead: reconnect once and resend.
         if socket.send(msg.as_bytes()).is_err() {
             if let Ok(fresh) = Self::open() {

@@ -7,6 +7,7 @@
 use std::collections::VecDeque;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Condvar, Mutex, MutexGuard};
+
 use std::time::{Duration, Instant};
 
 use crate::config::Timeouts;
@@ -15,6 +16,7 @@ use crate::logging::{CONN_ERRS, CONNS};
 use crate::metrics::Metrics;
 use crate::net::{Listener, Stream};
 use crate::relay::{self, CopyLimits, Endpoint};
+use crate::sync::{self, lock};
 
 /// Worker threads need little stack: rustls and the relay keep their buffers on the heap.
 const WORKER_STACK: usize = 256 * 1024;
@@ -172,10 +174,7 @@ impl Proxy {
     fn take_slot(&self) -> bool {
         let mut open = lock(&self.open);
         while self.max_conns != 0 && *open >= self.max_conns && !self.is_shutting_down() {
-            open = match self.slot_freed.wait(open) {
-                Ok(g) => g,
-                Err(p) => p.into_inner(),
-            };
+            open = sync::wait(&self.slot_freed, open);
         }
         if self.is_shutting_down() {
             return false;
@@ -206,22 +205,22 @@ impl Proxy {
         let mut open = lock(&self.open);
         while *open > 0 {
             open = match deadline {
-                None => match self.drained.wait(open) {
-                    Ok(g) => g,
-                    Err(p) => p.into_inner(),
-                },
+                None => sync::wait(&self.drained, open),
                 Some(d) => {
                     let Some(left) = d.checked_duration_since(Instant::now()) else {
                         return false;
                     };
-                    match self.drained.wait_timeout(open, left) {
-                        Ok((g, _)) => g,
-                        Err(p) => p.into_inner().0,
-                    }
+                    sync::wait_timeout(&self.drained, open, left).0
                 }
             };
         }
         true
+    }
+}
+
+impl crate::systemd::Liveness for Proxy {
+    fn alive(&self, within: Duration) -> bool {
+        self.responsive(within)
     }
 }
 
@@ -237,14 +236,6 @@ impl Drop for Slot {
         }
         self.0.active.fetch_sub(1, Ordering::Relaxed);
         self.0.release_slot();
-    }
-}
-
-/// Locks a mutex whose data stays consistent even if a holder panicked (plain counters).
-fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
-    match m.lock() {
-        Ok(g) => g,
-        Err(p) => p.into_inner(),
     }
 }
 
@@ -322,13 +313,10 @@ fn worker(state: &(Mutex<PoolState>, Condvar)) {
                 }
                 st.idle += 1;
                 let wait = if settled { WORKER_IDLE } else { WORKER_SETTLE };
-                let (g, timeout) = match cvar.wait_timeout(st, wait) {
-                    Ok(r) => r,
-                    Err(p) => p.into_inner(),
-                };
+                let (g, timed_out) = sync::wait_timeout(cvar, st, wait);
                 st = g;
                 st.idle -= 1;
-                if timeout.timed_out() && st.jobs.is_empty() {
+                if timed_out && st.jobs.is_empty() {
                     if settled {
                         return leave(st);
                     }

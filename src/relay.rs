@@ -102,6 +102,47 @@ pub fn handshake(
     }
 }
 
+/// Reads a TLS ClientHello on a non-blocking socket before `deadline`, for a server that picks
+/// its configuration from it (ACME TLS-ALPN-01 challenges); the handshake then continues with
+/// [`handshake`] on the connection made from the result. Abandons early on `cancel`.
+pub fn read_client_hello(
+    sock: &mut Stream,
+    deadline: Instant,
+    cancel: &AtomicBool,
+) -> Result<rustls::server::Accepted, HandshakeError> {
+    sock.set_nonblocking(true).map_err(HandshakeError::Io)?;
+    let mut acceptor = rustls::server::Acceptor::default();
+    loop {
+        let now = Instant::now();
+        if now >= deadline || cancel.load(Ordering::Relaxed) {
+            return Err(HandshakeError::Timeout);
+        }
+        let mut fds = [libc::pollfd {
+            fd: sock.as_raw_fd(),
+            events: libc::POLLIN,
+            revents: 0,
+        }];
+        poll(&mut fds, Some((deadline - now).min(SHUTDOWN_CHECK))).map_err(HandshakeError::Io)?;
+        if fds[0].revents == 0 {
+            continue;
+        }
+        match acceptor.read_tls(sock) {
+            Ok(0) => return Err(HandshakeError::Eof),
+            Ok(_) => {}
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => continue,
+            Err(e) => return Err(HandshakeError::Io(e)),
+        }
+        match acceptor.accept() {
+            Ok(Some(accepted)) => return Ok(accepted),
+            Ok(None) => {}
+            Err((e, mut alert)) => {
+                let _ = alert.write_all(sock);
+                return Err(HandshakeError::Tls(e));
+            }
+        }
+    }
+}
+
 /// Deadlines for the copy phase.
 #[derive(Debug, Clone, Copy)]
 pub struct CopyLimits {

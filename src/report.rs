@@ -15,7 +15,7 @@ use rustls::pki_types::ServerName;
 use rustls::{ClientConfig, ClientConnection, StreamOwned};
 
 use crate::metrics::Metrics;
-use crate::net::{self, Addr, AddrKind, Stream};
+use crate::net::{self, Addr, AddrKind, HeadError, Stream};
 
 /// A parsed `http://` or `https://` URL of `--metrics-url` or `--target-status`.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -143,27 +143,25 @@ fn exchange<S: Read + Write>(
     s.write_all(&out)?;
     s.flush()?;
     let mut buf = Vec::with_capacity(1024);
-    loop {
-        let mut headers = [httparse::EMPTY_HEADER; 64];
-        let mut resp = httparse::Response::new(&mut headers);
-        match resp.parse(&buf) {
-            Ok(httparse::Status::Complete(_)) => {
-                return resp
-                    .code
-                    .ok_or_else(|| io::Error::other("malformed HTTP response"));
-            }
-            Ok(httparse::Status::Partial) => {}
-            Err(e) => return Err(io::Error::other(format!("malformed HTTP response: {e}"))),
+    let head = net::read_http_head(s, &mut buf, 16 * 1024, 2048, &mut |_| true);
+    let mut headers = [httparse::EMPTY_HEADER; 64];
+    let mut resp = httparse::Response::new(&mut headers);
+    match resp.parse(&buf) {
+        Ok(httparse::Status::Complete(_)) => {
+            return resp
+                .code
+                .ok_or_else(|| io::Error::other("malformed HTTP response"));
         }
-        if buf.len() > 16 * 1024 {
-            return Err(io::Error::other("malformed HTTP response: head too large"));
-        }
-        let mut chunk = [0u8; 2048];
-        match s.read(&mut chunk)? {
-            0 => return Err(io::Error::new(io::ErrorKind::UnexpectedEof, "EOF")),
-            n => buf.extend_from_slice(&chunk[..n]),
-        }
+        Ok(httparse::Status::Partial) => {}
+        Err(e) => return Err(io::Error::other(format!("malformed HTTP response: {e}"))),
     }
+    Err(match head {
+        Err(HeadError::Eof) => io::Error::new(io::ErrorKind::UnexpectedEof, "EOF"),
+        Err(HeadError::Io(e)) => e,
+        Err(HeadError::TooLarge | HeadError::Deadline) | Ok(_) => {
+            io::Error::other("malformed HTTP response: head too large")
+        }
+    })
 }
 
 /// The `--target-status` check (SPEC 8.4): GET the URL over a connection made by `dial` (the

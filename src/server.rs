@@ -14,7 +14,7 @@ use crate::metrics::Metrics;
 use crate::net::{self, Addr, Stream};
 use crate::proxy::{self, Connector, Proxy};
 use crate::relay::{self, Endpoint, HandshakeError};
-use crate::tls::{Reloadable, ServerTls};
+use crate::tls::{self, Accepted, Reloadable, ServerTls};
 
 /// The server-mode connector.
 pub struct Server {
@@ -30,16 +30,32 @@ impl Connector for Server {
         let deadline = started + self.timeouts.connect;
         let peer = inbound.peer_ip_port();
         let ctx = self.tls.current();
-        let handshake = ServerConnection::new(ctx.config.clone())
-            .map_err(HandshakeError::Tls)
-            .and_then(|c| {
-                let mut conn = Connection::Server(c);
-                relay::handshake(&mut inbound, &mut conn, deadline, proxy.cancel_flag())?;
-                if let Connection::Server(c) = &conn {
-                    ctx.recheck_resumed(c).map_err(HandshakeError::Tls)?;
-                }
-                Ok(conn)
-            });
+        // With ACME TLS-ALPN-01, the ClientHello picks the configuration.
+        let server = match &ctx.challenge {
+            None => ServerConnection::new(ctx.config.clone()).map_err(HandshakeError::Tls),
+            Some(challenge) => {
+                relay::read_client_hello(&mut inbound, deadline, proxy.cancel_flag()).and_then(
+                    |hello| {
+                        let config = match tls::wants_challenge(&hello.client_hello()) {
+                            true => challenge.clone(),
+                            false => ctx.config.clone(),
+                        };
+                        hello
+                            .into_connection(config)
+                            .map_err(|(e, _)| HandshakeError::Tls(e))
+                    },
+                )
+            }
+        };
+        let handshake = server.and_then(|c| {
+            let mut conn = Connection::Server(c);
+            relay::handshake(&mut inbound, &mut conn, deadline, proxy.cancel_flag())?;
+            let accepted = match &conn {
+                Connection::Server(c) => ctx.accepted(c).map_err(HandshakeError::Tls)?,
+                Connection::Client(_) => Accepted::Peer,
+            };
+            Ok((conn, accepted))
+        });
         let metrics = proxy.metrics();
         if let Some(m) = metrics {
             m.handshake.record(started.elapsed());
@@ -51,7 +67,9 @@ impl Connector for Server {
             }
         };
         let conn = match handshake {
-            Ok(conn) => conn,
+            Ok((conn, Accepted::Peer)) => conn,
+            // An ACME TLS-ALPN-01 validation: the handshake was the answer.
+            Ok((_, Accepted::Challenge)) => return,
             Err(e) => {
                 if let (Some(m), HandshakeError::Timeout) = (metrics, &e) {
                     Metrics::inc(&m.accept_timeout);
