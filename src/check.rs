@@ -128,7 +128,7 @@ pub fn report(config: &Config, now: SystemTime) -> Result<Report, String> {
         }
     }
 
-    let trust = certs::load_trust(config.cacert.as_deref())?;
+    let trust = certs::load_trust(config.cacert.as_deref(), &config.system_trust)?;
     match &config.cacert {
         Some(ca) => {
             r.lines.push(format!(

@@ -24,7 +24,7 @@ use rustls::{
 
 use crate::auth::{self, SpkiPin};
 use crate::certs;
-use crate::config::{Acl, CipherGroup, ClientVerify, Config, ServerAuth, TlsPolicy};
+use crate::config::{Acl, CipherGroup, ClientVerify, Config, MaxTlsVersion, ServerAuth, TlsPolicy};
 
 /// The crypto provider restricted to the suites we allow (SPEC 4.1): the three TLS 1.3 suites
 /// and the ECDHE + AEAD TLS 1.2 suites of the selected groups. Nothing else is ever offered.
@@ -70,15 +70,17 @@ pub fn provider(policy: &TlsPolicy) -> CryptoProvider {
 }
 
 /// Protocol versions from `--max-tls-version` (SPEC 2.6): TLS 1.3 preferred, 1.2 minimum.
-pub fn versions(max: &str) -> Result<&'static [&'static SupportedProtocolVersion], String> {
+pub fn versions(
+    max: &MaxTlsVersion,
+) -> Result<&'static [&'static SupportedProtocolVersion], String> {
     static BOTH: [&SupportedProtocolVersion; 2] =
         [&rustls::version::TLS13, &rustls::version::TLS12];
     static TLS12: [&SupportedProtocolVersion; 1] = [&rustls::version::TLS12];
-    match max.to_ascii_uppercase().as_str() {
-        "" | "TLS1.3" => Ok(&BOTH),
-        "TLS1.2" => Ok(&TLS12),
-        _ => Err(format!(
-            "invalid max TLS version: unsupported TLS version: {max}"
+    match max {
+        MaxTlsVersion::Tls13 => Ok(&BOTH),
+        MaxTlsVersion::Tls12 => Ok(&TLS12),
+        MaxTlsVersion::Unsupported(word) => Err(format!(
+            "invalid max TLS version: unsupported TLS version: {word}"
         )),
     }
 }
@@ -94,7 +96,10 @@ impl Material {
         let identity = certs::load_identity(&config.identity, provider)?;
         let mut roots = RootCertStore::empty();
         // Unusable anchors are skipped, as the reference skips what it cannot parse.
-        roots.add_parsable_certificates(certs::load_trust(config.cacert.as_deref())?);
+        roots.add_parsable_certificates(certs::load_trust(
+            config.cacert.as_deref(),
+            &config.system_trust,
+        )?);
         Ok(Material {
             identity,
             roots: Arc::new(roots),
@@ -262,7 +267,7 @@ pub fn client(
     let versions = versions(&config.tls.max_version)?;
     let sessions: Arc<dyn rustls::client::ClientSessionStore> =
         Arc::new(rustls::client::ClientSessionMemoryCache::new(256));
-    let resume = resumption_enabled();
+    let resume = config.tls.resumption;
     Reloadable::new(Box::new(move || {
         let material = Material::load(&config, &provider)?;
         let verifier: Arc<dyn ServerCertVerifier> = match &verify {
@@ -304,23 +309,16 @@ pub fn client(
     }))
 }
 
-/// Client mode resumes TLS sessions with the server unless `GHOSTUNNEL_TLS_RESUMPTION=off`
-/// (the reference's client keeps no session cache, so every connection is a full handshake;
-/// the benchmark measures both).
-fn resumption_enabled() -> bool {
-    !matches!(
-        std::env::var("GHOSTUNNEL_TLS_RESUMPTION").as_deref(),
-        Ok("off" | "0" | "no" | "false")
-    )
-}
-
 /// The TLS client of `--metrics-url` and `--target-status` over https: our versions and suites,
 /// the `--cacert` bundle or the system roots (read once, at startup), standard hostname
 /// verification and no client certificate.
 pub fn https_client(config: &Config) -> Result<Arc<ClientConfig>, String> {
     let provider = Arc::new(provider(&config.tls));
     let mut roots = RootCertStore::empty();
-    roots.add_parsable_certificates(certs::load_trust(config.cacert.as_deref())?);
+    roots.add_parsable_certificates(certs::load_trust(
+        config.cacert.as_deref(),
+        &config.system_trust,
+    )?);
     let verifier = WebPkiServerVerifier::builder_with_provider(Arc::new(roots), provider.clone())
         .build()
         .map_err(|e| format!("unable to build TLS config: {e}"))?;
@@ -596,8 +594,9 @@ mod tests {
 
     fn suites(groups: Vec<CipherGroup>) -> Vec<CipherSuite> {
         let policy = TlsPolicy {
-            max_version: String::new(),
+            max_version: MaxTlsVersion::Tls13,
             cipher_suites: groups,
+            resumption: true,
         };
         provider(&policy)
             .cipher_suites
