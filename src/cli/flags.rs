@@ -73,6 +73,7 @@ pub(super) enum Id {
     VerifyIp,
     VerifySpkiPin,
     VerifyPolicy,
+    /// Keep last: a test counts the variants by it.
     VerifyQuery,
 }
 
@@ -472,3 +473,30 @@ pub(super) const BUILTIN_HELP: &[(&str, &str)] = &[
     ),
     ("--version", "Show application version."),
 ];
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Every `Id` has a row, and the rows sharing an `Id` (a flag of both commands) agree on
+    /// everything but their help text, so reading a value by `Id` is unambiguous.
+    #[test]
+    fn ids_and_rows_agree() {
+        for (i, flag) in FLAGS.iter().enumerate() {
+            assert_eq!(flag.name, flag.id.name());
+            for other in FLAGS[i + 1..].iter().filter(|o| o.id == flag.id) {
+                assert_ne!(flag.scope, other.scope, "--{} twice in a scope", flag.name);
+                assert_ne!(flag.scope, Global, "--{} global and per command", flag.name);
+                assert_eq!(
+                    (other.kind, other.default, other.env, other.aliases),
+                    (flag.kind, flag.default, flag.env, flag.aliases),
+                    "--{}",
+                    flag.name
+                );
+            }
+        }
+        let names: std::collections::HashSet<&str> = FLAGS.iter().map(|f| f.name).collect();
+        // The `Id` enum has exactly as many variants as the table has distinct names.
+        assert_eq!(names.len(), Id::VerifyQuery as usize + 1);
+    }
+}
