@@ -173,7 +173,10 @@ fn thread_exhaustion_backs_off_and_recovers() {
     // SAFETY: geteuid(2) has no preconditions.
     #[allow(unsafe_code)]
     let root = unsafe { libc::geteuid() } == 0;
-    assert!(root, "needs root, to run the daemon as another uid under RLIMIT_NPROC");
+    assert!(
+        root,
+        "needs root, to run the daemon as another uid under RLIMIT_NPROC"
+    );
     require_tool("setpriv", "util-linux");
     require_tool("prlimit", "util-linux");
     let pki = Pki::new();

@@ -224,7 +224,6 @@ fn socket_activation_with_a_missing_name_fails_clearly() {
         .assert_stderr_contains("expected listener with name nope, but found none");
 }
 
-
 /// Every unit in packaging/ passes `systemd-analyze verify` with ExecStart on the built binary.
 #[test]
 fn unit_files_verify() {
