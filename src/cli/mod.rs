@@ -57,6 +57,12 @@ pub enum CliError {
     Parser(String),
     /// A flag for a feature this build leaves out, set to something other than its default.
     Unsupported(&'static str),
+    /// `--enable-pprof` or `--enable-shutdown` without `--status`.
+    RequiresStatus(&'static str),
+    /// A URL flag without an `http://` or `https://` scheme.
+    NotHttpUrl(&'static str),
+    /// An address flag that does not parse: the flag and why.
+    BadAddress(&'static str, String),
     /// A flag, a flag combination or a file named by a flag that validation refuses; the text
     /// names the flag.
     Invalid(String),
@@ -72,6 +78,11 @@ impl fmt::Display for CliError {
             CliError::MissingArgument(name) => write!(f, "expected argument for flag '--{name}'"),
             CliError::Repeated(name) => write!(f, "flag '{name}' cannot be repeated"),
             CliError::Unsupported(name) => write!(f, "--{name} is not supported by this build"),
+            CliError::RequiresStatus(name) => write!(f, "--{name} requires --status to be set"),
+            CliError::NotHttpUrl(name) => {
+                write!(f, "--{name} should start with http:// or https://")
+            }
+            CliError::BadAddress(name, why) => write!(f, "invalid --{name} address: {why}"),
             CliError::Required(names) => {
                 let names: Vec<String> = names.iter().map(|n| format!("'--{n}'")).collect();
                 write!(f, "required flag(s) {} not provided", names.join(", "))

@@ -3,6 +3,7 @@
 //! through the lookup it is given; owns no I/O besides reading `@path` argument files.
 
 use std::collections::HashMap;
+use std::collections::hash_map::Entry;
 use std::ffi::{OsStr, OsString};
 use std::net::IpAddr;
 use std::os::unix::ffi::OsStrExt;
@@ -146,10 +147,15 @@ impl Scan {
         let (flag, negated) =
             lookup(&name, self.command).ok_or_else(|| CliError::UnknownLongFlag(name.clone()))?;
         if flag.kind == Bool {
-            if self.given.contains_key(&flag.id) {
+            let repeated = match self.given.entry(flag.id) {
+                Entry::Occupied(_) => true,
+                Entry::Vacant(v) => {
+                    v.insert(Value::Bool(!negated));
+                    false
+                }
+            };
+            if repeated {
                 self.defer(CliError::Repeated(flag.name));
-            } else {
-                self.given.insert(flag.id, Value::Bool(!negated));
             }
             return match parser.optional_value() {
                 Some(v) => self.positional(lossy(&v)).map(|stop| !stop),

@@ -22,19 +22,19 @@ impl RawArgs {
     pub(super) fn parse_stage_checks(&self) -> Result<(), CliError> {
         let status = self.str(Id::Status);
         if self.bool(Id::EnablePprof) && status.is_empty() {
-            return Err("--enable-pprof requires --status to be set".into());
+            return Err(CliError::RequiresStatus(Id::EnablePprof.name()));
         }
         if self.bool(Id::EnableShutdown) && status.is_empty() {
-            return Err("--enable-shutdown requires --status to be set".into());
+            return Err(CliError::RequiresStatus(Id::EnableShutdown.name()));
         }
         let http = |s: &str| s.starts_with("http://") || s.starts_with("https://");
         let url = self.str(Id::MetricsUrl);
         if !url.is_empty() && !http(url) {
-            return Err("--metrics-url should start with http:// or https://".into());
+            return Err(CliError::NotHttpUrl(Id::MetricsUrl.name()));
         }
         let target_status = self.str(Id::TargetStatus);
         if !target_status.is_empty() && !http(target_status) {
-            return Err("--target-status should start with http:// or https://".into());
+            return Err(CliError::NotHttpUrl(Id::TargetStatus.name()));
         }
         if !status.is_empty() {
             parse_status(status)?;
@@ -68,10 +68,8 @@ impl RawArgs {
         };
         let tls = self.tls_policy()?;
         // Both were checked by the mode step above (`--listen` only for its prefix).
-        let listen = Addr::parse(self.str(Id::Listen))
-            .map_err(|e| format!("invalid --listen address: {e}"))?;
-        let target = Addr::parse(self.str(Id::Target))
-            .map_err(|e| format!("invalid --target address: {e}"))?;
+        let listen = Addr::parse(self.str(Id::Listen)).map_err(|e| bad_address(Id::Listen, e))?;
+        let target = Addr::parse(self.str(Id::Target)).map_err(|e| bad_address(Id::Target, e))?;
         // URI patterns compile last: the reference only compiles them after loading
         // certificates (SPEC 5.4), so every 2.7.2 message comes first.
         let mode = match mode {
@@ -127,16 +125,15 @@ impl RawArgs {
     }
 
     /// `--metrics-*` (SPEC 8.5), checked after the mode steps.
-    fn metrics_opts(&self) -> Result<MetricsOpts, String> {
+    fn metrics_opts(&self) -> Result<MetricsOpts, CliError> {
         let graphite = match self.str(Id::MetricsGraphite) {
             "" => None,
             raw => {
-                let addr = Addr::parse(raw)
-                    .map_err(|e| format!("invalid --metrics-graphite address: {e}"))?;
+                let addr = Addr::parse(raw).map_err(|e| bad_address(Id::MetricsGraphite, e))?;
                 if addr.tcp_port().is_none_or(|p| p == 0) {
                     return Err(format!(
                         "invalid --metrics-graphite address {raw}: must be HOST:PORT with a non-zero port"
-                    ));
+                    ).into());
                 }
                 Some(addr)
             }
@@ -161,7 +158,7 @@ impl RawArgs {
 
     /// The credential count and pairing rules (SPEC 2.7.2 step 1). PKCS#11, ACME and the
     /// workload API never count here: they were refused as unsupported.
-    fn identity(&self) -> Result<IdentitySource, String> {
+    fn identity(&self) -> Result<IdentitySource, CliError> {
         let (keystore, cert, key) = (
             self.str(Id::Keystore),
             self.str(Id::Cert),
@@ -212,7 +209,7 @@ impl RawArgs {
     }
 
     /// `--storepass`, or the first line of `--storepass-file` (never both).
-    fn storepass(&self) -> Result<String, String> {
+    fn storepass(&self) -> Result<String, CliError> {
         let file = self.str(Id::StorepassFile);
         if file.is_empty() {
             return Ok(self.str(Id::Storepass).to_string());
@@ -246,21 +243,24 @@ impl RawArgs {
         }
     }
 
-    fn uri_patterns(&self, id: Id) -> Result<Vec<UriPattern>, String> {
+    fn uri_patterns(&self, id: Id) -> Result<Vec<UriPattern>, CliError> {
         let flag = id.name();
         self.list(id)
             .iter()
             .map(|p| {
-                UriPattern::compile(p)
-                    .map_err(|e| format!("invalid URI pattern in --{flag} flag ({e})"))
+                UriPattern::compile(p).map_err(|e| {
+                    CliError::Invalid(format!("invalid URI pattern in --{flag} flag ({e})"))
+                })
             })
             .collect()
     }
 
-    fn pins(&self, id: Id) -> Result<Vec<SpkiPin>, String> {
+    fn pins(&self, id: Id) -> Result<Vec<SpkiPin>, CliError> {
         self.list(id)
             .iter()
-            .map(|p| SpkiPin::parse(p).map_err(|e| format!("--{}: {e}", id.name())))
+            .map(|p| {
+                SpkiPin::parse(p).map_err(|e| CliError::Invalid(format!("--{}: {e}", id.name())))
+            })
             .collect()
     }
 
@@ -269,7 +269,7 @@ impl RawArgs {
     }
 
     /// SPEC 2.7.2 server steps 2-8 (step 1 is [`RawArgs::identity`]).
-    fn server_opts(&self) -> Result<ServerOpts, String> {
+    fn server_opts(&self) -> Result<ServerOpts, CliError> {
         let disable = self.bool(Id::DisableAuthentication);
         let all = self.bool(Id::AllowAll);
         let a = self.any_list(&[
@@ -305,12 +305,12 @@ impl RawArgs {
                     .into(),
             );
         }
-        let addr = Addr::parse(target).map_err(|e| format!("invalid --target address: {e}"))?;
+        let addr = Addr::parse(target).map_err(|e| bad_address(Id::Target, e))?;
         if matches!(addr.kind, AddrKind::Systemd(_) | AddrKind::Launchd(_)) {
             return Err(format!(
                 "invalid --target network \"{}\": only tcp and unix targets are supported (systemd:/launchd: cannot be dialed)",
                 addr.network()
-            ));
+            ).into());
         }
         let proxy_protocol = match (
             self.bool(Id::ProxyProtocol),
@@ -350,18 +350,18 @@ impl RawArgs {
     }
 
     /// SPEC 2.7.2 client steps 2-6 (step 1 is [`RawArgs::identity`]).
-    fn client_opts(&self) -> Result<ClientOpts, String> {
+    fn client_opts(&self) -> Result<ClientOpts, CliError> {
         let listen = self.str(Id::Listen);
         if !self.bool(Id::UnsafeListen) && !Addr::is_safe(listen) {
             return Err("--listen must be unix:PATH, localhost:PORT, systemd:NAME or launchd:NAME (unless --unsafe-listen is set)".into());
         }
-        let target = Addr::parse(self.str(Id::Target))
-            .map_err(|e| format!("invalid --target address: {e}"))?;
+        let target = Addr::parse(self.str(Id::Target)).map_err(|e| bad_address(Id::Target, e))?;
         if !matches!(target.kind, AddrKind::Tcp { .. }) {
             return Err(format!(
                 "invalid --target network \"{}\": client mode requires a HOST:PORT TCP target",
                 target.network()
-            ));
+            )
+            .into());
         }
         let names = [
             Id::VerifyCn,
@@ -398,7 +398,7 @@ impl RawArgs {
     }
 
     /// `--cipher-suites` and `--max-tls-version` (SPEC 2.6).
-    fn tls_policy(&self) -> Result<TlsPolicy, String> {
+    fn tls_policy(&self) -> Result<TlsPolicy, CliError> {
         let mut cipher_suites = Vec::new();
         for name in self.str(Id::CipherSuites).split(',').map(str::trim) {
             cipher_suites.push(match name {
@@ -407,7 +407,7 @@ impl RawArgs {
                 "UNSAFE-AZURE" if self.bool(Id::AllowUnsafeCipherSuites) => {
                     return Err("cipher suite group 'UNSAFE-AZURE' is not supported by this build (CBC suites are never offered)".into());
                 }
-                _ => return Err(format!("invalid cipher suite '{name}' selected")),
+                _ => return Err(format!("invalid cipher suite '{name}' selected").into()),
             });
         }
         Ok(TlsPolicy {
@@ -418,8 +418,13 @@ impl RawArgs {
     }
 }
 
+/// `invalid --<flag> address: <why>`.
+fn bad_address(id: Id, why: String) -> CliError {
+    CliError::BadAddress(id.name(), why)
+}
+
 /// `--status`: an optional `http://`/`https://` scheme, then an address (SPEC 2.7.1 step 5).
-fn parse_status(s: &str) -> Result<StatusAddr, String> {
+fn parse_status(s: &str) -> Result<StatusAddr, CliError> {
     let (scheme, rest) = if let Some(r) = s.strip_prefix("http://") {
         (StatusScheme::Http, r)
     } else if let Some(r) = s.strip_prefix("https://") {
@@ -427,12 +432,13 @@ fn parse_status(s: &str) -> Result<StatusAddr, String> {
     } else {
         (StatusScheme::None, s)
     };
-    let addr = Addr::parse(rest).map_err(|e| format!("invalid --status address: {e}"))?;
+    let addr = Addr::parse(rest).map_err(|e| bad_address(Id::Status, e))?;
     if scheme != StatusScheme::None && !matches!(addr.kind, AddrKind::Tcp { .. }) {
         return Err(format!(
             "invalid --status network \"{}\": http(s):// scheme requires a HOST:PORT target",
             addr.network()
-        ));
+        )
+        .into());
     }
     Ok(StatusAddr { addr, scheme })
 }

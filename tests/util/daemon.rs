@@ -33,7 +33,14 @@ pub fn free_port() -> u16 {
             .port();
         let lock = File::create(dir.join(port.to_string())).expect("port lock file");
         // flock(2) locks conflict between open files, even within one process.
-        if lock.try_lock().is_ok() {
+        // SAFETY: flock(2) on a descriptor this function owns and keeps open.
+        let locked = unsafe {
+            libc::flock(
+                std::os::fd::AsRawFd::as_raw_fd(&lock),
+                libc::LOCK_EX | libc::LOCK_NB,
+            )
+        } == 0;
+        if locked {
             HELD.lock().unwrap().push(lock);
             return port;
         }
