@@ -20,9 +20,13 @@ as_root() {
 packages=(openssl ca-certificates systemd sslscan groff-base bash zsh python3
     python3-prometheus-client python3-pip tinyproxy microsocks util-linux)
 missing=()
-for p in "${packages[@]}"; do
-    dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "ok installed" || missing+=("$p")
-done
+if command -v apt-get >/dev/null 2>&1; then
+    for p in "${packages[@]}"; do
+        dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "ok installed" || missing+=("$p")
+    done
+else
+    echo "not a Debian/Ubuntu system: install the equivalents of: ${packages[*]}" >&2
+fi
 if [ "${#missing[@]}" -gt 0 ]; then
     export DEBIAN_FRONTEND=noninteractive
     as_root apt-get update -qq
