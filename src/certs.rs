@@ -20,7 +20,7 @@ use rustls::sign::{CertifiedKey, SigningKey};
 use x509_cert::Certificate;
 use x509_cert::attr::AttributeTypeAndValue;
 
-use crate::config::IdentitySource;
+use crate::config::{IdentitySource, SystemTrust};
 
 /// Files are read up to this size (SPEC 3.2).
 const MAX_FILE_SIZE: u64 = 50 * 1024 * 1024;
@@ -92,7 +92,10 @@ pub fn load_identity(
 /// `loading trust store: open <p>: no such file or directory`.
 ///
 /// May be called from any thread at any time; it re-reads every file.
-pub fn load_trust(path: Option<&Path>) -> Result<Vec<CertificateDer<'static>>, String> {
+pub fn load_trust(
+    path: Option<&Path>,
+    system: &SystemTrust,
+) -> Result<Vec<CertificateDer<'static>>, String> {
     let result = match path {
         Some(path) => read_file(path).and_then(|data| {
             let certs = certs_from_pem(&data);
@@ -101,10 +104,7 @@ pub fn load_trust(path: Option<&Path>) -> Result<Vec<CertificateDer<'static>>, S
                 false => Ok(certs),
             }
         }),
-        None => system_trust(
-            std::env::var_os("SSL_CERT_FILE").filter(|v| !v.is_empty()),
-            std::env::var_os("SSL_CERT_DIR").filter(|v| !v.is_empty()),
-        ),
+        None => system_trust(system.file.clone().map(Into::into), system.dir.clone()),
     };
     result.map_err(|e| format!("loading trust store: {e}"))
 }
@@ -1343,14 +1343,14 @@ mod tests {
         let (ca, leaf) = ca_and_leaf(&rcgen::PKCS_ECDSA_P256_SHA256, &leaf_spec());
         let bundle = dir.join("bundle.pem");
         std::fs::write(&bundle, format!("{}{}{}", ca.key_pem, ca.pem, leaf.pem)).unwrap();
-        let certs = load_trust(Some(&bundle)).unwrap();
+        let certs = load_trust(Some(&bundle), &SystemTrust::default()).unwrap();
         assert_eq!(certs.len(), 2);
         assert_eq!(certs[0].as_ref(), ca.der.as_slice());
 
         let keys = dir.join("keys.pem");
         std::fs::write(&keys, &ca.key_pem).unwrap();
         assert_eq!(
-            load_trust(Some(&keys)).unwrap_err(),
+            load_trust(Some(&keys), &SystemTrust::default()).unwrap_err(),
             "loading trust store: unable to read certificates from CA bundle"
         );
         let garbage = dir.join("garbage.pem");
@@ -1360,11 +1360,11 @@ mod tests {
         )
         .unwrap();
         assert_eq!(
-            load_trust(Some(&garbage)).unwrap_err(),
+            load_trust(Some(&garbage), &SystemTrust::default()).unwrap_err(),
             "loading trust store: unable to read certificates from CA bundle"
         );
         assert_eq!(
-            load_trust(Some(Path::new("/nonexist"))).unwrap_err(),
+            load_trust(Some(Path::new("/nonexist")), &SystemTrust::default()).unwrap_err(),
             "loading trust store: open /nonexist: no such file or directory"
         );
     }

@@ -134,7 +134,8 @@ pub fn report(
 
     let trust = match source.trust_anchors() {
         Some(anchors) => anchors,
-        None => certs::load_trust(config.cacert.as_deref()).map_err(CertError::Trust)?,
+        None => certs::load_trust(config.cacert.as_deref(), &config.system_trust)
+            .map_err(CertError::Trust)?,
     };
     match &config.cacert {
         Some(ca) => {

@@ -70,8 +70,7 @@ impl Failure {
 
 fn run(args: Vec<std::ffi::OsString>) -> Result<ExitCode, Failure> {
     // 1. Parse the command line and run the parse-stage checks.
-    let env = |name: &str| std::env::var(name).ok().filter(|v| !v.is_empty());
-    let raw = match cli::parse(args, &env).map_err(Failure::Usage)? {
+    let raw = match cli::parse_process_args(args).map_err(|e| Failure::Usage(e.to_string()))? {
         cli::Parsed::Run(raw) => raw,
         cli::Parsed::Exit { text, stdout } => {
             if stdout {
@@ -94,7 +93,7 @@ fn run(args: Vec<std::ffi::OsString>) -> Result<ExitCode, Failure> {
     // 3. Mode validation.
     let config = raw
         .into_config()
-        .map_err(|e| Failure::startup(format!("error: {e}"), e))?;
+        .map_err(|e| Failure::startup(format!("error: {e}"), e.to_string()))?;
     let config = Arc::new(config);
 
     // 4. The identity source and the authorizer.
@@ -314,8 +313,8 @@ fn mode_parts(
             check_max_tls(config, "error: unable to build dialer: ")?;
             let tunnel = opts
                 .proxy
-                .as_deref()
-                .map(tunnel::ProxyUrl::parse)
+                .as_ref()
+                .map(|p| p.url.clone())
                 .transpose()
                 .map_err(|e| Failure::Startup {
                     logged: vec![
@@ -324,8 +323,8 @@ fn mode_parts(
                     ],
                     printed: e,
                 })?;
-            if let Some(url) = &opts.proxy {
-                log::info!("using proxy {}", tunnel::redacted(url));
+            if let Some(p) = &opts.proxy {
+                log::info!("using proxy {}", tunnel::redacted(&p.raw));
             }
             let tls = Arc::new(tls);
             let connector = Arc::new(client::Client {

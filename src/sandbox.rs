@@ -16,7 +16,6 @@ use crate::authz::Authorizer;
 use crate::config::{Config, Mode};
 use crate::identity::IdentitySource;
 use crate::net::AddrKind;
-use crate::tunnel::ProxyUrl;
 
 /// The ABI we ask for; older kernels get the subset they support.
 const ABI_WANTED: ABI = ABI::V7;
@@ -132,12 +131,12 @@ impl Plan {
             ] {
                 plan.read_only.insert(dir.into());
             }
-            if let Ok(file) = std::env::var("SSL_CERT_FILE") {
-                plan.add_file_dir(Path::new(&file));
+            if let Some(file) = &config.system_trust.file {
+                plan.add_file_dir(file);
             }
-            if let Ok(dirs) = std::env::var("SSL_CERT_DIR") {
-                for dir in dirs.split(':').filter(|d| !d.is_empty()) {
-                    plan.read_only.insert(dir.into());
+            if let Some(dirs) = &config.system_trust.dir {
+                for dir in std::env::split_paths(dirs).filter(|d| !d.as_os_str().is_empty()) {
+                    plan.read_only.insert(dir);
                 }
             }
         }
@@ -167,10 +166,8 @@ impl Plan {
             plan.connect.insert(53);
         }
         if let Mode::Client(opts) = &config.mode {
-            let proxy = opts
-                .proxy
-                .as_deref()
-                .and_then(|url| ProxyUrl::parse(url).ok());
+            // An unusable URL has already failed startup before the sandbox is planned.
+            let proxy = opts.proxy.as_ref().and_then(|p| p.url.as_ref().ok());
             if let Some(port) = proxy.and_then(|p| p.addr.tcp_port()) {
                 plan.connect.insert(port);
             }
@@ -277,8 +274,17 @@ mod tests {
     use crate::cli::{self, Parsed};
 
     fn plan(args: &[&str], notify: Option<&str>) -> Plan {
+        plan_env(args, notify, &[])
+    }
+
+    fn plan_env(args: &[&str], notify: Option<&str>, vars: &[(&str, &str)]) -> Plan {
         let args = args.iter().map(OsString::from).collect();
-        let Ok(Parsed::Run(raw)) = cli::parse(args, &|_| None) else {
+        let env = |name: &str| {
+            vars.iter()
+                .find(|(n, _)| *n == name)
+                .map(|(_, v)| v.to_string())
+        };
+        let Ok(Parsed::Run(raw)) = cli::parse(args, &env) else {
             panic!("parse")
         };
         let config = raw.into_config().expect("valid");
@@ -286,6 +292,35 @@ mod tests {
         let authz = crate::authz::from_config(&config);
         let abstract_notify = notify.is_some_and(|s| s.starts_with('@'));
         Plan::from_config(&config, &*identity, &*authz, abstract_notify)
+    }
+
+    /// `SSL_CERT_FILE=` (set but empty) is an unset variable: it used to grant read access to
+    /// the working directory (the "parent" of an empty path), while the trust store ignored it.
+    #[test]
+    fn empty_ssl_cert_variables_grant_nothing() {
+        let args = [
+            "server",
+            "--listen=:8443",
+            "--target=localhost:8080",
+            "--keystore=/k/s.p12",
+            "--allow-all",
+        ];
+        let p = plan_env(&args, None, &[("SSL_CERT_FILE", ""), ("SSL_CERT_DIR", "")]);
+        assert_eq!(p.read_only, plan(&args, None).read_only);
+        assert!(!p.read_only.contains(Path::new(".")), "{:?}", p.read_only);
+        let p = plan_env(
+            &args,
+            None,
+            &[("SSL_CERT_FILE", "/b/ca.pem"), ("SSL_CERT_DIR", "/d1::/d2")],
+        );
+        for dir in ["/b", "/d1", "/d2"] {
+            assert!(
+                p.read_only.contains(Path::new(dir)),
+                "{dir}: {:?}",
+                p.read_only
+            );
+        }
+        assert!(!p.read_only.contains(Path::new(".")), "{:?}", p.read_only);
     }
 
     #[test]

@@ -26,7 +26,9 @@ use rustls::{
 use crate::auth::{self, SpkiPin};
 use crate::authz::Authorizer;
 use crate::certs::{self, CertError};
-use crate::config::{CipherGroup, ClientVerify, Config, ServerAuth, TlsPolicy};
+use crate::config::{
+    CipherGroup, ClientVerify, Config, MaxTlsVersion, ServerAuth, SystemTrust, TlsPolicy,
+};
 use crate::identity::{self, IdentitySource};
 
 /// The crypto provider restricted to the suites we allow (SPEC 4.1): the three TLS 1.3 suites
@@ -73,15 +75,17 @@ pub fn provider(policy: &TlsPolicy) -> CryptoProvider {
 }
 
 /// Protocol versions from `--max-tls-version` (SPEC 2.6): TLS 1.3 preferred, 1.2 minimum.
-pub fn versions(max: &str) -> Result<&'static [&'static SupportedProtocolVersion], String> {
+pub fn versions(
+    max: &MaxTlsVersion,
+) -> Result<&'static [&'static SupportedProtocolVersion], String> {
     static BOTH: [&SupportedProtocolVersion; 2] =
         [&rustls::version::TLS13, &rustls::version::TLS12];
     static TLS12: [&SupportedProtocolVersion; 1] = [&rustls::version::TLS12];
-    match max.to_ascii_uppercase().as_str() {
-        "" | "TLS1.3" => Ok(&BOTH),
-        "TLS1.2" => Ok(&TLS12),
-        _ => Err(format!(
-            "invalid max TLS version: unsupported TLS version: {max}"
+    match max {
+        MaxTlsVersion::Tls13 => Ok(&BOTH),
+        MaxTlsVersion::Tls12 => Ok(&TLS12),
+        MaxTlsVersion::Unsupported(word) => Err(format!(
+            "invalid max TLS version: unsupported TLS version: {word}"
         )),
     }
 }
@@ -97,12 +101,13 @@ impl Material {
     fn load(
         source: &dyn IdentitySource,
         cacert: Option<&Path>,
+        system: &SystemTrust,
         provider: &CryptoProvider,
     ) -> Result<Material, CertError> {
         let identity = source.load(provider)?;
         let anchors = match source.trust_anchors() {
             Some(anchors) => anchors,
-            None => certs::load_trust(cacert).map_err(CertError::Trust)?,
+            None => certs::load_trust(cacert, system).map_err(CertError::Trust)?,
         };
         let mut roots = RootCertStore::empty();
         // Unusable anchors are skipped, as the reference skips what it cannot parse.
@@ -284,11 +289,12 @@ pub fn server(
 ) -> Result<Reloadable<ServerTls>, CertError> {
     let auth = auth.clone();
     let cacert = config.cacert.clone();
+    let system = config.system_trust.clone();
     let provider = Arc::new(provider(&config.tls));
     let versions = versions(&config.tls.max_version).map_err(CertError::Tls)?;
     let challenge = source.alpn_challenge();
     Reloadable::new(Box::new(move || {
-        let material = Material::load(&*source, cacert.as_deref(), &provider)?;
+        let material = Material::load(&*source, cacert.as_deref(), &system, &provider)?;
         let Some(identity) = material.identity else {
             return Err(CertError::Identity(
                 "certificate cannot be used as a server".into(),
@@ -339,13 +345,14 @@ pub fn client(
 ) -> Result<Reloadable<ClientTls>, CertError> {
     let verify = verify.clone();
     let cacert = config.cacert.clone();
+    let system = config.system_trust.clone();
     let provider = Arc::new(provider(&config.tls));
     let versions = versions(&config.tls.max_version).map_err(CertError::Tls)?;
     let sessions: Arc<dyn rustls::client::ClientSessionStore> =
         Arc::new(rustls::client::ClientSessionMemoryCache::new(256));
-    let resume = resumption_enabled();
+    let resume = config.tls.resumption;
     Reloadable::new(Box::new(move || {
-        let material = Material::load(&*source, cacert.as_deref(), &provider)?;
+        let material = Material::load(&*source, cacert.as_deref(), &system, &provider)?;
         let verifier: Arc<dyn ServerCertVerifier> = match &verify {
             ClientVerify::Pins(pins) => Arc::new(PinVerifier::new(pins.clone(), &provider)),
             ClientVerify::Standard(_) => {
@@ -385,23 +392,16 @@ pub fn client(
     }))
 }
 
-/// Client mode resumes TLS sessions with the server unless `GHOSTUNNEL_TLS_RESUMPTION=off`
-/// (the reference's client keeps no session cache, so every connection is a full handshake;
-/// the benchmark measures both).
-fn resumption_enabled() -> bool {
-    !matches!(
-        std::env::var("GHOSTUNNEL_TLS_RESUMPTION").as_deref(),
-        Ok("off" | "0" | "no" | "false")
-    )
-}
-
 /// The TLS client of `--metrics-url` and `--target-status` over https: our versions and suites,
 /// the `--cacert` bundle or the system roots (read once, at startup), standard hostname
 /// verification and no client certificate.
 pub fn https_client(config: &Config) -> Result<Arc<ClientConfig>, String> {
     let provider = Arc::new(provider(&config.tls));
     let mut roots = RootCertStore::empty();
-    roots.add_parsable_certificates(certs::load_trust(config.cacert.as_deref())?);
+    roots.add_parsable_certificates(certs::load_trust(
+        config.cacert.as_deref(),
+        &config.system_trust,
+    )?);
     let verifier = WebPkiServerVerifier::builder_with_provider(Arc::new(roots), provider.clone())
         .build()
         .map_err(|e| format!("unable to build TLS config: {e}"))?;
@@ -676,8 +676,9 @@ mod tests {
 
     fn suites(groups: Vec<CipherGroup>) -> Vec<CipherSuite> {
         let policy = TlsPolicy {
-            max_version: String::new(),
+            max_version: MaxTlsVersion::Tls13,
             cipher_suites: groups,
+            resumption: true,
         };
         provider(&policy)
             .cipher_suites
@@ -791,8 +792,12 @@ mod tests {
         .unwrap()
         .current();
         let mut roots = RootCertStore::empty();
-        roots.add_parsable_certificates(certs::load_trust(Some(&ch_cert)).unwrap());
-        roots.add_parsable_certificates(certs::load_trust(Some(&cert)).unwrap());
+        roots.add_parsable_certificates(
+            certs::load_trust(Some(&ch_cert), &SystemTrust::default()).unwrap(),
+        );
+        roots.add_parsable_certificates(
+            certs::load_trust(Some(&cert), &SystemTrust::default()).unwrap(),
+        );
         let connect = |alpn: &[u8]| {
             let mut client = ClientConfig::builder_with_provider(provider.clone())
                 .with_safe_default_protocol_versions()
