@@ -1,6 +1,6 @@
-//! Authorization of the peer's leaf certificate: the `--allow-*`/`--verify-*` ACL (SPEC 5.1,
-//! 5.2), SPKI pins (5.3) and URI wildcard patterns (5.4). Pure functions over DER bytes; owns
-//! no TLS state and no I/O.
+//! Authorization of the peer's leaf certificate: the `--allow-*`/`--verify-*` ACL
+//! (docs/behaviour.md §5.1, 5.2), SPKI pins (5.3) and URI wildcard patterns (5.4). Pure functions
+//! over DER bytes; owns no TLS state and no I/O.
 
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 
@@ -13,7 +13,7 @@ use x509_cert::ext::pkix::name::GeneralName;
 
 use crate::config::Acl;
 
-/// The rejection text for a failed ACL check (SPEC 5.1).
+/// The rejection text for a failed ACL check (docs/behaviour.md §5.1).
 pub const UNAUTHORIZED: &str = "unauthorized: invalid principal, or principal not allowed";
 
 const OID_CN: &str = "2.5.4.3";
@@ -109,8 +109,8 @@ fn base64_error_offset(s: &str) -> usize {
     data_end - data_end % 4
 }
 
-/// Checks the leaf against the pins: `Ok` if any matches, else the SPEC 5.3 runtime text
-/// (`unauthorized: pin verification failed`, `unauthorized: failed to parse certificate: …`).
+/// Checks the leaf against the pins: `Ok` if any matches, else the docs/behaviour.md §5.3 runtime
+/// text (`unauthorized: pin verification failed`, `unauthorized: failed to parse certificate: …`).
 pub fn check_pins(pins: &[SpkiPin], leaf_der: &[u8]) -> Result<(), String> {
     if leaf_der.is_empty() {
         return Err("unauthorized: no certificate presented".to_string());
@@ -173,7 +173,8 @@ enum Segment {
 }
 
 impl UriPattern {
-    /// Compiles a pattern; errors are the SPEC 5.4 texts (e.g. `input pattern was empty string`).
+    /// Compiles a pattern; errors are the docs/behaviour.md §5.4 texts (e.g. `input pattern was
+    /// empty string`).
     pub fn compile(s: &str) -> Result<UriPattern, String> {
         if s.is_empty() {
             return Err("input pattern was empty string".to_string());
@@ -428,7 +429,7 @@ mod tests {
         assert!(SpkiPin::parse("sha256:47DEQpj8HBSa+/TImW+5JCeuQeRkm5NMpJWZG3hSuFU=:").is_err());
     }
 
-    /// The SPEC 5.3 openssl pipeline for `algo` over the certificate in `cert`.
+    /// The docs/behaviour.md §5.3 openssl pipeline for `algo` over the certificate in `cert`.
     fn openssl_pin(cert: &std::path::Path, algo: &str) -> String {
         sh(&format!(
             "openssl x509 -in '{}' -pubkey -noout | openssl pkey -pubin -outform der | \

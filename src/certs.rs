@@ -1,7 +1,7 @@
 //! Certificate material: loading the identity from `--keystore` (PEM, DER or PKCS#12) or
-//! `--cert`/`--key` (SPEC 3.2-3.4), the CA bundle or system trust store (3.5), and rendering
-//! certificate subjects for logs (13.4). Reads files; owns no sockets and no TLS sessions.
-//! Every call re-reads its files, so a reload is just another call.
+//! `--cert`/`--key` (docs/behaviour.md §3.2-3.4), the CA bundle or system trust store (3.5), and
+//! rendering certificate subjects for logs (13.4). Reads files; owns no sockets and no TLS
+//! sessions. Every call re-reads its files, so a reload is just another call.
 
 use std::collections::HashSet;
 use std::fs::File;
@@ -22,7 +22,7 @@ use x509_cert::attr::AttributeTypeAndValue;
 
 use crate::config::{IdentitySource, SystemTrust};
 
-/// Files are read up to this size (SPEC 3.2).
+/// Files are read up to this size (docs/behaviour.md §3.2).
 const MAX_FILE_SIZE: u64 = 50 * 1024 * 1024;
 
 /// Where Go looks for the system bundle on Linux, in order; the first readable one wins.
@@ -61,11 +61,11 @@ impl std::fmt::Display for CertError {
 
 impl std::error::Error for CertError {}
 
-/// Loads the identity. `Ok(None)` for [`IdentitySource::None`]. Errors are the SPEC 3.6 `<e>`
-/// texts, e.g. `reading certificate file "<p>": open <p>: no such file or directory` or
-/// `parsing X509 key pair: tls: private key does not match public key`. An expired or
-/// not-yet-valid leaf is rejected with `certificate "<p>" has expired (not after <time>)` or
-/// `certificate "<p>" is not yet valid (not before <time>)`.
+/// Loads the identity. `Ok(None)` for [`IdentitySource::None`]. Errors are the docs/behaviour.md
+/// §3.6 `<e>` texts, e.g. `reading certificate file "<p>": open <p>: no such file or directory` or
+/// `parsing X509 key pair: tls: private key does not match public key`. An expired or not-yet-valid
+/// leaf is rejected with `certificate "<p>" has expired (not after <time>)` or `certificate "<p>"
+/// is not yet valid (not before <time>)`.
 ///
 /// May be called from any thread at any time; it re-reads every file.
 pub fn load_identity(
@@ -115,8 +115,8 @@ pub fn not_after(cert_der: &[u8]) -> Option<SystemTime> {
     Some(cert.tbs_certificate.validity.not_after.to_system_time())
 }
 
-/// The subject of a DER certificate in the reference's RFC 2253-like form (SPEC 13.4), e.g.
-/// `CN=server,OU=servers,O=Acme,C=US`. Unparseable input renders as an empty string.
+/// The subject of a DER certificate in the reference's RFC 2253-like form (docs/behaviour.md
+/// §13.4), e.g. `CN=server,OU=servers,O=Acme,C=US`. Unparseable input renders as an empty string.
 pub fn subject_string(cert_der: &[u8]) -> String {
     match Certificate::from_der(cert_der) {
         Ok(cert) => render_name(&cert.tbs_certificate.subject),
@@ -184,7 +184,7 @@ enum Format {
     Der,
 }
 
-/// SPEC 3.3: the extension first, then the magic bytes.
+/// docs/behaviour.md §3.3: the extension first, then the magic bytes.
 fn detect_format(path: &Path, data: &[u8]) -> Result<Format, String> {
     let ext = path
         .extension()
@@ -578,7 +578,7 @@ fn system_trust(
 // ---------------------------------------------------------------------------------------------
 // Subject rendering (Go pkix.Name.String)
 
-/// Standard attributes in render order, with their names (SPEC 13.4).
+/// Standard attributes in render order, with their names (docs/behaviour.md §13.4).
 const NAMED: &[(&str, &str)] = &[
     ("2.5.4.5", "SERIALNUMBER"),
     ("2.5.4.3", "CN"),

@@ -43,7 +43,7 @@ pub struct Config {
     pub metrics: MetricsOpts,
 }
 
-/// `--metrics-*` (SPEC 8.5).
+/// `--metrics-*` (docs/behaviour.md §8.5).
 #[derive(Debug)]
 pub struct MetricsOpts {
     /// `--metrics-graphite`: a TCP `host:port`.
@@ -57,7 +57,7 @@ pub struct MetricsOpts {
 }
 
 impl Config {
-    /// Whether anything observes metrics; when not, nothing is recorded (SPEC 7.5).
+    /// Whether anything observes metrics; when not, nothing is recorded (docs/behaviour.md §7.5).
     pub fn metrics_observed(&self) -> bool {
         self.status.is_some() || self.metrics.graphite.is_some() || self.metrics.url.is_some()
     }
@@ -75,11 +75,11 @@ pub struct ServerOpts {
     pub auth: ServerAuth,
     /// `--proxy-protocol` (= `Conn`) or `--proxy-protocol-mode`.
     pub proxy_protocol: Option<ProxyProtocolMode>,
-    /// `--target-status`: the backend check is an HTTP GET of this URL (SPEC 8.4).
+    /// `--target-status`: the backend check is an HTTP GET of this URL (docs/behaviour.md §8.4).
     pub target_status: Option<HttpUrl>,
 }
 
-/// How the server authenticates and authorizes clients (SPEC 4.2, 5.5).
+/// How the server authenticates and authorizes clients (docs/behaviour.md §4.2, §5.5).
 #[derive(Debug, Clone)]
 pub enum ServerAuth {
     /// `--disable-authentication`: no client certificate requested.
@@ -122,7 +122,7 @@ pub struct SystemTrust {
     pub dir: Option<OsString>,
 }
 
-/// How the client checks the server (SPEC 4.3, 5.2).
+/// How the client checks the server (docs/behaviour.md §4.3, §5.2).
 #[derive(Debug, Clone)]
 pub enum ClientVerify {
     /// Chain and hostname verification, then the ACL if it is not empty.
@@ -151,7 +151,7 @@ impl Acl {
     }
 }
 
-/// Where the identity comes from (SPEC 3.1).
+/// Where the identity comes from (docs/behaviour.md §3.1).
 #[derive(Debug, Clone)]
 pub enum IdentitySource {
     /// `--keystore` (+ `--storepass`).
@@ -162,7 +162,7 @@ pub enum IdentitySource {
     None,
 }
 
-/// Deadlines for one connection and for the drain (SPEC 2.3, 7.3, 12.2).
+/// Deadlines for one connection and for the drain (docs/behaviour.md §2.3, §7.3, §12.2).
 #[derive(Debug, Clone, Copy)]
 pub struct Timeouts {
     /// `--connect-timeout`: handshake + dial budget. A negative flag value becomes zero, which
@@ -176,7 +176,7 @@ pub struct Timeouts {
     pub shutdown: Option<Duration>,
 }
 
-/// TLS knobs (SPEC 2.6, 4.1).
+/// TLS knobs (docs/behaviour.md §2.6, §4.1).
 #[derive(Debug, Clone)]
 pub struct TlsPolicy {
     /// `--max-tls-version`.
@@ -225,7 +225,7 @@ pub enum ProxyProtocolMode {
     TlsFull,
 }
 
-/// `--quiet` classes (SPEC 13.2).
+/// `--quiet` classes (docs/behaviour.md §13.2).
 #[derive(Debug, Clone, Copy, Default)]
 pub struct Quiet {
     pub all: bool,
@@ -234,7 +234,7 @@ pub struct Quiet {
     pub handshake_errs: bool,
 }
 
-/// `--status` with its scheme remembered (SPEC 8.1).
+/// `--status` with its scheme remembered (docs/behaviour.md §8.1).
 #[derive(Debug)]
 pub struct StatusAddr {
     pub addr: Addr,

@@ -1,5 +1,5 @@
-//! The process logger (SPEC 13): `[<pid>] YYYY/MM/DD hh:mm:ss.µµµµµµ <message>` lines on
-//! stdout or to the local syslog socket, filtered by the `--quiet` classes.
+//! The process logger (docs/behaviour.md §13): `[<pid>] YYYY/MM/DD hh:mm:ss.µµµµµµ <message>` lines
+//! on stdout or to the local syslog socket, filtered by the `--quiet` classes.
 //!
 //! Call sites pick a class with the log target: [`CONNS`], [`CONN_ERRS`], [`HANDSHAKE_ERRS`];
 //! anything else is suppressed only by `--quiet=all`. They also pick a level: `error!` for
@@ -8,8 +8,8 @@
 //! routine lines. The level never changes the text; when stdout is connected to the journal
 //! (`JOURNAL_STREAM`), it becomes an sd-daemon(3) `<N>` prefix in place of our pid and
 //! timestamp (journald records both itself), so `journalctl -p warning` works. `--syslog`
-//! sends every line at severity info, as the reference does (SPEC 13.1): syslog filters
-//! written for it keep matching.
+//! sends every line at severity info, as the reference does (docs/behaviour.md §13.1): syslog
+//! filters written for it keep matching.
 
 use std::io::Write;
 use std::os::fd::AsFd;
@@ -192,7 +192,7 @@ impl LocalTime {
     }
 }
 
-/// A connection to the local syslog socket (SPEC 13.1).
+/// A connection to the local syslog socket (docs/behaviour.md §13.1).
 struct Syslog {
     socket: std::sync::Mutex<SyslogSocket>,
     tag: String,

@@ -33,7 +33,7 @@ fn main() -> ExitCode {
 
 /// A startup failure, reported once: lines for the logger, then one line on stderr.
 enum Failure {
-    /// Parse stage (SPEC 2.7.1): stderr only.
+    /// Parse stage (docs/behaviour.md §2.7.1): stderr only.
     Usage(String),
     /// Logger setup: stderr only.
     Logger(String),
@@ -424,7 +424,7 @@ fn cert_failure(e: CertError) -> Failure {
     )
 }
 
-/// Resolves `--target` once at startup unless skipped (SPEC 6.5), and logs it.
+/// Resolves `--target` once at startup unless skipped (docs/behaviour.md §6.5), and logs it.
 fn prepare_target(config: &Config) -> Result<(), Failure> {
     let via_proxy = matches!(&config.mode, Mode::Client(c) if c.proxy.is_some());
     if let AddrKind::Tcp { host, port } = &config.target.kind {
@@ -441,7 +441,7 @@ fn prepare_target(config: &Config) -> Result<(), Failure> {
     Ok(())
 }
 
-/// `--max-tls-version` is checked when the TLS configuration is built (SPEC 2.6).
+/// `--max-tls-version` is checked when the TLS configuration is built (docs/behaviour.md §2.6).
 fn check_max_tls(config: &Config, log_prefix: &str) -> Result<(), Failure> {
     tls::versions(&config.tls.max_version)
         .map(drop)

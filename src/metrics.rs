@@ -1,5 +1,5 @@
-//! The metrics registry and its three wire formats (SPEC 7.5, 8.5): JSON (`/_metrics`,
-//! `--metrics-url`), Prometheus text (`/_metrics/prometheus`) and Graphite lines.
+//! The metrics registry and its three wire formats (docs/behaviour.md §7.5, §8.5): JSON
+//! (`/_metrics`, `--metrics-url`), Prometheus text (`/_metrics/prometheus`) and Graphite lines.
 //!
 //! Owns the counters, gauges and timers the proxy updates, and rendering them. Owns no sockets
 //! and no threads: `status.rs` serves the formats and `report.rs` pushes them. The registry
@@ -178,8 +178,8 @@ impl Metrics {
         }
     }
 
-    /// The JSON array of SPEC 8.5: `{"hostname","metric","timestamp","value"}` objects; timers
-    /// expand to count, min, max, mean and percentiles (nanoseconds).
+    /// The JSON array of docs/behaviour.md §8.5: `{"hostname","metric","timestamp","value"}`
+    /// objects; timers expand to count, min, max, mean and percentiles (nanoseconds).
     pub fn json(&self) -> String {
         let now = unix_secs(SystemTime::now());
         let host = crate::status::json_str(&self.hostname);
@@ -278,8 +278,9 @@ impl Metrics {
         out
     }
 
-    /// Graphite plaintext lines (SPEC 8.5) for one flush. `previous` holds each series' count
-    /// at the last flush, for the per-second rates, and is updated; `secs` is the flush period.
+    /// Graphite plaintext lines (docs/behaviour.md §8.5) for one flush. `previous` holds each
+    /// series' count at the last flush, for the per-second rates, and is updated; `secs` is the
+    /// flush period.
     pub fn graphite(&self, previous: &mut Vec<(String, u64)>, secs: f64) -> String {
         let now = unix_secs(SystemTime::now());
         let mut out = String::new();

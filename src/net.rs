@@ -1,6 +1,6 @@
-//! Addresses and sockets: the `--listen`/`--target`/`--status` grammar (SPEC 6.1), the safety
-//! prefixes (6.4), listeners (6.2), dialing (6.3) and the [`Stream`] type that the proxy moves
-//! bytes over. Owns no TLS and no policy.
+//! Addresses and sockets: the `--listen`/`--target`/`--status` grammar (docs/behaviour.md §6.1),
+//! the safety prefixes (6.4), listeners (6.2), dialing (6.3) and the [`Stream`] type that the proxy
+//! moves bytes over. Owns no TLS and no policy.
 
 use std::fmt;
 use std::io::{self, Read, Write};
@@ -27,7 +27,7 @@ pub enum AddrKind {
     Launchd(String),
 }
 
-/// Literal prefixes that make an address "safe" (SPEC 6.4).
+/// Literal prefixes that make an address "safe" (docs/behaviour.md §6.4).
 const SAFE_PREFIXES: [&str; 6] = [
     "unix:",
     "systemd:",
@@ -71,7 +71,7 @@ impl Addr {
         })
     }
 
-    /// Whether the literal string starts with one of the safe prefixes (SPEC 6.4).
+    /// Whether the literal string starts with one of the safe prefixes (docs/behaviour.md §6.4).
     pub fn is_safe(raw: &str) -> bool {
         SAFE_PREFIXES.iter().any(|p| raw.starts_with(p))
     }
@@ -168,7 +168,7 @@ fn lookup_cause(e: &io::Error) -> String {
     }
 }
 
-/// Picks the first IPv4 address, else the first IPv6 (SPEC 6.2).
+/// Picks the first IPv4 address, else the first IPv6 (docs/behaviour.md §6.2).
 pub fn pick_listen_addr(addrs: &[SocketAddr]) -> SocketAddr {
     *addrs.iter().find(|a| a.is_ipv4()).unwrap_or(&addrs[0])
 }
@@ -431,8 +431,8 @@ pub fn timed_io_error(e: &io::Error) -> String {
     }
 }
 
-/// Dials a TCP or UNIX target before `deadline` (SPEC 6.3). TCP names are resolved on every
-/// dial and every address is tried in turn.
+/// Dials a TCP or UNIX target before `deadline` (docs/behaviour.md §6.3). TCP names are resolved on
+/// every dial and every address is tried in turn.
 pub fn dial(addr: &Addr, deadline: Instant) -> io::Result<Stream> {
     let remaining = || {
         deadline
@@ -529,7 +529,7 @@ impl Stream {
         }
     }
 
-    /// `tcp:1.2.3.4:5` / `unix:/path` / `unix:@` for the remote end (SPEC 13.3).
+    /// `tcp:1.2.3.4:5` / `unix:/path` / `unix:@` for the remote end (docs/behaviour.md §13.3).
     pub fn peer_display(&self) -> String {
         match self {
             Stream::Tcp(s) => match s.peer_addr() {

@@ -1,4 +1,5 @@
-//! The accept loop, the worker pool, the concurrency limit and the drain (SPEC 7.1, 12.2).
+//! The accept loop, the worker pool, the concurrency limit and the drain (docs/behaviour.md §7.1,
+//! §12.2).
 //!
 //! The main thread blocks in `accept()`; each accepted socket goes to a pooled OS thread (small
 //! stack, reused while connections keep coming) that runs the mode's [`Connector`]. Owns no TLS
@@ -54,7 +55,7 @@ pub struct Proxy {
     active: AtomicUsize,
     /// The most connections open at once since the count was last zero.
     peak: AtomicUsize,
-    /// `None` when nothing observes metrics: then nothing is recorded (SPEC 7.5).
+    /// `None` when nothing observes metrics: then nothing is recorded (docs/behaviour.md §7.5).
     metrics: Option<Arc<Metrics>>,
 }
 
@@ -164,7 +165,7 @@ impl Proxy {
                 Metrics::inc(&m.accept_error);
             }
             log::error!(target: CONN_ERRS, "error accepting connection: {error}");
-            // 5 ms, doubling per consecutive error, up to 1 s (SPEC 7.1).
+            // 5 ms, doubling per consecutive error, up to 1 s (docs/behaviour.md §7.1).
             backoff = (backoff * 2).clamp(Duration::from_millis(5), Duration::from_secs(1));
             std::thread::sleep(backoff);
         }
@@ -346,8 +347,8 @@ fn leave(mut st: MutexGuard<'_, PoolState>) {
 }
 
 /// Runs the copy phase between two connected endpoints, with the `opening pipe` and
-/// `closed pipe` lines (SPEC 13.3). `started` is when the connection was accepted. Counts the
-/// connection as a success, and its bytes and any timeout when it closes.
+/// `closed pipe` lines (docs/behaviour.md §13.3). `started` is when the connection was accepted.
+/// Counts the connection as a success, and its bytes and any timeout when it closes.
 pub fn pipe(
     inbound: &mut Endpoint,
     outbound: &mut Endpoint,

@@ -1,5 +1,5 @@
 //! One thread drives one connection: the TLS handshake under a deadline, then both copy
-//! directions with poll(2) over non-blocking sockets (SPEC 7.2, 7.3).
+//! directions with poll(2) over non-blocking sockets (docs/behaviour.md §7.2, §7.3).
 //!
 //! Half-close is real: EOF from one side becomes `shutdown(SHUT_WR)` (plain) or `close_notify`
 //! then FIN (TLS) towards the other, and the reverse direction keeps flowing until it ends too or
@@ -290,7 +290,7 @@ impl Endpoint {
             return match self.sock.read(buf) {
                 Ok(0) => {
                     self.read_eof = true;
-                    // Plain source: its read side is done (SPEC 7.3).
+                    // Plain source: its read side is done (docs/behaviour.md §7.3).
                     let _ = self.sock.shutdown(Shutdown::Read);
                     Ok(Some(0))
                 }
@@ -589,7 +589,7 @@ fn pump(
     }
 }
 
-/// Resets and broken pipes end a copy without a log line (SPEC 7.3).
+/// Resets and broken pipes end a copy without a log line (docs/behaviour.md §7.3).
 fn is_quiet_error(e: &io::Error) -> bool {
     matches!(
         e.kind(),

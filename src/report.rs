@@ -1,5 +1,5 @@
-//! Talking HTTP and Graphite *out* of the process (SPEC 8.4, 8.5): the `--metrics-graphite`
-//! and `--metrics-url` push threads, and the `--target-status` health check.
+//! Talking HTTP and Graphite *out* of the process (docs/behaviour.md §8.4, §8.5): the
+//! `--metrics-graphite` and `--metrics-url` push threads, and the `--target-status` health check.
 //!
 //! Owns a tiny blocking HTTP/1.1 client (one request per connection, `Connection: close`,
 //! response heads parsed by httparse) over our own [`Stream`], optionally inside the rustls we
@@ -164,9 +164,9 @@ fn exchange<S: Read + Write>(
     })
 }
 
-/// The `--target-status` check (SPEC 8.4): GET the URL over a connection made by `dial` (the
-/// backend dialer); anything but 200 fails. The reference sets no timeout beyond the dial's;
-/// here reads are bounded by `timeout` too, so a hung backend cannot pin a status thread.
+/// The `--target-status` check (docs/behaviour.md §8.4): GET the URL over a connection made by
+/// `dial` (the backend dialer); anything but 200 fails. The reference sets no timeout beyond the
+/// dial's; here reads are bounded by `timeout` too, so a hung backend cannot pin a status thread.
 pub fn target_status(
     url: &HttpUrl,
     dial: impl FnOnce() -> io::Result<Stream>,

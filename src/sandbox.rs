@@ -1,5 +1,5 @@
-//! The Landlock sandbox (SPEC 11): a [`Plan`] derived from the validated configuration, applied
-//! best-effort on the main thread before any other thread exists.
+//! The Landlock sandbox (docs/behaviour.md §11): a [`Plan`] derived from the validated
+//! configuration, applied best-effort on the main thread before any other thread exists.
 //!
 //! Owns building and applying the ruleset from a `Plan`; never reads flags. Listeners are bound
 //! before the sandbox, so the plan grants no TCP bind at all.

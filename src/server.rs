@@ -1,6 +1,6 @@
-//! Server mode: TLS in, plaintext out (SPEC 7.2). Each connection completes its TLS handshake
-//! (with client authentication) under `--connect-timeout`, then the backend is dialled within
-//! the same budget, an optional PROXY v2 header is written, and the pipe runs.
+//! Server mode: TLS in, plaintext out (docs/behaviour.md §7.2). Each connection completes its TLS
+//! handshake (with client authentication) under `--connect-timeout`, then the backend is dialled
+//! within the same budget, an optional PROXY v2 header is written, and the pipe runs.
 
 use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
@@ -60,7 +60,7 @@ impl Connector for Server {
         if let Some(m) = metrics {
             m.handshake.record(started.elapsed());
         }
-        // Every failure before the pipe counts as an accept error (SPEC 7.5).
+        // Every failure before the pipe counts as an accept error (docs/behaviour.md §7.5).
         let failed = || {
             if let Some(m) = metrics {
                 Metrics::inc(&m.accept_error);
@@ -126,7 +126,7 @@ const SIGNATURE: [u8; 12] = [
     0x0D, 0x0A, 0x0D, 0x0A, 0x00, 0x0D, 0x0A, 0x51, 0x55, 0x49, 0x54, 0x0A,
 ];
 
-/// Builds a PROXY protocol v2 header for this connection (SPEC 7.4).
+/// Builds a PROXY protocol v2 header for this connection (docs/behaviour.md §7.4).
 fn proxy_header(
     mode: ProxyProtocolMode,
     inbound: &Stream,

@@ -1,7 +1,7 @@
-//! Signals, reloads and shutdown (SPEC 9, 12): a signal-hook thread turns SIGTERM/SIGINT into a
-//! graceful shutdown and SIGHUP/SIGUSR1 into a reload; a timer thread runs `--timed-reload`.
-//! Handlers only record; the [`Controller`] acts, on whichever thread asked, and leaves the
-//! reloading itself to `reload.rs`.
+//! Signals, reloads and shutdown (docs/behaviour.md §9, §12): a signal-hook thread turns
+//! SIGTERM/SIGINT into a graceful shutdown and SIGHUP/SIGUSR1 into a reload; a timer thread runs
+//! `--timed-reload`. Handlers only record; the [`Controller`] acts, on whichever thread asked, and
+//! leaves the reloading itself to `reload.rs`.
 
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -42,8 +42,8 @@ impl Controller {
         }
     }
 
-    /// Runs one reload with its log lines, bracketed by the `reloading` phase, in SPEC 9's
-    /// order: `announce` (the signal's line) first, the phase last. Skipped once shutdown
+    /// Runs one reload with its log lines, bracketed by the `reloading` phase, in docs/behaviour.md
+    /// §9's order: `announce` (the signal's line) first, the phase last. Skipped once shutdown
     /// started.
     pub fn reload(&self, announce: Option<&str>) {
         if let Some(line) = announce {
@@ -65,8 +65,8 @@ impl Controller {
         self.lifecycle.enter(Phase::Listening);
     }
 
-    /// Starts the graceful shutdown (SPEC 12.2) with `message` as its first log line; a second
-    /// call does nothing.
+    /// Starts the graceful shutdown (docs/behaviour.md §12.2) with `message` as its first log line;
+    /// a second call does nothing.
     pub fn shutdown(&self, message: &str) {
         let taken = crate::sync::lock(&self.listener).take();
         let Some(listener) = taken else { return };
@@ -79,7 +79,7 @@ impl Controller {
 }
 
 /// Installs the handlers and starts the signal thread. Signals that arrived before this call
-/// had their default action (SPEC 12.1).
+/// had their default action (docs/behaviour.md §12.1).
 pub fn start(controller: Arc<Controller>) -> std::io::Result<()> {
     let mut signals = Signals::new([SIGTERM, SIGINT, SIGHUP, SIGUSR1])?;
     std::thread::Builder::new()
@@ -120,7 +120,7 @@ pub fn start_timer(every: Duration, controller: Arc<Controller>) -> std::io::Res
     Ok(())
 }
 
-/// Gives `sig` back its default action, so a second SIGTERM/SIGINT kills (SPEC 12.1).
+/// Gives `sig` back its default action, so a second SIGTERM/SIGINT kills (docs/behaviour.md §12.1).
 fn restore_default(sig: i32) {
     // SAFETY: installing SIG_DFL passes no pointers; signal-hook's own handler for `sig` is
     // simply replaced, which is the point.

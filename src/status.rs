@@ -1,4 +1,5 @@
-//! The status endpoint (SPEC 8.1-8.3, 8.6): it reports the lifecycle (`lifecycle.rs`).
+//! The status endpoint (docs/behaviour.md §8.1-8.3, 8.6): it reports the lifecycle
+//! (`lifecycle.rs`).
 //!
 //! The HTTP/1.1 responder serves `/_status`, `/_metrics*` and
 //! `/_shutdown` over plain TCP, TLS or a UNIX socket; request heads are parsed by httparse.
@@ -352,7 +353,7 @@ fn query_value<'a>(target: &'a str, key: &str) -> Option<&'a str> {
         .map(|(_, v)| v)
 }
 
-/// The `/_status` document with keys in the reference's order (SPEC 8.3), then ours:
+/// The `/_status` document with keys in the reference's order (docs/behaviour.md §8.3), then ours:
 /// `sandbox`, the served certificate's subject and expiry, and the open connection count.
 fn status_json(lifecycle: &Lifecycle, info: &StatusInfo) -> (bool, String) {
     let phase = lifecycle.phase();
@@ -477,7 +478,8 @@ pub fn rfc3339(t: SystemTime) -> String {
     out
 }
 
-/// The host name, read once at startup (SPEC 8.3 omits the key when it cannot be read).
+/// The host name, read once at startup (docs/behaviour.md §8.3 omits the key when it cannot be
+/// read).
 pub fn hostname() -> Option<String> {
     std::fs::read_to_string("/proc/sys/kernel/hostname")
         .ok()

@@ -1,5 +1,6 @@
-//! The systemd protocols without libsystemd (SPEC 10): readiness/reload/stop notifications and
-//! watchdog pings over `NOTIFY_SOCKET`, and socket activation through `LISTEN_FDS`.
+//! The systemd protocols without libsystemd (docs/behaviour.md §10): readiness/reload/stop
+//! notifications and watchdog pings over `NOTIFY_SOCKET`, and socket activation through
+//! `LISTEN_FDS`.
 //!
 //! Owns `NOTIFY_SOCKET`, `WATCHDOG_*` and `LISTEN_*`; never touches TLS.
 

@@ -1,4 +1,4 @@
-//! TLS policy and the reloadable TLS contexts (SPEC 4, 9).
+//! TLS policy and the reloadable TLS contexts (docs/behaviour.md §4, §9).
 //!
 //! Owns the rustls configurations: protocol versions and AEAD-only suites, the server's
 //! client-certificate verifier (chain + `--allow-*`, or pins), the client's server verifier
@@ -31,8 +31,9 @@ use crate::config::{
 };
 use crate::identity::{self, IdentitySource};
 
-/// The crypto provider restricted to the suites we allow (SPEC 4.1): the three TLS 1.3 suites
-/// and the ECDHE + AEAD TLS 1.2 suites of the selected groups. Nothing else is ever offered.
+/// The crypto provider restricted to the suites we allow (docs/behaviour.md §4.1): the three TLS
+/// 1.3 suites and the ECDHE + AEAD TLS 1.2 suites of the selected groups. Nothing else is ever
+/// offered.
 pub fn provider(policy: &TlsPolicy) -> CryptoProvider {
     #[cfg(feature = "aws-lc-rs")]
     let mut provider = rustls::crypto::aws_lc_rs::default_provider();
@@ -74,7 +75,8 @@ pub fn provider(policy: &TlsPolicy) -> CryptoProvider {
     provider
 }
 
-/// Protocol versions from `--max-tls-version` (SPEC 2.6): TLS 1.3 preferred, 1.2 minimum.
+/// Protocol versions from `--max-tls-version` (docs/behaviour.md §2.6): TLS 1.3 preferred, 1.2
+/// minimum.
 pub fn versions(
     max: &MaxTlsVersion,
 ) -> Result<&'static [&'static SupportedProtocolVersion], String> {
@@ -182,8 +184,8 @@ pub struct Served {
     pub subject: String,
     /// The leaf notAfter, for `/_status` and the expiry metric.
     pub not_after: Option<SystemTime>,
-    /// The status port's configuration: same identity, no client certificate (SPEC 4.4);
-    /// `None` when there is no identity to serve with.
+    /// The status port's configuration: same identity, no client certificate (docs/behaviour.md
+    /// §4.4); `None` when there is no identity to serve with.
     pub status: Option<Arc<ServerConfig>>,
 }
 
@@ -511,7 +513,7 @@ impl ClientCertVerifier for ClientAuthVerifier {
     fn root_hint_subjects(&self) -> &[DistinguishedName] {
         match &self.mode {
             ClientAuthMode::Chain { webpki, .. } => webpki.root_hint_subjects(),
-            // Pin mode sends no CA names (SPEC 4.2).
+            // Pin mode sends no CA names (docs/behaviour.md §4.2).
             _ => &[],
         }
     }

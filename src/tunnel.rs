@@ -1,5 +1,5 @@
-//! Client-mode `--proxy` (SPEC 6.6): reaching `--target` through an HTTP CONNECT or SOCKS5
-//! proxy. Owns the proxy URL grammar and the two handshakes; the TLS session runs over the
+//! Client-mode `--proxy` (docs/behaviour.md §6.6): reaching `--target` through an HTTP CONNECT or
+//! SOCKS5 proxy. Owns the proxy URL grammar and the two handshakes; the TLS session runs over the
 //! returned stream as if it were a direct connection.
 //!
 //! Credentials in the URL (`user:pass@`, percent-encoded as in any URL) are sent to either kind

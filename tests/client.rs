@@ -1,4 +1,5 @@
-//! Client mode: plaintext listener, mutual TLS towards a remote server (SPEC 4.3, 5.2).
+//! Client mode: plaintext listener, mutual TLS towards a remote server (docs/behaviour.md §4.3,
+//! §5.2).
 
 use std::io::Write;
 use std::net::SocketAddr;

@@ -1,4 +1,5 @@
-//! Timeouts, concurrency limits, signals and graceful shutdown (SPEC 7.1-7.3, 12, 13.1).
+//! Timeouts, concurrency limits, signals and graceful shutdown (docs/behaviour.md §7.1-7.3, 12,
+//! 13.1).
 
 use std::io::{ErrorKind, Read, Write};
 use std::net::Shutdown;
@@ -9,7 +10,7 @@ use crate::util::*;
 const LOG_WAIT: Duration = Duration::from_secs(5);
 
 /// Every log line carries `[<pid>] YYYY/MM/DD hh:mm:ss.µµµµµµ `; startup logs the mode,
-/// the certificate source, the target and the listen address (SPEC 1, 13.1).
+/// the certificate source, the target and the listen address (docs/behaviour.md §1, §13.1).
 #[test]
 fn startup_log_lines() {
     let pki = Pki::new();
@@ -165,8 +166,8 @@ fn shutdown_timeout_forces_exit_one() {
 }
 
 /// A connection thread that cannot be started (RLIMIT_NPROC reached) is an accept error
-/// (SPEC 7.1): that connection is closed, the log says why, the loop backs off and keeps
-/// going, and service resumes once threads free up. The daemon runs as an unused uid, since
+/// (docs/behaviour.md §7.1): that connection is closed, the log says why, the loop backs off and
+/// keeps going, and service resumes once threads free up. The daemon runs as an unused uid, since
 /// root is exempt from the limit; the test fails when not run as root.
 #[test]
 fn thread_exhaustion_backs_off_and_recovers() {
@@ -344,7 +345,7 @@ fn close_timeout_cuts_half_closed_pipe() {
 }
 
 /// Client mode: a `unix:` listener's socket file is removed at graceful shutdown
-/// (SPEC 6.2, 12.2).
+/// (docs/behaviour.md §6.2, §12.2).
 #[test]
 fn unix_listener_removed_on_shutdown() {
     let pki = Pki::new();
@@ -381,7 +382,7 @@ fn unix_listener_existing_path_fails() {
 }
 
 /// `--quiet=conns` suppresses the pipe lines but not startup lines; `--quiet=all` silences
-/// the logger entirely (SPEC 13.2).
+/// the logger entirely (docs/behaviour.md §13.2).
 #[test]
 fn quiet_conns_and_all() {
     let pki = Pki::new();

@@ -1,5 +1,5 @@
 //! Server mode: TLS listener with client-certificate authorization in front of a plaintext
-//! backend (SPEC 4.2, 5.1, 7, 13.3).
+//! backend (docs/behaviour.md §4.2, §5.1, §7, §13.3).
 
 use std::io::{Read, Write};
 use std::net::SocketAddr;
@@ -92,7 +92,7 @@ fn cfg(pki: &Pki, id: &Identity) -> Arc<ClientConfig> {
 }
 
 /// A client with a valid certificate reaches the backend through the TLS listener, and both
-/// connection lines are logged in the SPEC 13.3 format.
+/// connection lines are logged in the docs/behaviour.md §13.3 format.
 #[test]
 fn server_end_to_end_with_pipe_log_lines() {
     let pki = Pki::new();
@@ -136,7 +136,7 @@ fn server_end_to_end_with_pipe_log_lines() {
     assert_eq!(backend.stats.accepted(), 1);
 }
 
-/// `--cert`/`--key` PEM files work as the server identity (SPEC 3.1).
+/// `--cert`/`--key` PEM files work as the server identity (docs/behaviour.md §3.1).
 #[test]
 fn server_cert_and_key_files() {
     let pki = Pki::new();
@@ -329,7 +329,7 @@ fn tls12_client_is_served_and_authorized() {
 }
 
 /// Two successive connections from one rustls config, the second one resuming the first's
-/// session, are both authorized and both logged with the client subject (SPEC 4.1: a
+/// session, are both authorized and both logged with the client subject (docs/behaviour.md §4.1: a
 /// resumed session must not lose or bypass authorization).
 fn resumption_case(versions: &[&'static rustls::SupportedProtocolVersion]) {
     let pki = Pki::new();
@@ -470,8 +470,8 @@ const RSA_AES128_CBC_SHA: u16 = 0x002f;
 const RSA_AES256_CBC_SHA: u16 = 0x0035;
 
 /// Old protocol versions and CBC-only TLS 1.2 clients get no ServerHello, and the daemon
-/// keeps serving a good client afterwards (SPEC 4.1). A control hello with an AEAD suite
-/// proves the hand-made hello is otherwise acceptable.
+/// keeps serving a good client afterwards (docs/behaviour.md §4.1). A control hello with an AEAD
+/// suite proves the hand-made hello is otherwise acceptable.
 #[test]
 fn reject_tls11_and_cbc_only_clients() {
     let pki = Pki::new();

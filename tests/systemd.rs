@@ -1,5 +1,5 @@
-//! systemd integration (SPEC 10): the exact notify datagrams, watchdog pings, socket activation,
-//! and the unit files in packaging/ checked by systemd-analyze.
+//! systemd integration (docs/behaviour.md §10): the exact notify datagrams, watchdog pings, socket
+//! activation, and the unit files in packaging/ checked by systemd-analyze.
 
 use std::os::unix::net::{UnixDatagram, UnixListener};
 use std::path::Path;

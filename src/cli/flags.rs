@@ -153,7 +153,7 @@ impl Id {
     }
 }
 
-/// The value type of a flag (SPEC 2.2).
+/// The value type of a flag (docs/behaviour.md §2.2).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(super) enum Kind {
     Bool,
@@ -277,10 +277,10 @@ impl Flag {
 pub(super) use Kind::*;
 pub(super) use Scope::*;
 
-/// The `--quiet` classes (SPEC 13.2).
+/// The `--quiet` classes (docs/behaviour.md §13.2).
 pub(super) const QUIET_CLASSES: &[&str] = &["", "all", "conns", "conn-errs", "handshake-errs"];
 
-/// Every flag of SPEC 2.3-2.5, in help order, plus `--check` and `--storepass-file`.
+/// Every flag of docs/behaviour.md §2.3-2.5, in help order, plus `--check` and `--storepass-file`.
 /// `--help`, `--version`, `--help-long`, `--help-man`, `--help-custom-man` and
 /// `--completion-script-{bash,zsh}` are handled by the parser itself.
 pub(super) const FLAGS: &[Flag] = &[

@@ -5,7 +5,7 @@ use super::Parsed;
 use super::flags::{ABOUT, BUILTIN_HELP, CLIENT_ABOUT, FLAGS, SERVER_ABOUT};
 use super::flags::{Client, Global, Scope, Server};
 
-/// `--version`: the reference's shape with our toolchain (SPEC 2.1).
+/// `--version`: the reference's shape with our toolchain (docs/behaviour.md §2.1).
 pub(super) fn version() -> String {
     format!(
         "rev {} built with {} (pkcs11: false, keychain: false)\n",

@@ -25,7 +25,7 @@ pub(super) enum Value {
     Many(Vec<String>),
 }
 
-/// Flags as given, after the parse-stage checks (SPEC 2.7.1).
+/// Flags as given, after the parse-stage checks (docs/behaviour.md §2.7.1).
 #[derive(Debug)]
 pub struct RawArgs {
     /// `--quiet` classes, for the logger (set up before mode validation).
@@ -211,7 +211,7 @@ pub fn parse_process_args(args: Vec<OsString>) -> Result<Parsed, CliError> {
 /// flag argument) stops the scan; `--version`, `--help-long`, `--help-man` and `help` seen
 /// before it still win. Then `--help`, then the first stray word (nothing after it is read),
 /// then the first bad or repeated value, then usage when no command was given, then missing
-/// required flags, then the parse-stage checks (SPEC 2.7.1).
+/// required flags, then the parse-stage checks (docs/behaviour.md §2.7.1).
 pub fn parse(
     args: Vec<OsString>,
     env: &dyn Fn(&str) -> Option<String>,
@@ -334,7 +334,7 @@ fn lookup(name: &str, command: Option<Scope>) -> Option<(&'static Flag, bool)> {
     (flag.kind == Bool).then_some((flag, true))
 }
 
-/// Type checks done while parsing (SPEC 2.2).
+/// Type checks done while parsing (docs/behaviour.md §2.2).
 fn check_value(flag: &Flag, value: &str) -> Result<(), CliError> {
     check_kind(flag, value).map_err(CliError::BadValue)
 }
@@ -1031,7 +1031,7 @@ mod tests {
         }
     }
 
-    // ---- Value types (SPEC 2.2) ----
+    // ---- Value types (docs/behaviour.md §2.2) ----
 
     #[test]
     fn duration_values() {

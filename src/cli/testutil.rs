@@ -115,4 +115,4 @@ pub(super) fn client_opts(c: &Config) -> &ClientOpts {
     }
 }
 
-// ---- Grammar (SPEC 2.1) ----
+// ---- Grammar (docs/behaviour.md §2.1) ----

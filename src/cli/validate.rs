@@ -18,7 +18,7 @@ use crate::report::HttpUrl;
 use crate::tunnel::ProxyUrl;
 
 impl RawArgs {
-    /// SPEC 2.7.1, in order.
+    /// docs/behaviour.md §2.7.1, in order.
     pub(super) fn parse_stage_checks(&self) -> Result<(), CliError> {
         let status = self.str(Id::Status);
         if self.bool(Id::EnablePprof) && status.is_empty() {
@@ -48,7 +48,7 @@ impl RawArgs {
         Ok(())
     }
 
-    /// Mode validation (SPEC 2.7.2), first failure wins; the error is `<msg>` for
+    /// Mode validation (docs/behaviour.md §2.7.2), first failure wins; the error is `<msg>` for
     /// `error: <msg>`. Flags for features this build lacks fail first, so that no
     /// configuration runs with one of them silently ignored.
     pub fn into_config(self) -> Result<Config, CliError> {
@@ -71,7 +71,7 @@ impl RawArgs {
         let listen = Addr::parse(self.str(Id::Listen)).map_err(|e| bad_address(Id::Listen, e))?;
         let target = Addr::parse(self.str(Id::Target)).map_err(|e| bad_address(Id::Target, e))?;
         // URI patterns compile last: the reference only compiles them after loading
-        // certificates (SPEC 5.4), so every 2.7.2 message comes first.
+        // certificates (docs/behaviour.md §5.4), so every 2.7.2 message comes first.
         let mode = match mode {
             Mode::Server(mut opts) => {
                 if let ServerAuth::Acl(acl) = &mut opts.auth {
@@ -124,7 +124,7 @@ impl RawArgs {
         })
     }
 
-    /// `--metrics-*` (SPEC 8.5), checked after the mode steps.
+    /// `--metrics-*` (docs/behaviour.md §8.5), checked after the mode steps.
     fn metrics_opts(&self) -> Result<MetricsOpts, CliError> {
         let graphite = match self.str(Id::MetricsGraphite) {
             "" => None,
@@ -156,8 +156,8 @@ impl RawArgs {
         })
     }
 
-    /// The credential count and pairing rules (SPEC 2.7.2 step 1). PKCS#11, ACME and the
-    /// workload API never count here: they were refused as unsupported.
+    /// The credential count and pairing rules (docs/behaviour.md §2.7.2 step 1). PKCS#11, ACME and
+    /// the workload API never count here: they were refused as unsupported.
     fn identity(&self) -> Result<IdentitySource, CliError> {
         let (keystore, cert, key) = (
             self.str(Id::Keystore),
@@ -268,7 +268,7 @@ impl RawArgs {
         ids.iter().any(|&id| !self.list(id).is_empty())
     }
 
-    /// SPEC 2.7.2 server steps 2-8 (step 1 is [`RawArgs::identity`]).
+    /// docs/behaviour.md §2.7.2 server steps 2-8 (step 1 is [`RawArgs::identity`]).
     fn server_opts(&self) -> Result<ServerOpts, CliError> {
         let disable = self.bool(Id::DisableAuthentication);
         let all = self.bool(Id::AllowAll);
@@ -349,7 +349,7 @@ impl RawArgs {
         })
     }
 
-    /// SPEC 2.7.2 client steps 2-6 (step 1 is [`RawArgs::identity`]).
+    /// docs/behaviour.md §2.7.2 client steps 2-6 (step 1 is [`RawArgs::identity`]).
     fn client_opts(&self) -> Result<ClientOpts, CliError> {
         let listen = self.str(Id::Listen);
         if !self.bool(Id::UnsafeListen) && !Addr::is_safe(listen) {
@@ -397,7 +397,7 @@ impl RawArgs {
         })
     }
 
-    /// `--cipher-suites` and `--max-tls-version` (SPEC 2.6).
+    /// `--cipher-suites` and `--max-tls-version` (docs/behaviour.md §2.6).
     fn tls_policy(&self) -> Result<TlsPolicy, CliError> {
         let mut cipher_suites = Vec::new();
         for name in self.str(Id::CipherSuites).split(',').map(str::trim) {
@@ -423,7 +423,8 @@ fn bad_address(id: Id, why: String) -> CliError {
     CliError::BadAddress(id.name(), why)
 }
 
-/// `--status`: an optional `http://`/`https://` scheme, then an address (SPEC 2.7.1 step 5).
+/// `--status`: an optional `http://`/`https://` scheme, then an address (docs/behaviour.md §2.7.1
+/// step 5).
 fn parse_status(s: &str) -> Result<StatusAddr, CliError> {
     let (scheme, rest) = if let Some(r) = s.strip_prefix("http://") {
         (StatusScheme::Http, r)
@@ -453,7 +454,7 @@ mod tests {
     use super::*;
     use crate::config::SystemTrust;
 
-    // ---- Parse-stage checks (SPEC 2.7.1) ----
+    // ---- Parse-stage checks (docs/behaviour.md §2.7.1) ----
 
     #[test]
     fn parse_stage_enable_pprof_needs_status() {
@@ -719,7 +720,7 @@ mod tests {
         }
     }
 
-    // ---- Server mode validation (SPEC 2.7.2) ----
+    // ---- Server mode validation (docs/behaviour.md §2.7.2) ----
 
     #[test]
     fn server_credentials_zero() {
@@ -1093,7 +1094,7 @@ mod tests {
         );
     }
 
-    // ---- Client mode validation (SPEC 2.7.2) ----
+    // ---- Client mode validation (docs/behaviour.md §2.7.2) ----
 
     #[test]
     fn client_credentials() {
@@ -1236,7 +1237,7 @@ mod tests {
         assert!(matches!(&o.verify, ClientVerify::Standard(acl) if acl.is_empty()));
     }
 
-    // ---- Durations into the config (SPEC 2.7.1 notes) ----
+    // ---- Durations into the config (docs/behaviour.md §2.7.1 notes) ----
 
     #[test]
     fn storepass_from_a_file() {

@@ -543,7 +543,7 @@ pub fn start_client(pki: &super::Pki, target: &str, extra: &[&str]) -> (Daemon, 
     (d, addr)
 }
 
-/// Checks the logger prefix of SPEC 13.1: `[<pid>] YYYY/MM/DD hh:mm:ss.µµµµµµ `.
+/// Checks the logger prefix of docs/behaviour.md §13.1: `[<pid>] YYYY/MM/DD hh:mm:ss.µµµµµµ `.
 /// Returns the message part.
 pub fn log_message(line: &str, pid: i32) -> Option<&str> {
     let rest = line.strip_prefix(&format!("[{pid}] "))?;
