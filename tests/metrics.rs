@@ -1,6 +1,6 @@
-//! Metrics (SPEC 7.5, 8.5): what the proxy counts, as `/_metrics` serves it (checked by the real
-//! Prometheus text parser and a real JSON parser), and the Graphite and `--metrics-url` pushes
-//! under the Landlock sandbox.
+//! Metrics (docs/behaviour.md §7.5, §8.5): what the proxy counts, as `/_metrics` serves it (checked
+//! by the real Prometheus text parser and a real JSON parser), and the Graphite and `--metrics-url`
+//! pushes under the Landlock sandbox.
 
 use std::collections::BTreeMap;
 use std::io::{Read, Write};
