@@ -186,6 +186,9 @@ fn run(args: Vec<std::ffi::OsString>) -> Result<ExitCode, Failure> {
                 Arc::new(Metrics::new(&config.metrics.prefix, ""))
             }),
         };
+        if config.enable_pprof {
+            ghostunnel::pprof::enable();
+        }
         status::serve(status_listener.clone(), lifecycle.clone(), Arc::new(info))
             .map_err(thread_failure)?;
     }

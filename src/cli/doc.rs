@@ -823,10 +823,10 @@ mod tests {
     #[test]
     fn enum_values_in_completions() {
         let bash = bash_completion();
-        assert!(bash.contains("compgen -W 'all conns conn-errs handshake-errs'"));
+        assert!(bash.contains("compgen -W 'all conns handshake-errs conn-errs'"));
         assert!(bash.contains("compgen -W 'conn tls tls-full'"));
         let zsh = zsh_completion();
-        assert!(zsh.contains(":(all conns conn-errs handshake-errs)'"));
+        assert!(zsh.contains(":(all conns handshake-errs conn-errs)'"));
         assert!(zsh.contains(":(conn tls tls-full)'"));
         for flag in FLAGS.iter().filter(|f| f.file && !f.hidden) {
             assert!(zsh.contains(&format!("--{}=[", flag.name)));

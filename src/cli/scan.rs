@@ -122,9 +122,11 @@ impl Scan {
             lexopt::Arg::Value(v) => return self.positional(lossy(&v)).map(|stop| !stop),
             lexopt::Arg::Long(name) => name.to_string(),
         };
+        // `--no-help` and `--no-version` act like `--help` and `--version`, as in the
+        // reference (its parser runs a flag's action whatever the value).
         let builtin = match name.as_str() {
-            "help" => Some(None),
-            "version" => Some(Some(PreAction::Version)),
+            "help" | "no-help" => Some(None),
+            "version" | "no-version" => Some(Some(PreAction::Version)),
             "help-long" => Some(Some(PreAction::LongHelp)),
             "help-man" | "help-custom-man" => Some(Some(PreAction::Man)),
             "completion-script-bash" => Some(Some(PreAction::BashCompletion)),
@@ -1037,11 +1039,11 @@ mod tests {
     fn duration_values() {
         assert_eq!(
             bare_err(&["--connect-timeout=5"]),
-            "time: invalid duration \"5\""
+            "time: missing unit in duration \"5\""
         );
         assert_eq!(
             bare_err(&["--close-timeout=1x"]),
-            "time: invalid duration \"1x\""
+            "time: unknown unit \"x\" in duration \"1x\""
         );
         assert_eq!(
             bare_err(&["--timed-reload="]),
@@ -1269,11 +1271,19 @@ mod tests {
     }
 
     #[test]
+    fn pkcs11_pin_or_label_alone_is_ignored_like_the_reference() {
+        for var in ["PKCS11_TOKEN_LABEL", "PKCS11_PIN"] {
+            let Parsed::Run(r) = parse_env(&SERVER, &[(var, "x")]).unwrap() else {
+                panic!()
+            };
+            assert!(r.into_config().is_ok(), "{var}");
+        }
+    }
+
+    #[test]
     fn env_for_unsupported_features_fails_clearly() {
         for (var, flag) in [
             ("PKCS11_MODULE", Id::Pkcs11Module),
-            ("PKCS11_TOKEN_LABEL", Id::Pkcs11TokenLabel),
-            ("PKCS11_PIN", Id::Pkcs11Pin),
             ("SPIFFE_ENDPOINT_SOCKET", Id::UseWorkloadApiAddr),
         ] {
             let Parsed::Run(r) = parse_env(&SERVER, &[(var, "x")]).unwrap() else {

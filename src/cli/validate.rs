@@ -53,10 +53,19 @@ impl RawArgs {
     /// configuration runs with one of them silently ignored.
     pub fn into_config(self) -> Result<Config, CliError> {
         let scope = if self.server { Server } else { Client };
+        // Settings that only qualify another flag are ignored without it, as in the
+        // reference: a PKCS#11 PIN or token label without a module, a Workload API timeout
+        // without the Workload API.
+        let set = |id: Id| FLAGS.iter().any(|f| f.id == id && self.is_set(f));
+        let moot = |id: Id| match id {
+            Id::Pkcs11Pin | Id::Pkcs11TokenLabel => !set(Id::Pkcs11Module),
+            Id::UseWorkloadApiTimeout => !set(Id::UseWorkloadApi) && !set(Id::UseWorkloadApiAddr),
+            _ => false,
+        };
         if let Some(flag) = FLAGS
             .iter()
             .filter(|f| f.unsupported && (f.scope == Global || f.scope == scope))
-            .find(|f| self.is_set(f))
+            .find(|f| self.is_set(f) && !moot(f.id))
         {
             return Err(CliError::Unsupported(flag.name));
         }
@@ -120,6 +129,7 @@ impl RawArgs {
             disable_landlock: self.bool(Id::DisableLandlock),
             status,
             enable_shutdown: self.bool(Id::EnableShutdown),
+            enable_pprof: self.bool(Id::EnablePprof),
             metrics,
         })
     }
@@ -142,11 +152,9 @@ impl RawArgs {
             "" => None,
             raw => Some(HttpUrl::parse(raw).map_err(|e| format!("invalid --metrics-url: {e}"))?),
         };
-        if self.nanos(Id::MetricsInterval) <= 0 {
-            return Err("--metrics-interval duration must be positive".into());
-        }
+        // Zero or negative: accepted, and nothing is ever posted, as in the reference.
         let interval = Duration::from_nanos(
-            u64::try_from(self.nanos(Id::MetricsInterval)).unwrap_or(u64::MAX),
+            u64::try_from(self.nanos(Id::MetricsInterval).max(0)).unwrap_or(u64::MAX),
         );
         Ok(MetricsOpts {
             graphite,
@@ -621,11 +629,11 @@ mod tests {
             server_err(&["--allow-all", "--target-status=http://h:x/"]),
             "invalid --target-status: parse \"http://h:x/\": invalid port"
         );
-        for bad in ["0s", "-1s"] {
-            assert_eq!(
-                server_err(&["--allow-all", &format!("--metrics-interval={bad}")]),
-                "--metrics-interval duration must be positive"
-            );
+        // Zero (or negative) is accepted and means no `--metrics-url` posts, as in the
+        // reference.
+        for never in ["0", "0s", "-1s"] {
+            let c = server(&["--allow-all", &format!("--metrics-interval={never}")]).unwrap();
+            assert!(c.metrics.interval.is_zero(), "{never}");
         }
     }
 
@@ -636,10 +644,7 @@ mod tests {
         for (flag, name) in [
             ("--use-workload-api", Id::UseWorkloadApi),
             ("--use-workload-api-addr=unix:/x", Id::UseWorkloadApiAddr),
-            ("--use-workload-api-timeout=1m", Id::UseWorkloadApiTimeout),
             ("--pkcs11-module=/x.so", Id::Pkcs11Module),
-            ("--pkcs11-token-label=t", Id::Pkcs11TokenLabel),
-            ("--pkcs11-pin=1", Id::Pkcs11Pin),
             ("--allow-policy=b", Id::AllowPolicy),
             ("--allow-query=q", Id::AllowQuery),
             ("--auto-acme-cert=a.example", Id::AutoAcmeCert),
@@ -662,10 +667,25 @@ mod tests {
                 "{flag}"
             );
         }
+        // Settings that qualify a missing feature flag are ignored, as in the reference; with
+        // the feature they are refused with it.
+        for flag in [
+            "--use-workload-api-timeout=1m",
+            "--pkcs11-token-label=t",
+            "--pkcs11-pin=1",
+        ] {
+            assert!(server(&["--allow-all", flag]).is_ok(), "{flag}");
+        }
         assert_eq!(
-            server_err(&["--allow-all", "--status=:1", "--enable-pprof"]),
-            "--enable-pprof is not supported by this build"
+            server_err(&[
+                "--allow-all",
+                "--use-workload-api-timeout=1m",
+                "--use-workload-api"
+            ]),
+            "--use-workload-api is not supported by this build"
         );
+        let c = server(&["--allow-all", "--status=:1", "--enable-pprof"]).unwrap();
+        assert!(c.enable_pprof);
         for (flag, name) in [
             ("--verify-policy=b", Id::VerifyPolicy),
             ("--verify-query=q", Id::VerifyQuery),
@@ -1036,7 +1056,7 @@ mod tests {
         let c = client(&["--proxy=socks5h://p:1080"]).unwrap();
         let p = client_opts(&c).proxy.clone().unwrap();
         assert_eq!(p.raw, "socks5h://p:1080");
-        assert!(p.url.unwrap().remote_dns);
+        assert_eq!(p.url.unwrap().kind, crate::tunnel::ProxyKind::Socks5);
         let c = client(&["--proxy=ftp://p"]).unwrap();
         assert_eq!(
             client_opts(&c).proxy.clone().unwrap().url.unwrap_err(),
