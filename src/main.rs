@@ -45,6 +45,21 @@ enum Failure {
 }
 
 impl Failure {
+    /// Adds a log line: `prefix` and the printed message (the reference logs some startup
+    /// failures twice).
+    fn also_logged(self, prefix: &str) -> Failure {
+        match self {
+            Failure::Startup {
+                mut logged,
+                printed,
+            } => {
+                logged.push(format!("{prefix}{printed}"));
+                Failure::Startup { logged, printed }
+            }
+            other => other,
+        }
+    }
+
     fn startup(logged: impl Into<String>, printed: impl Into<String>) -> Failure {
         Failure::Startup {
             logged: vec![logged.into()],
@@ -55,7 +70,7 @@ impl Failure {
     fn report(self) -> ExitCode {
         let j = logging::stderr_error_prefix();
         match self {
-            Failure::Usage(msg) => eprintln!("{j}ghostunnel: error: {msg}, try --help"),
+            Failure::Usage(msg) => eprintln!("{j}ghostunnel: error: {msg}"),
             Failure::Logger(msg) => eprintln!("{j}error: unable to set up logger: {msg}"),
             Failure::Startup { logged, printed } => {
                 for line in logged {
@@ -70,7 +85,7 @@ impl Failure {
 
 fn run(args: Vec<std::ffi::OsString>) -> Result<ExitCode, Failure> {
     // 1. Parse the command line and run the parse-stage checks.
-    let raw = match cli::parse_process_args(args).map_err(|e| Failure::Usage(e.to_string()))? {
+    let raw = match cli::parse_process_args(args).map_err(|e| Failure::Usage(e.usage_line()))? {
         cli::Parsed::Run(raw) => raw,
         cli::Parsed::Exit { text, stdout } => {
             if stdout {
@@ -91,9 +106,22 @@ fn run(args: Vec<std::ffi::OsString>) -> Result<ExitCode, Failure> {
     log::info!("starting ghostunnel in {} mode", raw.mode_name());
 
     // 3. Mode validation.
-    let config = raw
-        .into_config()
-        .map_err(|e| Failure::startup(format!("error: {e}"), e.to_string()))?;
+    let server = raw.mode_name() == "server";
+    let config = raw.into_config().map_err(|e| match &e {
+        // The reference's two lines and its bare message for a pattern that does not compile.
+        cli::CliError::UriPattern(_, why) => Failure::Startup {
+            logged: vec![
+                e.to_string(),
+                if server {
+                    format!("error from server listen: {why}")
+                } else {
+                    format!("error: unable to build dialer: {why}")
+                },
+            ],
+            printed: why.clone(),
+        },
+        _ => Failure::startup(format!("error: {e}"), e.to_string()),
+    })?;
     let config = Arc::new(config);
 
     // 4. The identity source and the authorizer.
@@ -139,7 +167,10 @@ fn run(args: Vec<std::ffi::OsString>) -> Result<ExitCode, Failure> {
     let status_listener = match &config.status {
         Some(status) => Some(Listener::bind(&status.addr).map(Arc::new).map_err(|e| {
             listener.unlink();
-            Failure::from(ListenError::Status(e))
+            Failure::from(ListenError::Status {
+                server: matches!(config.mode, Mode::Server(_)),
+                error: e,
+            })
         })?),
         None => None,
     };
@@ -270,7 +301,8 @@ fn mode_parts(
             let tls = tls::server(config, &opts.auth, identity.clone(), authz.clone())
                 .map_err(cert_failure)?;
             prepare_target(config)?;
-            check_max_tls(config, "error trying to read CA bundle: ")?;
+            check_max_tls(config, "error trying to read CA bundle: ")
+                .map_err(|f| f.also_logged("error from server listen: "))?;
             let tls = Arc::new(tls);
             let connector = server::Server {
                 tls: tls.clone(),
@@ -314,6 +346,10 @@ fn mode_parts(
             .map_err(cert_failure)?;
             prepare_target(config)?;
             check_max_tls(config, "error: unable to build dialer: ")?;
+            // Logged before it is checked, as the reference does.
+            if let Some(p) = &opts.proxy {
+                log::info!("using proxy {}", tunnel::redacted(&p.raw));
+            }
             let tunnel = opts
                 .proxy
                 .as_ref()
@@ -326,9 +362,6 @@ fn mode_parts(
                     ],
                     printed: e,
                 })?;
-            if let Some(p) = &opts.proxy {
-                log::info!("using proxy {}", tunnel::redacted(&p.raw));
-            }
             let tls = Arc::new(tls);
             let connector = Arc::new(client::Client {
                 tls: tls.clone(),
@@ -402,9 +435,12 @@ fn check_report(
 ) -> Result<ExitCode, Failure> {
     let listen = check::probe_listen(&config.listen).map_err(|e| listen_failure(config, e))?;
     let status = match &config.status {
-        Some(status) => {
-            check::probe_listen(&status.addr).map_err(|e| Failure::from(ListenError::Status(e)))?
-        }
+        Some(status) => check::probe_listen(&status.addr).map_err(|e| {
+            Failure::from(ListenError::Status {
+                server: matches!(config.mode, Mode::Server(_)),
+                error: e,
+            })
+        })?,
         None => None,
     };
     let now = std::time::SystemTime::now();

@@ -295,7 +295,10 @@ pub fn server(
     let cacert = config.cacert.clone();
     let system = config.system_trust.clone();
     let provider = Arc::new(provider(&config.tls));
-    let versions = versions(&config.tls.max_version).map_err(CertError::Tls)?;
+    // An unusable `--max-tls-version` is reported by the caller after the target line, where
+    // the reference reports it; these contexts are then never used.
+    let versions = versions(&config.tls.max_version)
+        .unwrap_or_else(|_| versions(&crate::config::MaxTlsVersion::Tls13).unwrap_or_default());
     let challenge = source.alpn_challenge();
     Reloadable::new(Box::new(move || {
         let material = Material::load(&*source, cacert.as_deref(), &system, &provider)?;
@@ -352,7 +355,10 @@ pub fn client(
     let cacert = config.cacert.clone();
     let system = config.system_trust.clone();
     let provider = Arc::new(provider(&config.tls));
-    let versions = versions(&config.tls.max_version).map_err(CertError::Tls)?;
+    // An unusable `--max-tls-version` is reported by the caller after the target line, where
+    // the reference reports it; these contexts are then never used.
+    let versions = versions(&config.tls.max_version)
+        .unwrap_or_else(|_| versions(&crate::config::MaxTlsVersion::Tls13).unwrap_or_default());
     let sessions: Arc<dyn rustls::client::ClientSessionStore> =
         Arc::new(rustls::client::ClientSessionMemoryCache::new(256));
     let resume = config.tls.resumption;

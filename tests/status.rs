@@ -450,7 +450,10 @@ fn status_port_in_use_exits_1_and_leaves_no_listener() {
         .args(["--allow-all", &format!("--status=http://127.0.0.1:{port}")])
         .run(Duration::from_secs(10));
     o.assert_code(1)
-        .assert_stderr_contains("error: unable to bind on status port: listen tcp 127.0.0.1:");
+        .assert_stderr_contains("error: address already in use")
+        .assert_stdout_contains("error: unable to bind on status port: address already in use")
+        .assert_stdout_contains("error serving /_status: address already in use")
+        .assert_stdout_contains("error from server listen: address already in use");
     assert!(
         !sock.exists(),
         "the main listener's socket file stayed behind"

@@ -13,6 +13,7 @@ mod logging;
 mod metrics;
 mod outbound_proxy;
 mod pair;
+mod parity;
 mod proxy_protocol;
 mod sandbox;
 mod scanner;

@@ -718,8 +718,10 @@ mod tests {
                 .split(' ')
                 .any(|w| w == name);
             let in_zsh = zsh.contains(&format!("'{name}[")) || zsh.contains(&format!("{name}=["));
-            let in_usage =
-                usage.contains(&format!("  {name} ")) || usage.contains(&format!("  {name}="));
+            let no = format!("--[no-]{}", flag.name);
+            let in_usage = usage.contains(&format!("  {name} "))
+                || usage.contains(&format!("  {name}="))
+                || (flag.kind == Kind::Bool && usage.contains(&format!("  {no} ")));
             if flag.hidden {
                 assert!(!man.contains(&man_name), "hidden {name} in the man page");
                 assert!(!in_usage, "hidden {name} in --help");

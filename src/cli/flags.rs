@@ -341,7 +341,7 @@ pub(super) const FLAGS: &[Flag] = &[
         .placeholder("ADDR"),
     f(Id::EnablePprof, Bool, Global, "Enable serving /debug/pprof endpoints alongside /_status (the process's threads; Go's runtime profiles do not exist here)."),
     f(Id::EnableShutdown, Bool, Global, "Enable serving a /_shutdown endpoint alongside /_status to allow terminating via HTTP."),
-    f(Id::Quiet, QuietList, Global, "Silence log messages (can be all, conns, conn-errs, handshake-errs; repeat flag for more than one).")
+    f(Id::Quiet, QuietList, Global, "Silence log messages (can be all, conns, handshake-errs, conn-errs; repeat flag for more than one).")
         .placeholder("CLASS"),
     f(Id::SkipResolve, Bool, Global, "Skip resolving target host on startup (useful to start Ghostunnel before network is up)."),
     f(Id::Syslog, Bool, Global, "Send logs to syslog instead of stdout."),

@@ -93,7 +93,10 @@ impl Scan {
                 Some(s) if self.help_topic.is_none() => self.help_topic = Some(s),
                 _ => {
                     self.bad_help_topic = true;
-                    return Err(CliError::ExpectedCommand(word));
+                    return Err(CliError::HelpTopic(Box::new(match self.help_topic {
+                        Some(_) => CliError::Unexpected(word),
+                        None => CliError::ExpectedCommand(word),
+                    })));
                 }
             }
             return Ok(false);
@@ -494,9 +497,19 @@ fn expand_arg_files(args: Vec<OsString>, depth: usize) -> Result<Vec<OsString>, 
                 path.display()
             )));
         }
-        let text = std::fs::read(path).map_err(|e| {
+        // The reference's two texts: one for opening the file, one for reading it.
+        let quoted = format!("\"{}\"", path.display());
+        let mut file = std::fs::File::open(path).map_err(|e| {
             CliError::ArgFile(format!(
-                "open {}: {}",
+                "failed to open arguments file {quoted}: open {}: {}",
+                path.display(),
+                crate::net::strip_os_error(&e)
+            ))
+        })?;
+        let mut text = Vec::new();
+        std::io::Read::read_to_end(&mut file, &mut text).map_err(|e| {
+            CliError::ArgFile(format!(
+                "failed to read arguments from {quoted}: read {}: {}",
                 path.display(),
                 crate::net::strip_os_error(&e)
             ))
@@ -896,8 +909,15 @@ mod tests {
         assert_eq!(
             err(&[&missing]),
             format!(
-                "open {}: no such file or directory",
+                "failed to open arguments file \"{0}\": open {0}: no such file or directory",
                 dir.join("missing").display()
+            )
+        );
+        assert_eq!(
+            err(&[&format!("@{}", dir.display())]),
+            format!(
+                "failed to read arguments from \"{0}\": read {0}: is a directory",
+                dir.display()
             )
         );
         // After `--`, `@x` is a plain word.
@@ -940,25 +960,37 @@ mod tests {
             !text.contains("--cipher-suites"),
             "hidden flag shown: {text}"
         );
+        // The full usage, as the reference prints it: every command with its flags, the
+        // globals in the first list only.
+        let flags = text.split("\nCommands:\n").next().unwrap();
         assert!(
-            !text.contains("--allow-cn"),
-            "mode flag in global help: {text}"
+            !flags.contains("--allow-cn"),
+            "mode flag among globals: {text}"
         );
+        assert!(text.contains("\n    --allow-cn=CN ...  "), "{text}");
+        assert!(text.contains("\n    --verify-cn=CN ...  "), "{text}");
+        assert!(text.contains("\n  --[no-]help  "), "{text}");
         assert!(
-            text.contains("server --listen=ADDR --target=ADDR"),
+            text.contains("\nserver --listen=ADDR --target=ADDR [<flags>]\n"),
             "{text}"
         );
+        assert!(!text.contains("--allow-ip"), "hidden shown: {text}");
+        assert!(!text.contains("--allow-dns-san"), "alias shown: {text}");
+        for line in text.lines() {
+            assert!(line.chars().count() <= 80 || !line.contains(' '), "{line}");
+        }
 
+        // `server --help`: the same, with the server's flags in the first list too.
         let (server, _) = exit(&["server", "--help"]);
-        assert!(server.contains("--allow-cn=CN"), "{server}");
-        assert!(server.contains("--listen=ADDR"), "{server}");
-        assert!(!server.contains("--allow-dns-san"), "alias shown: {server}");
-        assert!(!server.contains("--allow-ip"), "hidden shown: {server}");
-        assert!(!server.contains("--verify-cn"), "{server}");
+        let flags = server.split("\nCommands:\n").next().unwrap();
+        assert!(flags.contains("\n  --allow-cn=CN ..."), "{server}");
+        assert!(flags.contains("\n  --listen=ADDR"), "{server}");
+        assert!(!flags.contains("--verify-cn"), "{server}");
         let (client, _) = exit(&["help", "client"]);
-        assert!(client.contains("--verify-cn=CN"), "{client}");
-        assert!(client.contains("--proxy=URL"), "{client}");
-        assert!(!client.contains("--allow-cn"), "{client}");
+        let flags = client.split("\nCommands:\n").next().unwrap();
+        assert!(flags.contains("\n  --verify-cn=CN ..."), "{client}");
+        assert!(flags.contains("\n  --proxy=URL"), "{client}");
+        assert!(!flags.contains("--allow-cn"), "{client}");
     }
 
     #[test]
@@ -1106,7 +1138,7 @@ mod tests {
     fn quiet_enum_list() {
         assert_eq!(
             bare_err(&["--quiet=loud"]),
-            "enum value must be one of ,all,conns,conn-errs,handshake-errs, got 'loud'"
+            "enum value must be one of ,all,conns,handshake-errs,conn-errs, got 'loud'"
         );
         let q = raw(&[
             &BARE[..],
@@ -1273,7 +1305,8 @@ mod tests {
     #[test]
     fn pkcs11_pin_or_label_alone_is_ignored_like_the_reference() {
         for var in ["PKCS11_TOKEN_LABEL", "PKCS11_PIN"] {
-            let Parsed::Run(r) = parse_env(&SERVER, &[(var, "x")]).unwrap() else {
+            let args = [&SERVER[..], &["--allow-all"]].concat();
+            let Parsed::Run(r) = parse_env(&args, &[(var, "x")]).unwrap() else {
                 panic!()
             };
             assert!(r.into_config().is_ok(), "{var}");

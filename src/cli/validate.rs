@@ -20,6 +20,13 @@ use crate::tunnel::ProxyUrl;
 impl RawArgs {
     /// docs/behaviour.md §2.7.1, in order.
     pub(super) fn parse_stage_checks(&self) -> Result<(), CliError> {
+        // The reference's parser resolves `--metrics-graphite` as it reads it.
+        let graphite = self.str(Id::MetricsGraphite);
+        if !graphite.is_empty() {
+            tcp_address(graphite).map_err(|why| {
+                CliError::BadValue(format!("'{graphite}' is not a valid TCP address: {why}"))
+            })?;
+        }
         let status = self.str(Id::Status);
         if self.bool(Id::EnablePprof) && status.is_empty() {
             return Err(CliError::RequiresStatus(Id::EnablePprof.name()));
@@ -255,11 +262,7 @@ impl RawArgs {
         let flag = id.name();
         self.list(id)
             .iter()
-            .map(|p| {
-                UriPattern::compile(p).map_err(|e| {
-                    CliError::Invalid(format!("invalid URI pattern in --{flag} flag ({e})"))
-                })
-            })
+            .map(|p| UriPattern::compile(p).map_err(|e| CliError::UriPattern(flag, e.to_string())))
             .collect()
     }
 
@@ -427,6 +430,23 @@ impl RawArgs {
 }
 
 /// `invalid --<flag> address: <why>`.
+/// Checks a `HOST:PORT` as Go's `net.ResolveTCPAddr` does, with its error texts: the split,
+/// the port (a number up to 65535; names are not services here), the host's resolution.
+fn tcp_address(addr: &str) -> Result<(), String> {
+    let (host, port) = crate::net::split_host_port(addr)?;
+    match port.parse::<u64>() {
+        Ok(p) if p > 65535 => return Err(format!("address {port}: invalid port")),
+        Ok(_) => {}
+        Err(_) => return Err(format!("lookup tcp/{port}: unknown port")),
+    }
+    if host.is_empty() || host.parse::<std::net::IpAddr>().is_ok() {
+        return Ok(());
+    }
+    crate::net::resolve(&host, &port)
+        .map(drop)
+        .map_err(|e| e.to_string())
+}
+
 fn bad_address(id: Id, why: String) -> CliError {
     CliError::BadAddress(id.name(), why)
 }
@@ -613,13 +633,26 @@ mod tests {
 
     #[test]
     fn bad_metrics_flags_name_the_flag() {
-        assert_eq!(
-            server_err(&["--allow-all", "--metrics-graphite=nohost"]),
-            "invalid --metrics-graphite address: address nohost: missing port in address"
-        );
-        assert_eq!(
-            server_err(&["--allow-all", "--metrics-graphite=unix:/x"]),
-            "invalid --metrics-graphite address unix:/x: must be HOST:PORT with a non-zero port"
+        // Parse-stage errors with the reference's texts (its parser resolves the address).
+        for (value, why) in [
+            ("nohost", "address nohost: missing port in address"),
+            ("unix:/x", "lookup tcp//x: unknown port"),
+            ("localhost:99999", "address 99999: invalid port"),
+            ("a:b:1", "address a:b:1: too many colons in address"),
+        ] {
+            assert_eq!(
+                err(&[
+                    &SERVER[..],
+                    &["--allow-all", &format!("--metrics-graphite={value}")]
+                ]
+                .concat()),
+                format!("'{value}' is not a valid TCP address: {why}")
+            );
+        }
+        assert!(
+            err(&[&SERVER[..], &["--metrics-graphite=nosuch.invalid:2003"]].concat()).starts_with(
+                "'nosuch.invalid:2003' is not a valid TCP address: lookup nosuch.invalid"
+            )
         );
         assert_eq!(
             server_err(&["--allow-all", "--metrics-url=http://"]),
