@@ -104,6 +104,10 @@ fn run(args: Vec<std::ffi::OsString>) -> Result<ExitCode, Failure> {
         logging::init(raw.quiet, raw.syslog).map_err(Failure::Logger)?;
     }
     log::info!("starting ghostunnel in {} mode", raw.mode_name());
+    // Announced here, where the reference announces it; applied after the listeners are bound.
+    if !raw.disable_landlock {
+        log::info!("setting up landlock rules to limit process privileges");
+    }
 
     // 3. Mode validation.
     let server = raw.mode_name() == "server";
@@ -469,10 +473,7 @@ fn prepare_target(config: &Config) -> Result<(), Failure> {
     if let AddrKind::Tcp { host, port } = &config.target.kind {
         if !config.skip_resolve && !via_proxy {
             net::resolve(host, port).map_err(|e| {
-                Failure::startup(
-                    format!("error: invalid target address: {e}"),
-                    format!("invalid target address: {e}"),
-                )
+                Failure::startup(format!("error: invalid target address: {e}"), e.to_string())
             })?;
         }
     }

@@ -218,7 +218,6 @@ impl Plan {
         if let Some(why) = &self.disabled {
             return Outcome::Disabled(why.clone());
         }
-        log::info!("setting up landlock rules to limit process privileges");
         match self.try_apply() {
             Ok(status) => Outcome::Applied(status, self.connect.clone()),
             Err(e) => Outcome::Failed(e),

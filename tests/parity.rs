@@ -464,3 +464,146 @@ fn v1_client_certificates_as_the_reference_takes_them() {
         }
     }
 }
+
+/// Command lines the reference accepts or refuses, with its texts: each is (arguments,
+/// environment, exit code, a line stderr must hold).
+#[test]
+fn startup_texts_and_accepted_flags() {
+    let pki = Pki::new();
+    let ks = pki.server.combined_path.display().to_string();
+    let ca = pki.ca.cert_path.display().to_string();
+    let missing = pki.dir.join("missing.args").display().to_string();
+    let server = |extra: &[&str]| {
+        let mut a = vec![
+            "server".to_string(),
+            "--listen=127.0.0.1:0".into(),
+            "--target=127.0.0.1:9".into(),
+            format!("--keystore={ks}"),
+            format!("--cacert={ca}"),
+            "--check".into(),
+        ];
+        a.extend(extra.iter().map(|s| s.to_string()));
+        a
+    };
+    let cases: Vec<(Vec<String>, Option<(&str, &str)>, i32, String)> = vec![
+        (
+            vec!["help".into(), "frob".into()],
+            None,
+            1,
+            "ghostunnel: error: expected command but got \"frob\"\n".into(),
+        ),
+        (
+            vec![format!("@{missing}")],
+            None,
+            1,
+            format!(
+                "ghostunnel: error: failed to open arguments file \"{missing}\": open {missing}: no such file or directory, try --help"
+            ),
+        ),
+        (
+            server(&["--allow-all", "--connect-timeout=5"]),
+            None,
+            1,
+            "ghostunnel: error: time: missing unit in duration \"5\", try --help".into(),
+        ),
+        (
+            server(&["--allow-all", "--connect-timeout=1x"]),
+            None,
+            1,
+            "ghostunnel: error: time: unknown unit \"x\" in duration \"1x\", try --help".into(),
+        ),
+        (
+            server(&["--allow-all", "--quiet=bogus"]),
+            None,
+            1,
+            "enum value must be one of ,all,conns,handshake-errs,conn-errs, got 'bogus'".into(),
+        ),
+        (
+            server(&["--allow-all", "--metrics-graphite=no-port"]),
+            None,
+            1,
+            "ghostunnel: error: 'no-port' is not a valid TCP address: address no-port: missing port in address, try --help".into(),
+        ),
+        (
+            server(&["--allow-uri=spiffe://a/**b"]),
+            None,
+            1,
+            "error: wildcard '*' can only appear between two separators\n".into(),
+        ),
+        (server(&["--allow-all", "--metrics-interval=0"]), None, 0, String::new()),
+        (
+            server(&["--allow-all", "--use-workload-api-timeout=5s"]),
+            None,
+            0,
+            String::new(),
+        ),
+        (server(&["--allow-all"]), Some(("PKCS11_PIN", "1234")), 0, String::new()),
+        (
+            server(&["--allow-all"]),
+            Some(("PKCS11_TOKEN_LABEL", "t")),
+            0,
+            String::new(),
+        ),
+        (
+            server(&["--allow-all", "--status=127.0.0.1:0", "--enable-pprof"]),
+            None,
+            0,
+            String::new(),
+        ),
+        (
+            vec!["--no-version".into()],
+            None,
+            0,
+            "rev ".into(),
+        ),
+        (
+            vec!["--no-help".into()],
+            None,
+            0,
+            "usage: ghostunnel [<flags>] <command> [<args> ...]".into(),
+        ),
+    ];
+    for (args, env, code, stderr) in cases {
+        let mut cmd = Cmd::bare().args(&args);
+        if let Some((k, v)) = env {
+            cmd = cmd.env(k, v);
+        }
+        let o = cmd.run(Duration::from_secs(20));
+        o.assert_code(code);
+        if !stderr.is_empty() {
+            o.assert_stderr_contains(&stderr);
+        }
+    }
+}
+
+/// `--help` and `server --help` print the full usage, as the reference does: the global flags,
+/// then every command with its own flags.
+#[test]
+fn help_is_the_full_usage() {
+    for args in [
+        &["--help"][..],
+        &["server", "--help"],
+        &["client", "--help"],
+    ] {
+        let o = Cmd::bare().args(args).run(Duration::from_secs(10));
+        o.assert_code(0);
+        let text = o.stderr.clone();
+        assert!(
+            text.starts_with("usage: ghostunnel [<flags>] <command> [<args> ...]\n"),
+            "{text}"
+        );
+        for needle in [
+            "\nFlags:\n  --[no-]help  ",
+            "\nCommands:\nhelp [<command>...]\n    Show help.\n",
+            "\nserver --listen=ADDR --target=ADDR [<flags>]\n",
+            "\n    --allow-cn=CN ...  ",
+            "\nclient --listen=ADDR --target=ADDR [<flags>]\n",
+            "\n    --verify-cn=CN ...  ",
+        ] {
+            assert!(
+                text.contains(needle),
+                "{args:?}: {needle:?} missing:\n{text}"
+            );
+        }
+    }
+}

@@ -34,6 +34,9 @@ pub struct RawArgs {
     pub syslog: bool,
     /// `--check`: validate and load, then exit without binding (see `main.rs`).
     pub check: bool,
+    /// `--disable-landlock`, for the log line that announces the sandbox (the reference logs
+    /// it right after the first line).
+    pub disable_landlock: bool,
     pub(super) server: bool,
     /// Explicitly given flags and env fallbacks.
     pub(super) given: HashMap<Id, Value>,
@@ -305,6 +308,7 @@ pub fn parse(
         quiet: Quiet::default(),
         syslog: false,
         check: false,
+        disable_landlock: false,
         server: command == Server,
         given,
         system_trust: SystemTrust {
@@ -318,6 +322,7 @@ pub fn parse(
     };
     raw.quiet = raw.quiet_classes();
     raw.syslog = raw.bool(Id::Syslog);
+    raw.disable_landlock = raw.bool(Id::DisableLandlock);
     raw.check = raw.bool(Id::Check);
     raw.parse_stage_checks()?;
     Ok(Parsed::Run(raw))
