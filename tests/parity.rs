@@ -485,7 +485,9 @@ fn startup_texts_and_accepted_flags() {
         a.extend(extra.iter().map(|s| s.to_string()));
         a
     };
-    let cases: Vec<(Vec<String>, Option<(&str, &str)>, i32, String)> = vec![
+    /// Arguments, an environment variable, the exit code, a text stderr must hold.
+    type Case<'a> = (Vec<String>, Option<(&'a str, &'a str)>, i32, String);
+    let cases: Vec<Case> = vec![
         (
             vec!["help".into(), "frob".into()],
             None,
