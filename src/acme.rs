@@ -65,6 +65,8 @@ pub struct Settings {
     pub challenge_bind: String,
     /// `$XDG_DATA_HOME/certmagic` or `$HOME/.local/share/certmagic`.
     pub storage_root: PathBuf,
+    /// The TCP port of `--listen`, if it is a TCP address.
+    pub listen_port: Option<u16>,
 }
 
 impl Settings {
@@ -114,7 +116,16 @@ impl Settings {
                 .unwrap_or(timing::DEFAULT_CHECK_INTERVAL),
             challenge_bind,
             storage_root: storage::default_root(),
+            listen_port: crate::net::split_host_port(listen)
+                .ok()
+                .and_then(|(_, p)| p.parse().ok()),
         }
+    }
+
+    /// Whether the validator reaches the proxy's own listener, so that, once it is open, no
+    /// listener of ours is needed (nor a bind grant in the sandbox).
+    pub fn challenge_on_listener(&self) -> bool {
+        self.listen_port.is_some() && self.listen_port == self.challenge_port()
     }
 
     /// The TCP ports the process connects to for ACME: each given CA URL's port (443 for
@@ -365,8 +376,14 @@ impl Acme {
                 return Ok(m);
             }
         }
-        let _listener = TempListener::start(&self.settings.challenge_bind, &self.challenges)
-            .map_err(|e| (true, e))?;
+        // Once the proxy listens on the challenge port, it answers the validator itself.
+        let proxy_answers =
+            self.maintaining.load(Ordering::SeqCst) && self.settings.challenge_on_listener();
+        let _listener = match proxy_answers {
+            true => None,
+            false => TempListener::start(&self.settings.challenge_bind, &self.challenges)
+                .map_err(|e| (true, e))?,
+        };
         let issued = issue::obtain(&issue::Request {
             name: &self.settings.name,
             email: &self.settings.email,
@@ -383,7 +400,9 @@ impl Acme {
 
     /// Starts the maintenance thread: every check interval, renew when due; after a failure,
     /// retry on the background schedule (1 min, 2 min, ... then every 6 h). `on_change` runs
-    /// after each new certificate is installed, so new handshakes get it.
+    /// after each new certificate is installed, so new handshakes get it. Call it once the
+    /// proxy's listener answers challenge handshakes (and after the sandbox is applied, so that
+    /// the thread is confined too).
     pub fn spawn_maintenance(
         self: &Arc<Self>,
         on_change: Box<dyn Fn() + Send + Sync>,

@@ -5,7 +5,7 @@
 //! certificate from `--cacert`.
 
 use std::io::{Read, Write};
-use std::net::{SocketAddr, TcpListener, TcpStream, UdpSocket};
+use std::net::{SocketAddr, TcpStream, UdpSocket};
 use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
 use std::sync::Arc;
@@ -183,7 +183,7 @@ fn acme_first_issuance_serves_the_cas_certificate_to_mtls_clients_only() {
     let pki = Pki::new();
     let data = TempDir::new();
     let (_, status) = free_addr();
-    let mut d = acme_server(&pebble, &pki, &data, port, &["--status", &format!("http://{status}")]).spawn();
+    let d = acme_server(&pebble, &pki, &data, port, &["--status", &format!("http://{status}")]).spawn();
     let out = d.stdout();
     assert!(out.contains("using ACME server as certificate source"), "{}", d.describe());
     let root = pebble.issuing_root();
@@ -200,7 +200,7 @@ fn acme_first_issuance_serves_the_cas_certificate_to_mtls_clients_only() {
     assert!(refused.is_err(), "a client without a certificate got through");
     // /_status shows the managed certificate.
     let resp = http(&status.to_string(), "GET", "/_status");
-    let body = String::from_utf8_lossy(&resp.body).to_string();
+    let body = resp.body.clone();
     assert!(body.contains(&format!("\"acme_name\":\"{NAME}\"")), "{body}");
     assert!(body.contains("\"acme_state\":\"valid\""), "{body}");
     // Stored where the reference keeps it.
@@ -273,7 +273,7 @@ fn acme_a_refused_challenge_is_retried_with_the_reference_line() {
     let pebble = Pebble::start(free_port(), 3600);
     let pki = Pki::new();
     let data = TempDir::new();
-    let mut d = acme_server(&pebble, &pki, &data, free_port(), &[]).start();
+    let d = acme_server(&pebble, &pki, &data, free_port(), &[]).start();
     let deadline = Instant::now() + Duration::from_secs(30);
     while !d.stderr().contains("retrying in 5s") {
         assert!(Instant::now() < deadline, "no retry line{}", d.describe());

@@ -209,13 +209,17 @@ impl TempListener {
     }
 }
 
+/// Accepts until stopped; each validator connection gets a thread, all joined before return
+/// (so none outlives the listener, e.g. into the sandboxed part of startup).
 fn accept_loop(listener: &TcpListener, config: &Arc<ServerConfig>, stop: &AtomicBool) {
+    let mut served: Vec<JoinHandle<()>> = Vec::new();
     while !stop.load(Ordering::Relaxed) {
+        served.retain(|t| !t.is_finished());
         match listener.accept() {
             Ok((stream, peer)) => {
                 let _ = stream.set_nonblocking(false);
                 let config = config.clone();
-                let _ = std::thread::Builder::new()
+                let spawned = std::thread::Builder::new()
                     .name("acme-challenge-conn".into())
                     .spawn(move || {
                         match serve_handshake(stream, config, Duration::from_secs(10)) {
@@ -226,12 +230,16 @@ fn accept_loop(listener: &TcpListener, config: &Arc<ServerConfig>, stop: &Atomic
                             Err(e) => log::debug!("ACME challenge handshake from {peer}: {e}"),
                         }
                     });
+                served.extend(spawned);
             }
             Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
                 std::thread::sleep(Duration::from_millis(20));
             }
             Err(_) => std::thread::sleep(Duration::from_millis(100)),
         }
+    }
+    for t in served {
+        let _ = t.join();
     }
 }
 

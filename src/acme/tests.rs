@@ -254,6 +254,12 @@ fn a_short_lived_certificate_is_renewed_in_the_background() {
             .join("users/admin@example.com/admin.json"),
     )
     .unwrap();
+    // Stands in for the proxy's listener, which answers the validator once it is open.
+    let s = acme.settings();
+    assert!(s.challenge_on_listener());
+    let _proxy = TempListener::start(&s.challenge_bind, acme.challenges())
+        .unwrap()
+        .unwrap();
     let (tx, rx) = mpsc::channel();
     let tx = std::sync::Mutex::new(tx);
     acme.spawn_maintenance(Box::new(move || {
