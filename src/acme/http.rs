@@ -3,7 +3,10 @@
 //! and `SSL_CERT_DIR` honoured, `--cacert` deliberately not: it is the client-CA pool). It
 //! implements instant-acme's `HttpClient` with futures that finish in their first poll, so the
 //! ACME thread needs no async runtime. Every socket operation is bounded by a timeout; a
-//! failing exchange is retried twice, 250 ms apart, as the reference does.
+//! failing exchange is retried twice, 250 ms apart, as the reference does. `HTTPS_PROXY`,
+//! `HTTP_PROXY` and `NO_PROXY` (or their lower-case forms) are honoured as Go's client does,
+//! read once at startup: requests go through an HTTP CONNECT or SOCKS5 tunnel, except to
+//! loopback hosts and hosts `NO_PROXY` lists.
 
 use std::future::Future;
 use std::io::{self, Read, Write};
@@ -19,6 +22,7 @@ use rustls::{ClientConfig, ClientConnection, RootCertStore, StreamOwned};
 
 use crate::net::{self, Stream};
 use crate::report::HttpUrl;
+use crate::tunnel::ProxyUrl;
 
 /// A response larger than this is refused (certificate chains are a few KB).
 const MAX_RESPONSE: usize = 4 * 1024 * 1024;
@@ -31,6 +35,71 @@ const ATTEMPTS: u32 = 3;
 pub struct Client {
     tls: Arc<ClientConfig>,
     timeout: Duration,
+    proxies: Proxies,
+}
+
+/// The proxy settings from the environment.
+#[derive(Clone, Debug, Default)]
+pub struct Proxies {
+    https: Option<ProxyUrl>,
+    http: Option<ProxyUrl>,
+    no_proxy: Vec<String>,
+}
+
+impl Proxies {
+    /// Reads `HTTPS_PROXY`, `HTTP_PROXY` and `NO_PROXY` (upper case first, then lower case).
+    /// A value without a scheme is taken as `http://`; one that does not parse is ignored.
+    pub fn from_env(env: impl Fn(&str) -> Option<String>) -> Proxies {
+        let get = |upper: &str| {
+            env(upper)
+                .or_else(|| env(&upper.to_ascii_lowercase()))
+                .filter(|v| !v.is_empty())
+        };
+        let url = |v: String| {
+            let v = match v.contains("://") {
+                true => v,
+                false => format!("http://{v}"),
+            };
+            ProxyUrl::parse(&v).ok()
+        };
+        Proxies {
+            https: get("HTTPS_PROXY").and_then(url),
+            http: get("HTTP_PROXY").and_then(url),
+            no_proxy: get("NO_PROXY")
+                .map(|v| {
+                    v.split(',')
+                        .map(|e| e.trim().to_ascii_lowercase())
+                        .filter(|e| !e.is_empty())
+                        .collect()
+                })
+                .unwrap_or_default(),
+        }
+    }
+
+    /// The proxy for a request to `host` (`https` or not), if any.
+    pub fn for_host(&self, host: &str, https: bool) -> Option<&ProxyUrl> {
+        let proxy = match https {
+            true => self.https.as_ref(),
+            false => self.http.as_ref(),
+        }?;
+        let host = host
+            .trim_start_matches('[')
+            .trim_end_matches(']')
+            .to_ascii_lowercase();
+        let loopback = host == "localhost"
+            || host
+                .parse::<std::net::IpAddr>()
+                .is_ok_and(|ip| ip.is_loopback());
+        let excluded = self.no_proxy.iter().any(|entry| {
+            let entry = match entry.rsplit_once(':') {
+                Some((h, p)) if p.chars().all(|c| c.is_ascii_digit()) && !h.contains(':') => h,
+                _ => entry.as_str(),
+            };
+            let bare = entry.trim_start_matches("*.").trim_start_matches('.');
+            entry == "*" || host == bare || host.ends_with(&format!(".{bare}"))
+        });
+        (!loopback && !excluded).then_some(proxy)
+    }
 }
 
 impl Client {
@@ -56,7 +125,14 @@ impl Client {
         Ok(Client {
             tls: Arc::new(tls),
             timeout,
+            proxies: Proxies::from_env(|k| std::env::var(k).ok()),
         })
+    }
+
+    /// The same client with other proxy settings.
+    pub fn with_proxies(mut self, proxies: Proxies) -> Client {
+        self.proxies = proxies;
+        self
     }
 
     /// One request, retried on transport failures. Errors read like Go's client:
@@ -92,8 +168,16 @@ impl Client {
         headers: &http::HeaderMap,
         body: &[u8],
     ) -> Result<Response<Vec<u8>>, String> {
-        let sock = net::dial(&url.addr, Instant::now() + self.timeout)
-            .map_err(|e| net::strip_os_error(&e))?;
+        let deadline = Instant::now() + self.timeout;
+        let sock = match self.proxies.for_host(&url.host, url.https) {
+            Some(proxy) => {
+                let target =
+                    net::with_default_port(&url.host_header, if url.https { 443 } else { 80 });
+                proxy.dial(&target, deadline)
+            }
+            None => net::dial(&url.addr, deadline),
+        }
+        .map_err(|e| net::strip_os_error(&e))?;
         sock.set_read_timeout(Some(self.timeout))
             .and_then(|()| sock.set_write_timeout(Some(self.timeout)))
             .map_err(|e| e.to_string())?;
@@ -346,6 +430,77 @@ mod tests {
             e,
             format!("Get \"{url}\": dial tcp 127.0.0.1:{port}: connect: connection refused")
         );
+    }
+
+    #[test]
+    fn proxies_come_from_the_environment_like_gos() {
+        let env = |vars: &'static [(&'static str, &'static str)]| {
+            move |k: &str| {
+                vars.iter()
+                    .find(|(n, _)| *n == k)
+                    .map(|(_, v)| v.to_string())
+            }
+        };
+        let p = Proxies::from_env(env(&[
+            ("https_proxy", "proxy.example:3128"),
+            ("NO_PROXY", "internal.example, .corp.example:443"),
+        ]));
+        let via = p.for_host("acme-v02.api.letsencrypt.org", true).unwrap();
+        assert_eq!(via.addr.tcp_port(), Some(3128));
+        assert!(p.for_host("acme-v02.api.letsencrypt.org", false).is_none());
+        assert!(p.for_host("internal.example", true).is_none());
+        assert!(p.for_host("ca.internal.example", true).is_none());
+        assert!(p.for_host("ca.corp.example", true).is_none());
+        assert!(p.for_host("127.0.0.1", true).is_none());
+        assert!(p.for_host("[::1]", true).is_none());
+        assert!(p.for_host("localhost", true).is_none());
+        let all = Proxies::from_env(env(&[("HTTPS_PROXY", "http://p:1"), ("no_proxy", "*")]));
+        assert!(all.for_host("ca.example", true).is_none());
+    }
+
+    #[test]
+    fn requests_go_through_an_http_connect_proxy() {
+        // A minimal CONNECT proxy: answers 200 and relays to the requested target.
+        let proxy = TcpListener::bind("127.0.0.1:0").unwrap();
+        let proxy_port = proxy.local_addr().unwrap().port();
+        let (origin, _h) = one_shot(b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok");
+        let seen = std::thread::spawn(move || {
+            let (mut c, _) = proxy.accept().unwrap();
+            c.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+            let mut head = Vec::new();
+            let mut b = [0u8; 1];
+            while !head.ends_with(b"\r\n\r\n") {
+                c.read_exact(&mut b).unwrap();
+                head.push(b[0]);
+            }
+            let line = String::from_utf8(head).unwrap();
+            let target = line.split_whitespace().nth(1).unwrap().to_string();
+            let port = target.rsplit(':').next().unwrap();
+            let mut up = std::net::TcpStream::connect(format!("127.0.0.1:{port}")).unwrap();
+            c.write_all(b"HTTP/1.1 200 Connection established\r\n\r\n")
+                .unwrap();
+            let mut c2 = c.try_clone().unwrap();
+            let mut up2 = up.try_clone().unwrap();
+            let t = std::thread::spawn(move || {
+                let _ = io::copy(&mut c2, &mut up2);
+            });
+            let _ = io::copy(&mut up, &mut c);
+            let _ = t.join();
+            line
+        });
+        // Loopback hosts are never proxied; give the origin a name only the proxy resolves.
+        let origin = origin.replace("127.0.0.1", "127.0.0.1.nip.invalid");
+        let client = Client::new(Duration::from_secs(5))
+            .unwrap()
+            .with_proxies(Proxies::from_env(move |k| {
+                (k == "HTTP_PROXY").then(|| format!("127.0.0.1:{proxy_port}"))
+            }));
+        let resp = client
+            .send(&Method::GET, &origin, &http::HeaderMap::new(), b"")
+            .unwrap();
+        assert_eq!(resp.body(), b"ok");
+        let line = seen.join().unwrap();
+        assert!(line.starts_with("CONNECT 127.0.0.1.nip.invalid:"), "{line}");
     }
 
     #[test]
