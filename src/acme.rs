@@ -10,6 +10,7 @@
 //! the proxy's connections. All ACME network traffic happens on the thread calling
 //! [`Acme::start`] and on the maintenance thread, blocking; there is no async runtime.
 
+pub mod accept;
 pub mod challenge;
 pub mod http;
 pub mod issue;
