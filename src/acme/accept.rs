@@ -130,12 +130,18 @@ mod tests {
         )
     }
 
-    /// Accepts one connection on a fresh port, routes and completes it; returns the port and a
-    /// handle yielding (was it a challenge, the server-side handshake result).
+    /// What the server side saw: a challenge or not, and how its handshake ended.
+    #[derive(Debug, PartialEq)]
+    struct Seen {
+        challenge: bool,
+        result: Result<(), String>,
+    }
+
+    /// Accepts one connection on a fresh port, routes and completes it.
     fn serve_one(
         proxy: Arc<ServerConfig>,
         challenges: Arc<Challenges>,
-    ) -> (u16, std::thread::JoinHandle<(bool, Result<(), String>)>) {
+    ) -> (u16, std::thread::JoinHandle<Seen>) {
         let l = TcpListener::bind("127.0.0.1:0").unwrap();
         let port = l.local_addr().unwrap().port();
         let h = std::thread::spawn(move || {
@@ -145,12 +151,20 @@ mod tests {
             let never = AtomicBool::new(false);
             let routed = match route(&mut sock, &proxy, &challenges, deadline, &never) {
                 Ok(r) => r,
-                Err(e) => return (false, Err(e.to_string())),
+                Err(e) => {
+                    return Seen {
+                        challenge: false,
+                        result: Err(e.to_string()),
+                    };
+                }
             };
             let mut conn = Connection::Server(routed.conn);
             let r = crate::relay::handshake(&mut sock, &mut conn, deadline, &never)
                 .map_err(|e| e.to_string());
-            (routed.challenge, r)
+            Seen {
+                challenge: routed.challenge,
+                result: r,
+            }
         });
         (port, h)
     }
@@ -204,14 +218,20 @@ mod tests {
         let conn = handshake(port, validator.clone(), &[ACME_TLS_ALPN]).unwrap();
         assert_eq!(conn.alpn_protocol(), Some(ACME_TLS_ALPN));
         assert_eq!(conn.peer_certificates().unwrap()[0].as_ref(), challenge_der);
-        assert_eq!(side.join().unwrap(), (true, Ok(())));
+        assert_eq!(
+            side.join().unwrap(),
+            Seen {
+                challenge: true,
+                result: Ok(())
+            }
+        );
 
         // acme-tls/1 among others is an ordinary client: no certificate, no entry.
         let (port, side) = serve_one(proxy.clone(), challenges.clone());
         let _ = handshake(port, validator.clone(), &[ACME_TLS_ALPN, b"h2"]);
-        let (challenge, result) = side.join().unwrap();
-        assert!(!challenge);
-        assert!(result.is_err(), "entered without a client certificate");
+        let seen = side.join().unwrap();
+        assert!(!seen.challenge);
+        assert!(seen.result.is_err(), "entered without a client certificate");
 
         // An ordinary mTLS client gets the proxy's certificate and is let in.
         let (port, side) = serve_one(proxy.clone(), challenges.clone());
@@ -220,13 +240,19 @@ mod tests {
             .unwrap();
         let conn = handshake(port, cfg, &[]).unwrap();
         assert_eq!(conn.peer_certificates().unwrap()[0].as_ref(), server.der);
-        assert_eq!(side.join().unwrap(), (false, Ok(())));
+        assert_eq!(
+            side.join().unwrap(),
+            Seen {
+                challenge: false,
+                result: Ok(())
+            }
+        );
 
         // The same client without its certificate is refused.
         let (port, side) = serve_one(proxy, challenges);
         let _ = handshake(port, plain().with_no_client_auth(), &[]);
-        let (challenge, result) = side.join().unwrap();
-        assert!(!challenge);
-        assert!(result.is_err());
+        let seen = side.join().unwrap();
+        assert!(!seen.challenge);
+        assert!(seen.result.is_err());
     }
 }
