@@ -10,12 +10,14 @@
 //! the proxy's connections. All ACME network traffic happens on the thread calling
 //! [`Acme::start`] and on the maintenance thread, blocking; there is no async runtime.
 
-pub mod accept;
 pub mod challenge;
 pub mod http;
 pub mod issue;
+mod source;
 pub mod storage;
 pub mod timing;
+
+pub use source::source;
 
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -42,7 +44,7 @@ pub const DESCRIBE: &str = "using ACME server as certificate source";
 pub const DEFAULT_CHALLENGE_PORT: u16 = 443;
 
 /// Timeout of every socket operation towards the CA.
-const HTTP_TIMEOUT: Duration = Duration::from_secs(30);
+pub(crate) const HTTP_TIMEOUT: Duration = Duration::from_secs(30);
 
 /// How long startup waits for another process's issuance lock.
 const LOCK_WAIT: Duration = Duration::from_secs(300);
@@ -201,12 +203,7 @@ pub struct Acme {
 }
 
 impl Acme {
-    /// Sets the source up without touching the network or the disk.
-    pub fn new(settings: Settings) -> Result<Arc<Acme>, String> {
-        Ok(Acme::with_http(settings, http::Client::new(HTTP_TIMEOUT)?))
-    }
-
-    /// As [`Acme::new`], with a given HTTP client (tests trust a private CA through it).
+    /// Sets the source up without touching the network or the disk; `http` reaches the CA.
     pub fn with_http(settings: Settings, http: http::Client) -> Arc<Acme> {
         let storage = Storage::new(
             settings.storage_root.clone(),
@@ -525,23 +522,19 @@ impl Acme {
         out
     }
 
-    /// Lines for `--check` (which must not touch the network): the CA, where the certificate
-    /// is cached and whether a usable one is there.
+    /// Lines for `--check`: the CA, where the certificate is cached and when it is due.
     pub fn check_lines(&self) -> Vec<String> {
         let mut out = vec![
-            format!("identity: ACME certificate for {}", self.settings.name),
-            format!("  ca: {}", self.settings.ca),
-            format!("  storage: {}", self.storage.root.display()),
+            format!("acme ca: {}", self.settings.ca),
+            format!("acme storage: {}", self.storage.root.display()),
         ];
         match self.stored() {
             Ok(Some(m)) => out.push(format!(
-                "  cached: {} (not after {}, renewal due {})",
-                self.storage.cert_path().display(),
-                storage::rfc3339(m.not_after),
+                "acme renewal due: {}",
                 storage::rfc3339(timing::renewal_due(m.not_before, m.not_after))
             )),
-            Ok(None) => out.push("  cached: none (obtained at start)".to_string()),
-            Err(e) => out.push(format!("  cached: unreadable: {e}")),
+            Ok(None) => out.push("acme cached certificate: none (obtained at start)".to_string()),
+            Err(e) => out.push(format!("acme cached certificate: unreadable: {e}")),
         }
         out
     }

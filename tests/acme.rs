@@ -44,6 +44,8 @@ struct Pebble {
     management: u16,
     https_ca_der: Vec<u8>,
     dir: TempDir,
+    /// Holds pebble's certificate files (and `https_ca`) until the end of the test.
+    _pki: Pki,
 }
 
 impl Pebble {
@@ -51,7 +53,10 @@ impl Pebble {
     fn start(tls_port: u16, validity: u64) -> Pebble {
         let pki = Pki::new();
         let dir = TempDir::new();
-        let leaf = pki.issue("pebble", &LeafSpec::server("pebble").dns("localhost").ip("127.0.0.1"));
+        let leaf = pki.issue(
+            "pebble",
+            &LeafSpec::server("pebble").dns("localhost").ip("127.0.0.1"),
+        );
         let port = free_port();
         let management = free_port();
         let config = format!(
@@ -100,20 +105,24 @@ impl Pebble {
             https_ca_der: pki.ca.cert_der.clone(),
             management,
             dir,
+            _pki: pki,
         }
     }
 
     /// The root pebble issues under (random per run), from its management interface.
     fn issuing_root(&self) -> Vec<u8> {
         let mut roots = RootCertStore::empty();
-        roots.add(CertificateDer::from(self.https_ca_der.clone())).unwrap();
+        roots
+            .add(CertificateDer::from(self.https_ca_der.clone()))
+            .unwrap();
         let cfg = ClientConfig::builder_with_provider(provider())
             .with_safe_default_protocol_versions()
             .unwrap()
             .with_root_certificates(roots)
             .with_no_client_auth();
         let sock = TcpStream::connect(("127.0.0.1", self.management)).unwrap();
-        sock.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+        sock.set_read_timeout(Some(Duration::from_secs(10)))
+            .unwrap();
         let conn = ClientConnection::new(Arc::new(cfg), ServerName::try_from("localhost").unwrap())
             .unwrap();
         let mut s = StreamOwned::new(conn, sock);
@@ -153,7 +162,11 @@ fn acme_server(pebble: &Pebble, pki: &Pki, data: &TempDir, port: u16, extra: &[&
         .args(pki.cacert_args())
         .args(["--allow-cn", "client"])
         .args(["--auto-acme-cert", "GhostUnnel.Example.com"])
-        .args(["--auto-acme-email", "admin@example.com", "--auto-acme-agree-to-tos"])
+        .args([
+            "--auto-acme-email",
+            "admin@example.com",
+            "--auto-acme-agree-to-tos",
+        ])
         .args(["--auto-acme-ca", &pebble.url])
         .args(["--auto-acme-alt-tls-alpn-port", &port.to_string()])
         .args(extra)
@@ -183,30 +196,57 @@ fn acme_first_issuance_serves_the_cas_certificate_to_mtls_clients_only() {
     let pki = Pki::new();
     let data = TempDir::new();
     let (_, status) = free_addr();
-    let d = acme_server(&pebble, &pki, &data, port, &["--status", &format!("http://{status}")]).spawn();
+    let d = acme_server(
+        &pebble,
+        &pki,
+        &data,
+        port,
+        &["--status", &format!("http://{status}")],
+    )
+    .spawn();
     let out = d.stdout();
-    assert!(out.contains("using ACME server as certificate source"), "{}", d.describe());
+    assert!(
+        out.contains("using ACME server as certificate source"),
+        "{}",
+        d.describe()
+    );
     let root = pebble.issuing_root();
     let addr: SocketAddr = format!("127.0.0.1:{port}").parse().unwrap();
     let s = connect(addr, client_cfg(&root, &pki, true)).expect("verified against pebble's root");
     drop(s);
     // A client without a certificate is still refused.
-    let refused = tls_connect(addr, client_cfg(&root, &pki, false), NAME)
-        .and_then(|mut s| {
-            s.write_all(b"x")?;
-            let mut b = [0u8; 1];
-            s.read(&mut b).map(|_| s)
-        });
-    assert!(refused.is_err(), "a client without a certificate got through");
+    let refused = tls_connect(addr, client_cfg(&root, &pki, false), NAME).and_then(|mut s| {
+        s.write_all(b"x")?;
+        let mut b = [0u8; 1];
+        s.read(&mut b).map(|_| s)
+    });
+    assert!(
+        refused.is_err(),
+        "a client without a certificate got through"
+    );
     // /_status shows the managed certificate.
     let resp = http(&status.to_string(), "GET", "/_status");
     let body = resp.body.clone();
-    assert!(body.contains(&format!("\"acme_name\":\"{NAME}\"")), "{body}");
+    assert!(
+        body.contains(&format!("\"acme_name\":\"{NAME}\"")),
+        "{body}"
+    );
     assert!(body.contains("\"acme_state\":\"valid\""), "{body}");
     // Stored where the reference keeps it.
-    let issuer = format!("127.0.0.1-{}-dir", pebble.url.split(':').nth(2).unwrap().trim_end_matches("/dir"));
+    let issuer = format!(
+        "127.0.0.1-{}-dir",
+        pebble
+            .url
+            .split(':')
+            .nth(2)
+            .unwrap()
+            .trim_end_matches("/dir")
+    );
     assert!(
-        data.join(&format!("certmagic/certificates/{issuer}/{NAME}/{NAME}.crt")).exists(),
+        data.join(&format!(
+            "certmagic/certificates/{issuer}/{NAME}/{NAME}.crt"
+        ))
+        .exists(),
         "{}",
         d.describe()
     );
@@ -219,14 +259,23 @@ fn acme_renewal_reaches_new_connections_while_an_old_one_keeps_flowing() {
     let pebble = Pebble::start(port, 20);
     let pki = Pki::new();
     let data = TempDir::new();
-    let mut d = acme_server(&pebble, &pki, &data, port, &["--auto-acme-renew-check-interval", "1s"])
-        .spawn();
+    let mut d = acme_server(
+        &pebble,
+        &pki,
+        &data,
+        port,
+        &["--auto-acme-renew-check-interval", "1s"],
+    )
+    .spawn();
     let root = pebble.issuing_root();
     let addr: SocketAddr = format!("127.0.0.1:{port}").parse().unwrap();
     let mut old = connect(addr, client_cfg(&root, &pki, true)).unwrap();
     let first = served_leaf(&old);
     // A third of 20 s is left after ~13 s; the validator then comes through our own listener.
-    d.wait_log("completed ACME TLS-ALPN-01 challenge from", Duration::from_secs(40));
+    d.wait_log(
+        "completed ACME TLS-ALPN-01 challenge from",
+        Duration::from_secs(40),
+    );
     let mut renewed = None;
     assert!(
         eventually(Duration::from_secs(30), || {
@@ -305,12 +354,21 @@ fn acme_an_unreachable_ca_ends_after_five_attempts() {
         .args(["--target", "127.0.0.1:9"])
         .args(pki.cacert_args())
         .args(["--allow-cn", "client", "--auto-acme-cert", NAME])
-        .args(["--auto-acme-email", "admin@example.com", "--auto-acme-agree-to-tos"])
+        .args([
+            "--auto-acme-email",
+            "admin@example.com",
+            "--auto-acme-agree-to-tos",
+        ])
         .args(["--auto-acme-ca", &format!("https://127.0.0.1:{dead}/dir")])
         .env("XDG_DATA_HOME", &data.path().display().to_string())
         .run(Duration::from_secs(120));
     out.assert_code(1);
-    assert_eq!(out.stderr.matches("ACME initial certificate load failed").count(), 4);
+    assert_eq!(
+        out.stderr
+            .matches("ACME initial certificate load failed")
+            .count(),
+        4
+    );
     for (n, wait) in [(1, "5s"), (2, "10s"), (3, "20s"), (4, "40s")] {
         out.assert_stderr_contains(&format!("(attempt {n}/5)"));
         out.assert_stderr_contains(&format!("; retrying in {wait}"));
@@ -320,7 +378,9 @@ fn acme_an_unreachable_ca_ends_after_five_attempts() {
          [mailto:admin@example.com] with server: Get \"https://127.0.0.1:{dead}/dir\": dial tcp \
          127.0.0.1:{dead}: connect: connection refused"
     );
-    out.assert_stdout_contains(&format!("error: Unable to load or obtain ACME cert: {cause}"));
+    out.assert_stdout_contains(&format!(
+        "error: Unable to load or obtain ACME cert: {cause}"
+    ));
     out.assert_stderr_contains(&format!("error: {cause}"));
 }
 

@@ -2,6 +2,7 @@
 
 mod util;
 
+mod acme;
 mod check;
 mod client;
 mod compat_flags;

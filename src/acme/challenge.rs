@@ -116,8 +116,10 @@ impl Challenges {
     }
 }
 
+/// Picks the challenge certificate by SNI; `None` (a failed handshake) for a name with no
+/// challenge under way.
 #[derive(Debug)]
-struct Resolver(Arc<Challenges>);
+pub struct Resolver(pub Arc<Challenges>);
 
 impl ResolvesServerCert for Resolver {
     fn resolve(&self, hello: ClientHello<'_>) -> Option<Arc<CertifiedKey>> {

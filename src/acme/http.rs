@@ -76,6 +76,15 @@ impl Proxies {
         }
     }
 
+    /// The TCP ports of the configured proxies (for the sandbox).
+    pub fn ports(&self) -> Vec<u16> {
+        [&self.https, &self.http]
+            .into_iter()
+            .flatten()
+            .filter_map(|p| p.addr.tcp_port())
+            .collect()
+    }
+
     /// The proxy for a request to `host` (`https` or not), if any.
     pub fn for_host(&self, host: &str, https: bool) -> Option<&ProxyUrl> {
         let proxy = match https {
@@ -103,10 +112,10 @@ impl Proxies {
 }
 
 impl Client {
-    /// A client trusting the system store (honouring `SSL_CERT_FILE`/`SSL_CERT_DIR`), with
-    /// `timeout` on connecting and on every read and write.
-    pub fn new(timeout: Duration) -> Result<Client, String> {
-        Client::with_roots(crate::certs::load_trust(None)?, timeout)
+    /// A client trusting the system store (`SSL_CERT_FILE`/`SSL_CERT_DIR` as read at startup),
+    /// with `timeout` on connecting and on every read and write.
+    pub fn new(system: &crate::config::SystemTrust, timeout: Duration) -> Result<Client, String> {
+        Client::with_roots(crate::certs::load_trust(None, system)?, timeout)
     }
 
     /// A client trusting only `roots`.
@@ -385,7 +394,7 @@ mod tests {
         let (url, h) = one_shot(
             b"HTTP/1.1 201 Created\r\nReplay-Nonce: abc\r\nTransfer-Encoding: chunked\r\n\r\n5\r\nhello\r\n6\r\n world\r\n0\r\n\r\n",
         );
-        let client = Client::new(Duration::from_secs(5)).unwrap();
+        let client = Client::new(&Default::default(), Duration::from_secs(5)).unwrap();
         let mut hm = http::HeaderMap::new();
         hm.insert("content-type", "application/jose+json".parse().unwrap());
         let resp = client.send(&Method::POST, &url, &hm, b"{}").unwrap();
@@ -407,7 +416,7 @@ mod tests {
     #[test]
     fn reads_a_body_by_content_length_without_waiting_for_eof() {
         let (url, _h) = one_shot(b"HTTP/1.1 200 OK\r\nContent-Length: 3\r\n\r\nabc");
-        let client = Client::new(Duration::from_secs(5)).unwrap();
+        let client = Client::new(&Default::default(), Duration::from_secs(5)).unwrap();
         let resp = client
             .send(&Method::GET, &url, &http::HeaderMap::new(), b"")
             .unwrap();
@@ -421,7 +430,7 @@ mod tests {
             .local_addr()
             .unwrap()
             .port();
-        let client = Client::new(Duration::from_secs(2)).unwrap();
+        let client = Client::new(&Default::default(), Duration::from_secs(2)).unwrap();
         let url = format!("https://127.0.0.1:{port}/dir");
         let e = client
             .send(&Method::GET, &url, &http::HeaderMap::new(), b"")
@@ -490,7 +499,7 @@ mod tests {
         });
         // Loopback hosts are never proxied; give the origin a name only the proxy resolves.
         let origin = origin.replace("127.0.0.1", "127.0.0.1.nip.invalid");
-        let client = Client::new(Duration::from_secs(5))
+        let client = Client::new(&Default::default(), Duration::from_secs(5))
             .unwrap()
             .with_proxies(Proxies::from_env(move |k| {
                 (k == "HTTP_PROXY").then(|| format!("127.0.0.1:{proxy_port}"))
