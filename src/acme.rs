@@ -4,11 +4,12 @@
 //!
 //! Owns the cached certificate, the storage under `$XDG_DATA_HOME/certmagic`, the issuance
 //! (startup, with 5 attempts) and the maintenance thread. Answering the validator is shared
-//! with the server: [`Acme::challenges`] holds the challenge certificates, and the listener that
-//! sees a challenge ClientHello (see [`challenge::is_challenge_hello`]) completes it with
-//! [`challenge::Challenges::server_config`] instead of the proxy's TLS context. Never touches
-//! the proxy's connections. All ACME network traffic happens on the thread calling
-//! [`Acme::start`] and on the maintenance thread, blocking; there is no async runtime.
+//! with the server: [`Acme::challenges`] holds the challenge certificates; the proxy's listener
+//! serves them through [`challenge::Resolver`] (handed to the TLS contexts by the
+//! `IdentitySource` impl in `source.rs`), and while that listener is not open yet a
+//! [`challenge::TempListener`] of ours does. Never touches the proxy's connections. All ACME
+//! network traffic happens on the thread calling [`Acme::start`] and on the maintenance
+//! thread, blocking; there is no async runtime.
 
 pub mod challenge;
 pub mod http;
