@@ -309,9 +309,21 @@ fn acme_restart_reuses_the_stored_certificate_without_the_ca() {
     d.signal(libc::SIGTERM);
     d.wait_exit(Duration::from_secs(10));
     pebble.stop();
+    // `--check` reports the stored certificate without the CA.
+    let out = acme_server(&pebble, &pki, &data, port, &["--check"]).run(Duration::from_secs(20));
+    out.assert_code(0);
+    out.assert_stdout_contains(&format!("{NAME}.crt (ACME)"));
+    out.assert_stdout_contains(&format!("  acme ca: {}", pebble.url));
+    out.assert_stdout_contains("  acme renewal due: ");
     let started = Instant::now();
-    let _d = acme_server(&pebble, &pki, &data, port, &[]).spawn();
-    assert!(started.elapsed() < Duration::from_secs(5));
+    let d = acme_server(&pebble, &pki, &data, port, &[]).spawn();
+    // No attempt at the CA failed (a failing one would retry for over a minute).
+    assert!(started.elapsed() < Duration::from_secs(30));
+    assert!(
+        !d.stderr().contains("ACME initial certificate load failed"),
+        "{}",
+        d.describe()
+    );
     let again = served_leaf(&connect(addr, client_cfg(&root, &pki, true)).unwrap());
     assert_eq!(first, again);
 }
