@@ -2,6 +2,7 @@
 
 mod util;
 
+#[cfg(feature = "acme")]
 mod acme;
 mod check;
 mod client;
