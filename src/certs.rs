@@ -74,6 +74,10 @@ pub fn load_identity(
 ) -> Result<Option<Arc<CertifiedKey>>, String> {
     let (blocks, path) = match source {
         IdentitySource::None => return Ok(None),
+        #[cfg(feature = "acme")]
+        IdentitySource::Acme(_) => {
+            return Err("ACME certificates come from the ACME source, not from files".into());
+        }
         IdentitySource::Keystore { path, password } => (read_keystore(path, password)?, path),
         IdentitySource::CertKey { cert, key } => {
             let mut blocks = read_pem_file(cert)?;

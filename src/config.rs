@@ -162,6 +162,26 @@ pub enum IdentitySource {
     CertKey { cert: PathBuf, key: PathBuf },
     /// Client `--disable-authentication`: no certificate.
     None,
+    /// `--auto-acme-cert` and its companions: a certificate from an ACME CA.
+    #[cfg(feature = "acme")]
+    Acme(AcmeOpts),
+}
+
+/// `--auto-acme-*` (docs/behaviour.md §18.5), as given.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AcmeOpts {
+    /// `--auto-acme-cert`: the one name.
+    pub name: String,
+    /// `--auto-acme-email`.
+    pub email: String,
+    /// `--auto-acme-ca`; empty means Let's Encrypt.
+    pub ca: String,
+    /// `--auto-acme-testca`; when set, used instead of `--auto-acme-ca`.
+    pub testca: String,
+    /// `--auto-acme-renew-check-interval`; `None` when not positive (the default applies).
+    pub renew_check: Option<Duration>,
+    /// `--auto-acme-alt-tls-alpn-port`; 0 means 443.
+    pub alt_port: u16,
 }
 
 /// Deadlines for one connection and for the drain (docs/behaviour.md §2.3, §7.3, §12.2).

@@ -137,6 +137,8 @@ pub fn from_config(config: &Config) -> Result<Arc<dyn IdentitySource>, CertError
         config::IdentitySource::None => Arc::new(NoIdentity),
         files @ (config::IdentitySource::Keystore { .. }
         | config::IdentitySource::CertKey { .. }) => Arc::new(Files(files.clone())),
+        #[cfg(feature = "acme")]
+        config::IdentitySource::Acme(opts) => crate::acme::source(opts, config)?,
     })
 }
 
@@ -149,6 +151,8 @@ impl Files {
             config::IdentitySource::Keystore { path, .. } => vec![path],
             config::IdentitySource::CertKey { cert, key } => vec![cert, key],
             config::IdentitySource::None => vec![],
+            #[cfg(feature = "acme")]
+            config::IdentitySource::Acme(_) => vec![],
         }
     }
 }
@@ -173,6 +177,8 @@ impl IdentitySource for Files {
                 format!("{} + {} (cert/key)", cert.display(), key.display())
             }
             config::IdentitySource::None => "none".to_string(),
+            #[cfg(feature = "acme")]
+            config::IdentitySource::Acme(opts) => format!("{} (ACME)", opts.name),
         }
     }
 

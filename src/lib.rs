@@ -4,6 +4,8 @@
 
 #![deny(unsafe_code)]
 
+#[cfg(feature = "acme")]
+pub mod acme;
 pub mod auth;
 pub mod authz;
 pub mod certs;

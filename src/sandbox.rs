@@ -27,8 +27,13 @@ pub struct Plan {
     pub read_only: BTreeSet<PathBuf>,
     /// Directories of UNIX sockets we created and must remove at shutdown.
     pub remove_in: BTreeSet<PathBuf>,
+    /// Directories a back-end keeps state in (read, write, create, remove): the ACME storage.
+    pub read_write: BTreeSet<PathBuf>,
     /// TCP ports we may connect to: targets and DNS.
     pub connect: BTreeSet<u16>,
+    /// TCP ports a back-end may bind besides the listeners bound before the sandbox: the ACME
+    /// challenge port when it is not the listen port.
+    pub bind: BTreeSet<u16>,
     /// Whether abstract UNIX sockets must stay reachable (an abstract `NOTIFY_SOCKET`).
     pub allow_abstract_unix: bool,
     /// Why Landlock is not applied at all (`--disable-landlock`, or a back-end that cannot
@@ -241,17 +246,25 @@ impl Plan {
                 .cloned()
                 .collect::<Vec<_>>()
         };
-        let created = ruleset
-            .create()?
-            .add_rules(path_beneath_rules(existing(&self.read_only), read))?
-            .add_rules(path_beneath_rules(
-                existing(&self.remove_in),
-                read | AccessFs::RemoveFile,
-            ))?
-            .add_rules(path_beneath_rules(nss_dirs(), read))?
-            .add_rules(self.connect.iter().map(|&p| {
-                Ok::<_, landlock::RulesetError>(NetPort::new(p, AccessNet::ConnectTcp))
-            }))?;
+        let created =
+            ruleset
+                .create()?
+                .add_rules(path_beneath_rules(existing(&self.read_only), read))?
+                .add_rules(path_beneath_rules(
+                    existing(&self.remove_in),
+                    read | AccessFs::RemoveFile,
+                ))?
+                .add_rules(path_beneath_rules(nss_dirs(), read))?
+                .add_rules(path_beneath_rules(
+                    existing(&self.read_write),
+                    AccessFs::from_all(abi),
+                ))?
+                .add_rules(self.connect.iter().map(|&p| {
+                    Ok::<_, landlock::RulesetError>(NetPort::new(p, AccessNet::ConnectTcp))
+                }))?
+                .add_rules(self.bind.iter().map(|&p| {
+                    Ok::<_, landlock::RulesetError>(NetPort::new(p, AccessNet::BindTcp))
+                }))?;
         Ok(created.restrict_self()?.ruleset)
     }
 }

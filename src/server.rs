@@ -9,7 +9,7 @@ use std::time::Instant;
 use rustls::{Connection, ServerConnection};
 
 use crate::config::{ProxyProtocolMode, Timeouts};
-use crate::logging::{CONN_ERRS, HANDSHAKE_ERRS};
+use crate::logging::{CONN_ERRS, CONNS, HANDSHAKE_ERRS};
 use crate::metrics::Metrics;
 use crate::net::{self, Addr, Stream};
 use crate::proxy::{self, Connector, Proxy};
@@ -69,7 +69,13 @@ impl Connector for Server {
         let conn = match handshake {
             Ok((conn, Accepted::Peer)) => conn,
             // An ACME TLS-ALPN-01 validation: the handshake was the answer.
-            Ok((_, Accepted::Challenge)) => return,
+            Ok((_, Accepted::Challenge)) => {
+                log::info!(
+                    target: CONNS,
+                    "completed ACME TLS-ALPN-01 challenge from {peer}; not forwarding to backend"
+                );
+                return;
+            }
             Err(e) => {
                 if let (Some(m), HandshakeError::Timeout) = (metrics, &e) {
                     Metrics::inc(&m.accept_timeout);

@@ -228,11 +228,15 @@ pub enum Accepted {
     Challenge,
 }
 
-/// Whether a ClientHello asks for an ACME TLS-ALPN-01 challenge.
+/// Whether a ClientHello is an ACME validator's (RFC 8737): it names a server (SNI) and offers
+/// `acme-tls/1` as its only ALPN protocol. The exemption from client authentication stays that
+/// narrow: a client offering `acme-tls/1` among other protocols is an ordinary client.
 pub fn wants_challenge(hello: &rustls::server::ClientHello<'_>) -> bool {
-    hello
-        .alpn()
-        .is_some_and(|mut protocols| protocols.any(|p| p == identity::ACME_TLS_ALPN))
+    let named = hello.server_name().is_some_and(|n| !n.is_empty());
+    let only_acme = hello.alpn().is_some_and(|mut protocols| {
+        protocols.next() == Some(identity::ACME_TLS_ALPN) && protocols.next().is_none()
+    });
+    named && only_acme
 }
 
 impl ServerTls {

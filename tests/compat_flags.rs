@@ -193,15 +193,20 @@ fn verify_san_aliases_verify() {
 #[test]
 fn unsupported_hidden_flags_are_errors() {
     let pki = Pki::new();
-    for (flag, msg) in [
-        (
-            "--auto-acme-renew-check-interval=1h",
-            "error: --auto-acme-renew-check-interval is not supported by this build",
-        ),
-        (
-            "--auto-acme-alt-tls-alpn-port=5001",
-            "error: --auto-acme-alt-tls-alpn-port is not supported by this build",
-        ),
+    let mut cases = vec![];
+    if !cfg!(feature = "acme") {
+        cases.extend([
+            (
+                "--auto-acme-renew-check-interval=1h",
+                "error: --auto-acme-renew-check-interval is not supported by this build",
+            ),
+            (
+                "--auto-acme-alt-tls-alpn-port=5001",
+                "error: --auto-acme-alt-tls-alpn-port is not supported by this build",
+            ),
+        ]);
+    }
+    cases.extend([
         (
             "--keychain-identity=x",
             "ghostunnel: error: unknown long flag '--keychain-identity', try --help",
@@ -210,7 +215,8 @@ fn unsupported_hidden_flags_are_errors() {
             "--eventlog",
             "ghostunnel: error: unknown long flag '--eventlog', try --help",
         ),
-    ] {
+    ]);
+    for (flag, msg) in cases {
         Cmd::new("server")
             .args(["--listen", "127.0.0.1:0", "--target", "127.0.0.1:1"])
             .args(pki.server_cred_args())
@@ -219,4 +225,26 @@ fn unsupported_hidden_flags_are_errors() {
             .assert_code(1)
             .assert_stderr_contains(msg);
     }
+}
+
+/// The hidden ACME tuning flags do nothing without `--auto-acme-cert`, as in the reference:
+/// a keystore server starts with them.
+#[cfg(feature = "acme")]
+#[test]
+fn acme_hidden_flags_without_acme_are_ignored() {
+    let pki = Pki::new();
+    let (d, _) = start_server(
+        &pki,
+        "127.0.0.1:1",
+        &[
+            "--allow-all",
+            "--auto-acme-renew-check-interval=1h",
+            "--auto-acme-alt-tls-alpn-port=5001",
+        ],
+    );
+    assert!(
+        !d.stdout().contains("using ACME server"),
+        "{}",
+        d.describe()
+    );
 }

@@ -2,6 +2,8 @@
 
 mod util;
 
+#[cfg(feature = "acme")]
+mod acme;
 mod check;
 mod client;
 mod compat_flags;

@@ -205,6 +205,20 @@ pub(super) struct Flag {
     pub(super) help: &'static str,
 }
 
+/// Whether this build obtains certificates from ACME CAs (cargo feature `acme`).
+const ACME: bool = cfg!(feature = "acme");
+
+/// An ACME flag's help, marked when the build lacks the feature.
+macro_rules! acme_help {
+    ($text:literal) => {
+        if ACME {
+            $text
+        } else {
+            concat!($text, " (not supported by this build)")
+        }
+    };
+}
+
 const fn f(id: Id, kind: Kind, scope: Scope, help: &'static str) -> Flag {
     Flag {
         id,
@@ -245,6 +259,11 @@ impl Flag {
     }
     const fn unsupported(mut self) -> Flag {
         self.unsupported = true;
+        self
+    }
+    /// Unsupported unless the build has the feature.
+    const fn unsupported_unless(mut self, built: bool) -> Flag {
+        self.unsupported = !built;
         self
     }
     const fn aliases(mut self, a: &'static [&'static str]) -> Flag {
@@ -404,26 +423,26 @@ pub(super) const FLAGS: &[Flag] = &[
         .placeholder("QUERY")
         .unsupported(),
     f(Id::DisableAuthentication, Bool, Server, "Disable client authentication, no client certificate will be required."),
-    f(Id::AutoAcmeCert, Str, Server, "Automatically obtain a certificate via ACME for the specified FQDN (not supported by this build).")
+    f(Id::AutoAcmeCert, Str, Server, acme_help!("Automatically obtain a certificate via ACME for the specified FQDN"))
         .placeholder("FQDN")
-        .unsupported(),
-    f(Id::AutoAcmeEmail, Str, Server, "Email address associated with all ACME requests (not supported by this build).")
+        .unsupported_unless(ACME),
+    f(Id::AutoAcmeEmail, Str, Server, acme_help!("Email address associated with all ACME requests"))
         .placeholder("EMAIL")
-        .unsupported(),
-    f(Id::AutoAcmeAgreeToTos, Bool, Server, "Agree to the Terms of Service of the ACME CA (not supported by this build).")
-        .unsupported(),
-    f(Id::AutoAcmeCa, Str, Server, "Specify the URL to the ACME CA (not supported by this build).")
-        .placeholder("URL")
-        .unsupported(),
-    f(Id::AutoAcmeTestca, Str, Server, "Specify the URL to the ACME CA's Test/Staging environment (not supported by this build).")
-        .placeholder("URL")
-        .unsupported(),
-    f(Id::AutoAcmeRenewCheckInterval, Duration, Server, "ACME renewal check interval (not supported by this build).")
+        .unsupported_unless(ACME),
+    f(Id::AutoAcmeAgreeToTos, Bool, Server, acme_help!("Agree to the Terms of Service of the ACME CA"))
+        .unsupported_unless(ACME),
+    f(Id::AutoAcmeCa, Str, Server, acme_help!("Specify the URL to the ACME CA. Defaults to Let's Encrypt if not specified."))
+        .placeholder("https://some-acme-ca.example.com/")
+        .unsupported_unless(ACME),
+    f(Id::AutoAcmeTestca, Str, Server, acme_help!("Specify the URL to the ACME CA's Test/Staging environment. If set, all requests will go to this CA and --auto-acme-ca will be ignored."))
+        .placeholder("https://testing.some-acme-ca.example.com/")
+        .unsupported_unless(ACME),
+    f(Id::AutoAcmeRenewCheckInterval, Duration, Server, acme_help!("ACME renewal check interval"))
         .hidden()
-        .unsupported(),
-    f(Id::AutoAcmeAltTlsAlpnPort, Uint32, Server, "ACME TLS-ALPN challenge port (not supported by this build).")
+        .unsupported_unless(ACME),
+    f(Id::AutoAcmeAltTlsAlpnPort, Uint32, Server, acme_help!("ACME TLS-ALPN challenge port"))
         .hidden()
-        .unsupported(),
+        .unsupported_unless(ACME),
     // Client mode.
     f(Id::Listen, Str, Client, "Address and port to listen on (can be HOST:PORT, unix:PATH, systemd:NAME or launchd:NAME).")
         .placeholder("ADDR"),

@@ -171,8 +171,9 @@ impl RawArgs {
         })
     }
 
-    /// The credential count and pairing rules (docs/behaviour.md §2.7.2 step 1). PKCS#11, ACME and
-    /// the workload API never count here: they were refused as unsupported.
+    /// The credential count and pairing rules (docs/behaviour.md §2.7.2 step 1). PKCS#11 and
+    /// the workload API never count here: they were refused as unsupported (and so was ACME in
+    /// a build without it).
     fn identity(&self) -> Result<IdentitySource, CliError> {
         let (keystore, cert, key) = (
             self.str(Id::Keystore),
@@ -180,9 +181,11 @@ impl RawArgs {
             self.str(Id::Key),
         );
         let disable_auth = !self.server && self.bool(Id::DisableAuthentication);
+        let acme = self.server && !self.str(Id::AutoAcmeCert).is_empty();
         let count = usize::from(!keystore.is_empty())
             + usize::from(!cert.is_empty() && !key.is_empty())
-            + usize::from(disable_auth);
+            + usize::from(disable_auth)
+            + usize::from(acme);
         if count == 0 {
             return Err(if self.server {
                 "at least one of --keystore, --cert/--key, --auto-acme-cert, or --keychain-identity/issuer (if supported) flags is required"
@@ -204,6 +207,10 @@ impl RawArgs {
                 "--cert/--key must be set together, unless using PKCS11 for private key".into(),
             );
         }
+        #[cfg(feature = "acme")]
+        if acme {
+            return self.acme_opts().map(IdentitySource::Acme);
+        }
         Ok(if !keystore.is_empty() {
             let lower = keystore.to_ascii_lowercase();
             if lower.ends_with(".jceks") || lower.ends_with(".jks") {
@@ -220,6 +227,29 @@ impl RawArgs {
             }
         } else {
             IdentitySource::None
+        })
+    }
+
+    /// The `--auto-acme-*` settings (docs/behaviour.md §18.5.1); the email and ToS rules are
+    /// checked later, in their place among the mode steps.
+    #[cfg(feature = "acme")]
+    fn acme_opts(&self) -> Result<crate::config::AcmeOpts, CliError> {
+        let port = self.str(Id::AutoAcmeAltTlsAlpnPort);
+        let alt_port = match port {
+            "" => 0,
+            p => p.parse::<u16>().map_err(|_| {
+                CliError::Invalid(format!("--auto-acme-alt-tls-alpn-port: invalid port {p}"))
+            })?,
+        };
+        let nanos = self.nanos(Id::AutoAcmeRenewCheckInterval);
+        Ok(crate::config::AcmeOpts {
+            name: self.str(Id::AutoAcmeCert).to_lowercase(),
+            email: self.str(Id::AutoAcmeEmail).to_string(),
+            ca: self.str(Id::AutoAcmeCa).to_string(),
+            testca: self.str(Id::AutoAcmeTestca).to_string(),
+            renew_check: (nanos > 0)
+                .then(|| Duration::from_nanos(u64::try_from(nanos).unwrap_or(u64::MAX))),
+            alt_port,
         })
     }
 
@@ -322,6 +352,14 @@ impl RawArgs {
                 "invalid --target network \"{}\": only tcp and unix targets are supported (systemd:/launchd: cannot be dialed)",
                 addr.network()
             ).into());
+        }
+        if !self.str(Id::AutoAcmeCert).is_empty() {
+            if self.str(Id::AutoAcmeEmail).is_empty() {
+                return Err("--auto-acme-cert was specified but no email address was provided with --auto-acme-email".into());
+            }
+            if !self.bool(Id::AutoAcmeAgreeToTos) {
+                return Err("--auto-acme-agree-to-tos was not specified and is required if --auto-acme-cert is specified".into());
+            }
         }
         let proxy_protocol = match (
             self.bool(Id::ProxyProtocol),
@@ -680,19 +718,6 @@ mod tests {
             ("--pkcs11-module=/x.so", Id::Pkcs11Module),
             ("--allow-policy=b", Id::AllowPolicy),
             ("--allow-query=q", Id::AllowQuery),
-            ("--auto-acme-cert=a.example", Id::AutoAcmeCert),
-            ("--auto-acme-email=a@b", Id::AutoAcmeEmail),
-            ("--auto-acme-agree-to-tos", Id::AutoAcmeAgreeToTos),
-            ("--auto-acme-ca=https://x", Id::AutoAcmeCa),
-            ("--auto-acme-testca=https://x", Id::AutoAcmeTestca),
-            (
-                "--auto-acme-renew-check-interval=1h",
-                Id::AutoAcmeRenewCheckInterval,
-            ),
-            (
-                "--auto-acme-alt-tls-alpn-port=1",
-                Id::AutoAcmeAltTlsAlpnPort,
-            ),
         ] {
             assert_eq!(
                 server_err(&["--allow-all", flag]),
@@ -732,6 +757,123 @@ mod tests {
         assert_eq!(
             config(&[&BARE[..], &["--allow-policy=b"]].concat()).unwrap_err(),
             "--allow-policy is not supported by this build"
+        );
+    }
+
+    #[cfg(not(feature = "acme"))]
+    #[test]
+    fn acme_flags_fail_in_a_build_without_acme() {
+        for (flag, name) in [
+            ("--auto-acme-cert=a.example", Id::AutoAcmeCert),
+            ("--auto-acme-email=a@b", Id::AutoAcmeEmail),
+            ("--auto-acme-agree-to-tos", Id::AutoAcmeAgreeToTos),
+            ("--auto-acme-ca=https://x", Id::AutoAcmeCa),
+            ("--auto-acme-testca=https://x", Id::AutoAcmeTestca),
+            (
+                "--auto-acme-renew-check-interval=1h",
+                Id::AutoAcmeRenewCheckInterval,
+            ),
+            (
+                "--auto-acme-alt-tls-alpn-port=1",
+                Id::AutoAcmeAltTlsAlpnPort,
+            ),
+        ] {
+            assert_eq!(
+                server_err(&["--allow-all", flag]),
+                format!("--{} is not supported by this build", name.name()),
+                "{flag}"
+            );
+        }
+    }
+
+    #[cfg(feature = "acme")]
+    #[test]
+    fn acme_flags_follow_the_reference_rules() {
+        let acme = |extra: &[&str]| {
+            let base = [
+                "server",
+                "--listen=:1",
+                "--target=localhost:2",
+                "--allow-all",
+            ];
+            config(&[&base[..], extra].concat())
+        };
+        let name = "--auto-acme-cert=GhostUnnel.Example.com";
+        // Email first, then the terms of service (docs/behaviour.md §18.5.1).
+        assert_eq!(
+            acme(&[name]).unwrap_err(),
+            "--auto-acme-cert was specified but no email address was provided with --auto-acme-email"
+        );
+        assert_eq!(
+            acme(&[name, "--auto-acme-email=a@b"]).unwrap_err(),
+            "--auto-acme-agree-to-tos was not specified and is required if --auto-acme-cert is specified"
+        );
+        // They come after the target checks.
+        assert_eq!(
+            config(&[
+                "server",
+                "--listen=:1",
+                "--target=x.example:2",
+                "--allow-all",
+                name
+            ])
+            .unwrap_err(),
+            "--target must be unix:PATH or localhost:PORT (unless --unsafe-target is set)"
+        );
+        // One credential among the others.
+        assert_eq!(
+            acme(&[name, "--keystore=k.pem"]).unwrap_err(),
+            "--keystore, --cert/--key, --auto-acme-cert, and --keychain-identity/issuer flags are mutually exclusive"
+        );
+        // The email and ToS flags alone count nothing.
+        assert_eq!(
+            acme(&["--auto-acme-email=a@b", "--auto-acme-agree-to-tos"]).unwrap_err(),
+            "at least one of --keystore, --cert/--key, --auto-acme-cert, or --keychain-identity/issuer (if supported) flags is required"
+        );
+        let c = acme(&[
+            name,
+            "--auto-acme-email=a@b",
+            "--auto-acme-agree-to-tos",
+            "--auto-acme-testca=https://t/dir",
+            "--auto-acme-renew-check-interval=2s",
+            "--auto-acme-alt-tls-alpn-port=8443",
+        ])
+        .unwrap();
+        let IdentitySource::Acme(opts) = c.identity else {
+            panic!("{:?}", c.identity)
+        };
+        assert_eq!(
+            opts,
+            crate::config::AcmeOpts {
+                name: "ghostunnel.example.com".into(),
+                email: "a@b".into(),
+                ca: String::new(),
+                testca: "https://t/dir".into(),
+                renew_check: Some(Duration::from_secs(2)),
+                alt_port: 8443,
+            }
+        );
+        // A zero or negative interval means the default.
+        let c = acme(&[
+            name,
+            "--auto-acme-email=a@b",
+            "--auto-acme-agree-to-tos",
+            "--auto-acme-renew-check-interval=-1s",
+        ])
+        .unwrap();
+        let IdentitySource::Acme(opts) = c.identity else {
+            panic!("{:?}", c.identity)
+        };
+        assert_eq!(opts.renew_check, None);
+        assert!(
+            acme(&[
+                name,
+                "--auto-acme-email=a@b",
+                "--auto-acme-agree-to-tos",
+                "--auto-acme-alt-tls-alpn-port=70000"
+            ])
+            .unwrap_err()
+            .contains("--auto-acme-alt-tls-alpn-port")
         );
     }
 
