@@ -151,6 +151,7 @@ impl Endpoint {
         Endpoint::new(sock, None)
     }
 
+    /// A TLS endpoint whose handshake [`handshake`] completed (the socket is non-blocking).
     pub fn tls(sock: Stream, conn: Connection) -> Endpoint {
         Endpoint::new(sock, Some(conn))
     }
@@ -380,11 +381,12 @@ impl Write for Probe<'_> {
 /// occurs, or a deadline passes.
 pub fn copy(inbound: &mut Endpoint, outbound: &mut Endpoint, limits: CopyLimits) -> CopyStats {
     let mut stats = CopyStats::default();
-    if let Err(e) = inbound
-        .sock
-        .set_nonblocking(true)
-        .and(outbound.sock.set_nonblocking(true))
-    {
+    // A TLS endpoint's socket is non-blocking since its handshake.
+    let nonblocking = |e: &Endpoint| match e.tls {
+        Some(_) => Ok(()),
+        None => e.sock.set_nonblocking(true),
+    };
+    if let Err(e) = nonblocking(inbound).and(nonblocking(outbound)) {
         stats.error = Some(e.to_string());
         return stats;
     }
