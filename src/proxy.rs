@@ -315,7 +315,7 @@ impl Pool {
 }
 
 fn worker(state: &(Mutex<PoolState>, Condvar)) {
-    batch_policy();
+    crate::relay::set_policy(crate::relay::Policy::Batch);
     let (m, cvar) = state;
     loop {
         let job = {
@@ -352,21 +352,6 @@ fn worker(state: &(Mutex<PoolState>, Condvar)) {
         if std::panic::catch_unwind(std::panic::AssertUnwindSafe(job)).is_err() {
             log::error!(target: CONN_ERRS, "error during copy: connection handler panicked");
         }
-    }
-}
-
-/// Connection threads run under `SCHED_BATCH`: same share of the CPU, but a thread woken by
-/// its socket does not preempt the one running, which is about to block anyway (every thread
-/// of a relay chain, ours and the peers', runs for microseconds and then waits). Under
-/// `SCHED_OTHER` each hop of a request could switch twice; measured at 64 keep-alive
-/// connections this halves the involuntary context switches and lowers both the CPU per
-/// request and the p99 latency. Unprivileged; best effort.
-fn batch_policy() {
-    let param = libc::sched_param { sched_priority: 0 };
-    // SAFETY: pid 0 is the calling thread; `param` outlives the call.
-    #[allow(unsafe_code)]
-    unsafe {
-        libc::sched_setscheduler(0, libc::SCHED_BATCH, &param);
     }
 }
 

@@ -400,6 +400,64 @@ pub fn copy(inbound: &mut Endpoint, outbound: &mut Endpoint, limits: CopyLimits)
     }
 }
 
+/// How a connection thread is scheduled.
+#[derive(Clone, Copy, PartialEq)]
+pub enum Policy {
+    /// `SCHED_BATCH`, for request/response traffic: the same share of the CPU, but a thread
+    /// woken by its socket does not preempt the running one, which is about to block anyway
+    /// (every thread of a relay chain, ours and the peers', runs for microseconds and then
+    /// waits). Under `SCHED_OTHER` a hop can cost two context switches instead of one;
+    /// measured at 64 keep-alive connections this halves the involuntary switches and lowers
+    /// the CPU per request and the p99 latency.
+    Batch,
+    /// `SCHED_OTHER`, for bulk transfers: a stream keeps moving only if its threads run as
+    /// soon as the socket lets them, so on a busy machine batch scheduling cost throughput.
+    Normal,
+}
+
+/// Sets the calling thread's scheduling policy (unprivileged between these two; best effort).
+pub fn set_policy(policy: Policy) {
+    let policy = match policy {
+        Policy::Batch => libc::SCHED_BATCH,
+        Policy::Normal => libc::SCHED_OTHER,
+    };
+    let param = libc::sched_param { sched_priority: 0 };
+    // SAFETY: pid 0 is the calling thread; `param` outlives the call.
+    #[allow(unsafe_code)]
+    unsafe {
+        libc::sched_setscheduler(0, policy, &param);
+    }
+}
+
+/// Wakeups that each moved at least a full chunk after which a connection counts as a bulk
+/// transfer (request/response traffic moves less per wakeup).
+const BULK_WAKEUPS: u32 = 8;
+
+/// Switches a connection thread to [`Policy::Normal`] once its traffic looks like a bulk
+/// transfer, and back to [`Policy::Batch`] when the connection ends.
+struct Bulk {
+    full: u32,
+}
+
+impl Bulk {
+    fn moved(&mut self, bytes: u64) {
+        if bytes >= CHUNK as u64 && self.full <= BULK_WAKEUPS {
+            self.full += 1;
+            if self.full == BULK_WAKEUPS {
+                set_policy(Policy::Normal);
+            }
+        }
+    }
+}
+
+impl Drop for Bulk {
+    fn drop(&mut self) {
+        if self.full >= BULK_WAKEUPS {
+            set_policy(Policy::Batch);
+        }
+    }
+}
+
 fn copy_with(
     inbound: &mut Endpoint,
     outbound: &mut Endpoint,
@@ -408,9 +466,12 @@ fn copy_with(
 ) -> CopyStats {
     let mut stats = CopyStats::default();
     let mut close_deadline: Option<Instant> = None;
+    let mut bulk = Bulk { full: 0 };
     loop {
+        let before = stats.forwarded + stats.returned;
         let step = pump(inbound, outbound, buf, &mut stats.forwarded)
             .and_then(|a| Ok(a | pump(outbound, inbound, buf, &mut stats.returned)?));
+        bulk.moved(stats.forwarded + stats.returned - before);
         let progress = match step {
             Ok(p) => p,
             Err(e) => {
