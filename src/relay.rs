@@ -429,9 +429,13 @@ pub fn set_policy(policy: Policy) {
     }
 }
 
-/// Wakeups that each moved at least a full chunk after which a connection counts as a bulk
-/// transfer (request/response traffic moves less per wakeup).
+/// Wakeups that each moved at least [`BULK_WAKEUP_BYTES`] after which a connection counts as a
+/// bulk transfer (request/response traffic moves less per wakeup).
 const BULK_WAKEUPS: u32 = 8;
+
+/// A full TLS record's plaintext: a TLS source hands out what one read of the socket brought,
+/// often a record or two rather than a whole chunk.
+const BULK_WAKEUP_BYTES: u64 = 16 * 1024;
 
 /// Switches a connection thread to [`Policy::Normal`] once its traffic looks like a bulk
 /// transfer, and back to [`Policy::Batch`] when the connection ends.
@@ -441,7 +445,7 @@ struct Bulk {
 
 impl Bulk {
     fn moved(&mut self, bytes: u64) {
-        if bytes >= CHUNK as u64 && self.full <= BULK_WAKEUPS {
+        if bytes >= BULK_WAKEUP_BYTES && self.full <= BULK_WAKEUPS {
             self.full += 1;
             if self.full == BULK_WAKEUPS {
                 set_policy(Policy::Normal);
@@ -779,6 +783,37 @@ mod tests {
         assert_eq!(client.join().unwrap(), b"pong after EOF");
         let stats = relay.join().unwrap();
         assert_eq!((stats.forwarded, stats.returned), (4, 14));
+    }
+
+    /// The calling thread's scheduling policy.
+    fn policy() -> i32 {
+        // SAFETY: no arguments beyond the calling thread's pid 0.
+        #[allow(unsafe_code)]
+        unsafe {
+            libc::sched_getscheduler(0)
+        }
+    }
+
+    #[test]
+    fn bulk_traffic_runs_under_the_normal_policy_until_the_connection_ends() {
+        thread::spawn(|| {
+            set_policy(Policy::Batch);
+            assert_eq!(policy(), libc::SCHED_BATCH);
+            let mut bulk = Bulk { full: 0 };
+            // Small wakeups (request/response) keep the batch policy.
+            for _ in 0..100 {
+                bulk.moved(200);
+            }
+            assert_eq!(policy(), libc::SCHED_BATCH);
+            for _ in 0..BULK_WAKEUPS {
+                bulk.moved(BULK_WAKEUP_BYTES);
+            }
+            assert_eq!(policy(), libc::SCHED_OTHER);
+            drop(bulk);
+            assert_eq!(policy(), libc::SCHED_BATCH);
+        })
+        .join()
+        .unwrap();
     }
 
     #[test]
