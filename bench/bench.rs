@@ -6,7 +6,13 @@
 //! ```text
 //! cargo run --release --example bench -- [--quick] [--reps N] [--idle N] [--check]
 //!                                        [--gt PATH] [--gt-b PATH]
+//!                                        [--reference PATH] [--haproxy]
 //! ```
+//!
+//! `--reference` adds the Go reference binary as a column (run with the same flags as
+//! ghostunnel) and `--haproxy` HAProxy as the same mutual-TLS pair in tcp mode; with them the
+//! table gains ratio columns. Neither is needed by `--check`. A plaintext socat relay pair is a
+//! column for bulk throughput when socat is installed.
 //!
 //! CPU figures are the CPU time of both tunnel processes over the measured window (from
 //! /proc/PID/stat), which stays meaningful on a shared machine where wall-clock rates do not.
@@ -44,7 +50,22 @@ struct Opts {
     secs: u64,
     check: bool,
     gt: PathBuf,
-    gt_b: Option<PathBuf>,
+    /// `--gt-b PATH` (repeatable): more ghostunnel builds as columns, named by file name.
+    gt_b: Vec<PathBuf>,
+    /// The Go reference binary, as an optional column (never needed by CI).
+    reference: Option<PathBuf>,
+    /// HAProxy as the same mutual-TLS pair in tcp mode, as an optional column.
+    haproxy: bool,
+    /// `--only bulk,wrk,conn,hs,start,idle`: run only these loads (all by default).
+    only: Option<String>,
+}
+
+impl Opts {
+    fn runs(&self, load: &str) -> bool {
+        self.only
+            .as_deref()
+            .is_none_or(|o| o.split(',').any(|l| l == load))
+    }
 }
 
 fn main() {
@@ -59,11 +80,26 @@ fn main() {
     let idle_backend = IdleBackend::spawn(IDLE_BACKEND);
 
     let mut tunnels = vec![Tunnel::plain()];
-    tunnels.push(Tunnel::ghostunnel("ghostunnel", &opts.gt, &work, 19110));
-    if let Some(b) = &opts.gt_b {
-        tunnels.push(Tunnel::ghostunnel("ghostunnel (B)", b, &work, 19120));
+    let gt = Kind::Ghostunnel;
+    tunnels.push(Tunnel::ghostunnel("ghostunnel", gt, &opts.gt, &work, 19110));
+    for (i, b) in opts.gt_b.iter().enumerate() {
+        let name = b
+            .file_name()
+            .map_or("B".into(), |n| n.to_string_lossy().into_owned());
+        let base = if i == 0 { 19120 } else { 19200 + 10 * i as u16 };
+        tunnels.push(Tunnel::ghostunnel(&name, gt, b, &work, base));
+    }
+    if let Some(r) = &opts.reference {
+        let kind = Kind::Reference;
+        tunnels.push(Tunnel::ghostunnel("reference", kind, r, &work, 19140));
     }
     tunnels.push(Tunnel::stunnel(&work, 19130));
+    if opts.haproxy {
+        tunnels.push(Tunnel::haproxy(&work, 19150));
+    }
+    if let Some(socat) = Tunnel::socat(19160) {
+        tunnels.push(socat);
+    }
     for t in &tunnels {
         t.wait_ready();
     }
@@ -79,7 +115,7 @@ fn main() {
     let mut loadgen_cpu: BTreeMap<&str, Vec<f64>> = BTreeMap::new();
     for rep in 0..opts.reps {
         eprintln!("repetition {}/{}", rep + 1, opts.reps);
-        for t in &mut tunnels {
+        for t in tunnels.iter_mut().filter(|_| opts.runs("bulk")) {
             let (mbps, cpu, own) = t.measure(|a| bulk(a, 1, mib));
             t.record("bulk1", mbps);
             t.record_cpu("cpu_gb", cpu / (mib as f64 / 1024.0));
@@ -88,32 +124,59 @@ fn main() {
                 .or_default()
                 .push(own / (mib as f64 / 1024.0));
         }
-        for t in &mut tunnels {
+        for t in tunnels
+            .iter_mut()
+            .filter(|t| t.kind != Kind::Socat && opts.runs("bulk"))
+        {
             let per = (mib / 8).max(1);
             let (mbps, _, _) = t.measure(|a| bulk(a, 8, per));
             t.record("bulk8", mbps);
         }
-        for t in &mut tunnels {
+        for t in tunnels
+            .iter_mut()
+            .filter(|t| t.kind != Kind::Socat && opts.runs("wrk"))
+        {
             let w = t.measure_wrk(wrk_threads, wrk_conns, secs);
-            let Some((rps, p99, cpu, wrk_cpu)) = w else {
+            let Some((rps, p99, cpu, wrk_cpu, switches)) = w else {
                 continue;
             };
             t.record("rps", rps);
             t.record("p99", p99);
             let requests = rps * secs as f64;
             t.record_cpu("cpu_req", cpu / requests * 1e6);
+            t.record_cpu("cs_req", switches / requests);
             loadgen_cpu
                 .entry("wrk (µs/request)")
                 .or_default()
                 .push(wrk_cpu / requests * 1e6);
         }
-        for t in &mut tunnels {
-            let (rate, cpu, _) = t.measure_full(|a| connrate(a, secs));
+        for t in tunnels
+            .iter_mut()
+            .filter(|t| t.kind != Kind::Socat && opts.runs("conn"))
+        {
+            let mut p99 = 0.0;
+            let (rate, cpu, _) = t.measure_full(|a| {
+                let (rate, p) = connrate(a, secs);
+                p99 = p;
+                rate
+            });
             t.record("conns_full", rate);
+            t.record("p99_conn_full", p99);
             t.record_cpu("cpu_conn_full", cpu / (rate * secs as f64) * 1e6);
         }
-        for t in &mut tunnels {
-            let (rate, cpu, own) = t.measure(|a| connrate(a, secs));
+        for t in tunnels
+            .iter_mut()
+            .filter(|t| t.kind.is_tls() && opts.runs("hs"))
+        {
+            if let Some(us) = t.server_handshake_cpu(&work, secs) {
+                t.record("cpu_hs_server", us);
+            }
+        }
+        for t in tunnels
+            .iter_mut()
+            .filter(|t| t.kind != Kind::Socat && opts.runs("conn"))
+        {
+            let (rate, cpu, own) = t.measure(|a| connrate(a, secs).0);
             t.record("conns", rate);
             t.record_cpu("cpu_conn", cpu / (rate * secs as f64) * 1e6);
             loadgen_cpu
@@ -121,13 +184,16 @@ fn main() {
                 .or_default()
                 .push(own / (rate * secs as f64) * 1e6);
         }
-        for t in &mut tunnels {
+        for t in tunnels
+            .iter_mut()
+            .filter(|t| t.kind.is_tls() && opts.runs("start"))
+        {
             if let Some(ms) = t.startup_ms(&work) {
                 t.record("startup", ms);
             }
         }
-        if rep == 0 || !opts.quick {
-            for t in &mut tunnels {
+        if (rep == 0 || !opts.quick) && opts.runs("idle") {
+            for t in tunnels.iter_mut().filter(|t| t.kind.is_tls()) {
                 t.idle_run(&idle_backend, opts.idle);
             }
         }
@@ -152,11 +218,15 @@ fn parse_args() -> Opts {
         secs: 5,
         check: false,
         gt: PathBuf::from("target/release/ghostunnel"),
-        gt_b: None,
+        gt_b: Vec::new(),
+        reference: None,
+        haproxy: false,
+        only: None,
     };
     let mut args = std::env::args().skip(1);
     let mut reps = None;
     let mut idle = None;
+    let mut secs = None;
     while let Some(a) = args.next() {
         let mut value = || args.next().unwrap_or_else(|| usage());
         match a.as_str() {
@@ -165,7 +235,11 @@ fn parse_args() -> Opts {
             "--reps" => reps = Some(value().parse().unwrap_or_else(|_| usage())),
             "--idle" => idle = Some(value().parse().unwrap_or_else(|_| usage())),
             "--gt" => opts.gt = PathBuf::from(value()),
-            "--gt-b" => opts.gt_b = Some(PathBuf::from(value())),
+            "--gt-b" => opts.gt_b.push(PathBuf::from(value())),
+            "--reference" => opts.reference = Some(PathBuf::from(value())),
+            "--haproxy" => opts.haproxy = true,
+            "--only" => opts.only = Some(value()),
+            "--secs" => secs = Some(value().parse().unwrap_or_else(|_| usage())),
             _ => usage(),
         }
     }
@@ -174,11 +248,15 @@ fn parse_args() -> Opts {
     }
     opts.reps = reps.unwrap_or(opts.reps).max(1);
     opts.idle = idle.unwrap_or(opts.idle);
+    opts.secs = secs.unwrap_or(opts.secs).max(1);
     opts
 }
 
 fn usage() -> ! {
-    eprintln!("usage: bench [--quick] [--reps N] [--idle N] [--check] [--gt PATH] [--gt-b PATH]");
+    eprintln!(
+        "usage: bench [--quick] [--reps N] [--idle N] [--check] [--gt PATH] [--gt-b PATH] \
+         [--reference PATH] [--haproxy] [--only bulk,wrk,conn,hs,start,idle] [--secs N]"
+    );
     std::process::exit(2)
 }
 
@@ -360,8 +438,9 @@ fn exchange(addr: &str, bytes: u64, chunk: &[u8]) -> u64 {
     u64::from_be_bytes(count)
 }
 
-/// New connections for `secs` seconds from 2 threads, each a tiny exchange. Connections/s.
-fn connrate(addr: &str, secs: u64) -> f64 {
+/// New connections for `secs` seconds from 2 threads, each a tiny exchange: (connections/s,
+/// p99 of one connection's time from connect to the answer, ms).
+fn connrate(addr: &str, secs: u64) -> (f64, f64) {
     let started = Instant::now();
     let done = Arc::new(AtomicU64::new(0));
     let handles: Vec<_> = (0..2)
@@ -369,19 +448,28 @@ fn connrate(addr: &str, secs: u64) -> f64 {
             let addr = addr.to_string();
             let done = done.clone();
             thread::spawn(move || {
-                let mut n = 0;
-                while started.elapsed() < Duration::from_secs(secs) && n < 1_000_000 {
+                let mut times = Vec::new();
+                while started.elapsed() < Duration::from_secs(secs) && times.len() < 1_000_000 {
+                    let t = Instant::now();
                     assert_eq!(exchange(&addr, 4, b"ping"), 4);
-                    n += 1;
+                    times.push(t.elapsed().as_secs_f64() * 1e3);
                 }
-                done.fetch_add(n, Ordering::Relaxed);
+                done.fetch_add(times.len() as u64, Ordering::Relaxed);
+                times
             })
         })
         .collect();
-    for h in handles {
-        h.join().expect("connrate thread");
-    }
-    done.load(Ordering::Relaxed) as f64 / started.elapsed().as_secs_f64()
+    let mut times: Vec<f64> = handles
+        .into_iter()
+        .flat_map(|h| h.join().expect("connrate thread"))
+        .collect();
+    let rate = done.load(Ordering::Relaxed) as f64 / started.elapsed().as_secs_f64();
+    times.sort_by(|a, b| a.total_cmp(b));
+    let p99 = times
+        .get((times.len() * 99 / 100).min(times.len().saturating_sub(1)))
+        .copied()
+        .unwrap_or(0.0);
+    (rate, p99)
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -422,6 +510,26 @@ fn threads_of(pid: u32) -> usize {
         .unwrap_or(0)
 }
 
+/// Context switches so far of every live thread of a process.
+fn switches_of(pid: u32) -> f64 {
+    let Ok(tasks) = std::fs::read_dir(format!("/proc/{pid}/task")) else {
+        return 0.0;
+    };
+    let mut n = 0.0;
+    for task in tasks.flatten() {
+        let status = std::fs::read_to_string(task.path().join("status")).unwrap_or_default();
+        n += status
+            .lines()
+            .filter_map(|l| {
+                l.strip_prefix("voluntary_ctxt_switches:")
+                    .or_else(|| l.strip_prefix("nonvoluntary_ctxt_switches:"))
+            })
+            .filter_map(|v| v.trim().parse::<f64>().ok())
+            .sum::<f64>();
+    }
+    n
+}
+
 struct Proc(Child);
 
 impl Drop for Proc {
@@ -435,7 +543,18 @@ impl Drop for Proc {
 enum Kind {
     Plain,
     Ghostunnel,
+    /// The Go reference, run with the same flags as ghostunnel.
+    Reference,
     Stunnel,
+    Haproxy,
+    /// A plaintext relay pair (two socat processes): bulk throughput only.
+    Socat,
+}
+
+impl Kind {
+    fn is_tls(self) -> bool {
+        !matches!(self, Kind::Plain | Kind::Socat)
+    }
 }
 
 /// One path through which the loads run, with its processes and the figures measured so far.
@@ -454,6 +573,8 @@ struct Tunnel {
     procs: Vec<Proc>,
     /// (server, client) pids per target: sink, http, idle, full.
     pairs: Vec<(u32, u32)>,
+    /// The TLS server's own address of the pair whose client resumes no sessions.
+    server_full: String,
     figures: BTreeMap<&'static str, Vec<f64>>,
 }
 
@@ -469,16 +590,17 @@ impl Tunnel {
             sink_full: format!("127.0.0.1:{SINK}"),
             procs: Vec::new(),
             pairs: Vec::new(),
+            server_full: String::new(),
             figures: BTreeMap::new(),
         }
     }
 
     /// One client -> server pair per target (so each figure's CPU is that load's alone), plus a
     /// pair whose client resumes no sessions. Ports base..base+9.
-    fn ghostunnel(name: &str, bin: &Path, work: &Path, base: u16) -> Tunnel {
+    fn ghostunnel(name: &str, kind: Kind, bin: &Path, work: &Path, base: u16) -> Tunnel {
         let mut t = Tunnel::plain();
         t.name = name.into();
-        t.kind = Kind::Ghostunnel;
+        t.kind = kind;
         t.bin = bin.to_path_buf();
         let w = |f: &str| work.join(f).display().to_string();
         let targets = [SINK, HTTP, IDLE_BACKEND, SINK];
@@ -517,6 +639,7 @@ impl Tunnel {
         t.http = entries[1].clone();
         t.idle = entries[2].clone();
         t.sink_full = entries[3].clone();
+        t.server_full = format!("127.0.0.1:{}", base + 6);
         t
     }
 
@@ -564,7 +687,76 @@ impl Tunnel {
         t.http = entries[1].clone();
         t.idle = entries[2].clone();
         t.sink_full = entries[3].clone();
+        t.server_full = format!("127.0.0.1:{}", base + 6);
         t
+    }
+
+    /// HAProxy as the same mutual-TLS pair in tcp mode (one process per side and target, as
+    /// for the others; each runs its default thread count, one per CPU). The server checks the
+    /// client's CN like ghostunnel's `--allow-cn`; the client verifies the server's name.
+    fn haproxy(work: &Path, base: u16) -> Tunnel {
+        let mut t = Tunnel::plain();
+        t.name = "haproxy".into();
+        t.kind = Kind::Haproxy;
+        t.bin = PathBuf::from("haproxy");
+        let targets = [SINK, HTTP, IDLE_BACKEND, SINK];
+        let mut entries = Vec::new();
+        for (i, target) in targets.iter().enumerate() {
+            let srv_port = base + 2 * i as u16;
+            let cli_port = srv_port + 1;
+            let server_conf = work.join(format!("hap-server-{i}.cfg"));
+            std::fs::write(&server_conf, haproxy_server_conf(work, srv_port, *target))
+                .expect("write haproxy conf");
+            let client_conf = work.join(format!("hap-client-{i}.cfg"));
+            let reuse = if i == 3 { " no-ssl-reuse" } else { "" };
+            let conf = format!(
+                "{HAPROXY_GLOBAL}frontend f\n  bind 127.0.0.1:{cli_port}\n  default_backend b\n\
+                 backend b\n  server s 127.0.0.1:{srv_port} ssl crt {w}/client.pem \
+                 ca-file {w}/ca.pem verify required verifyhost localhost sni str(localhost) \
+                 ssl-min-ver TLSv1.2{reuse}\n",
+                w = work.display()
+            );
+            std::fs::write(&client_conf, conf).expect("write haproxy conf");
+            let server = haproxy_spawn(&server_conf);
+            let client = haproxy_spawn(&client_conf);
+            t.pairs.push((server.id(), client.id()));
+            t.procs.push(Proc(server));
+            t.procs.push(Proc(client));
+            entries.push(format!("127.0.0.1:{cli_port}"));
+        }
+        t.sink = entries[0].clone();
+        t.http = entries[1].clone();
+        t.idle = entries[2].clone();
+        t.sink_full = entries[3].clone();
+        t.server_full = format!("127.0.0.1:{}", base + 6);
+        t
+    }
+
+    /// A plaintext relay pair, `socat` with its defaults (8 KiB buffer, a process per
+    /// connection), in front of the sink: what a TLS pair's bulk throughput is compared with.
+    /// None when socat is not installed.
+    fn socat(base: u16) -> Option<Tunnel> {
+        let spawn = |listen: u16, to: u16| {
+            Command::new("socat")
+                .arg(format!("TCP-LISTEN:{listen},bind=127.0.0.1,reuseaddr,fork"))
+                .arg(format!("TCP:127.0.0.1:{to},nodelay"))
+                .stdout(Stdio::null())
+                .stderr(Stdio::null())
+                .spawn()
+                .ok()
+        };
+        let server = spawn(base, SINK)?;
+        let client = spawn(base + 1, base)?;
+        let mut t = Tunnel::plain();
+        t.name = "socat pair".into();
+        t.kind = Kind::Socat;
+        t.pairs.push((server.id(), client.id()));
+        t.procs.push(Proc(server));
+        t.procs.push(Proc(client));
+        let entry = format!("127.0.0.1:{}", base + 1);
+        (t.sink, t.http, t.idle, t.sink_full) =
+            (entry.clone(), entry.clone(), entry.clone(), entry);
+        Some(t)
     }
 
     fn wait_ready(&self) {
@@ -602,7 +794,7 @@ impl Tunnel {
 
     /// CPU figures exist only for a real tunnel.
     fn record_cpu(&mut self, key: &'static str, v: f64) {
-        if self.kind != Kind::Plain {
+        if self.kind.is_tls() {
             self.record(key, v);
         }
     }
@@ -627,9 +819,26 @@ impl Tunnel {
         (r, self.cpu(pair) - c0, own_cpu() - o0)
     }
 
-    /// wrk keep-alive load: (requests/s, p99 ms, tunnel CPU s, wrk's CPU s).
-    fn measure_wrk(&self, threads: u32, conns: u32, secs: u64) -> Option<(f64, f64, f64, f64)> {
+    /// Context switches (voluntary and not) of every thread of both processes of a pair.
+    fn switches(&self, pair: usize) -> f64 {
+        self.pairs
+            .get(pair)
+            .map(|&(s, c)| switches_of(s) + switches_of(c))
+            .unwrap_or(0.0)
+    }
+
+    /// wrk keep-alive load: (requests/s, p99 ms, tunnel CPU s, wrk's CPU s, tunnel context
+    /// switches).
+    fn measure_wrk(
+        &self,
+        threads: u32,
+        conns: u32,
+        secs: u64,
+    ) -> Option<(f64, f64, f64, f64, f64)> {
         let c0 = self.cpu(1);
+        // Threads that exit within the window take their counts along; wrk's connections stay
+        // open for the whole window, so their threads do not.
+        let s0 = self.switches(1);
         // Reaped by `reap_cpu` (wait4), which also reads its CPU time.
         #[allow(clippy::zombie_processes)]
         let child = Command::new("wrk")
@@ -647,6 +856,7 @@ impl Tunnel {
         stdout.read_to_string(&mut out).expect("read wrk output");
         let wrk_cpu = reap_cpu(pid);
         let cpu = self.cpu(1) - c0;
+        let switches = self.switches(1) - s0;
         let rps = out
             .lines()
             .find_map(|l| l.strip_prefix("Requests/sec:"))
@@ -658,7 +868,33 @@ impl Tunnel {
         if out.contains("Non-2xx") || out.contains("Socket errors") {
             eprintln!("{}: wrk reported errors:\n{out}", self.name);
         }
-        Some((rps, p99, cpu, wrk_cpu))
+        Some((rps, p99, cpu, wrk_cpu, switches))
+    }
+
+    /// Full handshakes from OpenSSL (`openssl s_time -new`, its default suite preference) to
+    /// the server alone, with the client certificate: the server's CPU per connection, µs.
+    fn server_handshake_cpu(&self, work: &Path, secs: u64) -> Option<f64> {
+        let w = |f: &str| work.join(f).display().to_string();
+        let server = self.pairs.get(3)?.0;
+        let c0 = cpu_of(server);
+        let out = Command::new("openssl")
+            .args(["s_time", "-new", "-connect", &self.server_full])
+            .args(["-time", &secs.to_string()])
+            .args(["-cert", &w("client.crt"), "-key", &w("client.key")])
+            .args(["-CAfile", &w("ca.pem")])
+            .stderr(Stdio::null())
+            .output()
+            .ok()?;
+        // The server finishes the last connections (and their backend dials) after the client
+        // is gone.
+        thread::sleep(Duration::from_millis(300));
+        let cpu = cpu_of(server) - c0;
+        let text = String::from_utf8_lossy(&out.stdout);
+        let n: f64 = text
+            .lines()
+            .find_map(|l| l.split_once(" connections in "))
+            .and_then(|(n, _)| n.trim().parse().ok())?;
+        (n > 0.0).then(|| cpu / n * 1e6)
     }
 
     /// Time from exec to an accepting listener for a server alone, in ms (None: plain TCP).
@@ -666,8 +902,8 @@ impl Tunnel {
         let port = 19199;
         let w = |f: &str| work.join(f).display().to_string();
         let mut cmd = match self.kind {
-            Kind::Plain => return None,
-            Kind::Ghostunnel => {
+            Kind::Plain | Kind::Socat => return None,
+            Kind::Ghostunnel | Kind::Reference => {
                 let mut c = Command::new(&self.bin);
                 c.args(["server", "--quiet=all", "--listen"])
                     .arg(format!("127.0.0.1:{port}"))
@@ -682,6 +918,13 @@ impl Tunnel {
                 std::fs::write(&conf, stunnel_server_conf(work, port, SINK)).ok()?;
                 let mut c = Command::new(&self.bin);
                 c.arg(conf);
+                c
+            }
+            Kind::Haproxy => {
+                let conf = work.join("hap-startup.cfg");
+                std::fs::write(&conf, haproxy_server_conf(work, port, SINK)).ok()?;
+                let mut c = Command::new(&self.bin);
+                c.arg("-db").arg("-f").arg(conf);
                 c
             }
         };
@@ -796,6 +1039,30 @@ fn stunnel_bin() -> String {
     std::process::exit(2)
 }
 
+const HAPROXY_GLOBAL: &str = "global\n  maxconn 6000\n\
+    defaults\n  mode tcp\n  timeout connect 10s\n  timeout client 60s\n  timeout server 60s\n";
+
+fn haproxy_server_conf(work: &Path, port: u16, target: u16) -> String {
+    format!(
+        "{HAPROXY_GLOBAL}frontend f\n  bind 127.0.0.1:{port} ssl crt {w}/server.pem \
+         ca-file {w}/ca.pem verify required ssl-min-ver TLSv1.2\n\
+         tcp-request session reject unless {{ ssl_c_s_dn(CN) -m str client }}\n\
+         default_backend b\nbackend b\n  server s 127.0.0.1:{target}\n",
+        w = work.display()
+    )
+}
+
+fn haproxy_spawn(conf: &Path) -> Child {
+    Command::new("haproxy")
+        .arg("-db")
+        .arg("-f")
+        .arg(conf)
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("start haproxy (apt-get install haproxy)")
+}
+
 fn stunnel_server_conf(work: &Path, port: u16, target: u16) -> String {
     format!(
         "foreground = yes\npid =\ndebug = 3\n[srv]\naccept = 127.0.0.1:{port}\n\
@@ -831,12 +1098,23 @@ const ROWS: &[(&str, &str, usize)] = &[
     ("cpu_req", "CPU per request, wrk -c64 keep-alive (µs)", 1),
     ("rps", "requests/s, same", 0),
     ("p99", "p99 latency, same (ms)", 2),
+    ("cs_req", "context switches per request, same", 2),
     (
         "cpu_conn_full",
         "CPU per new connection, full handshake (µs)",
         0,
     ),
     ("conns_full", "new connections/s, full handshake", 0),
+    (
+        "p99_conn_full",
+        "p99 new connection, full handshake (ms)",
+        2,
+    ),
+    (
+        "cpu_hs_server",
+        "server CPU per full handshake, OpenSSL client (µs)",
+        0,
+    ),
     ("cpu_conn", "CPU per new connection, resumed (µs)", 0),
     ("conns", "new connections/s, resumed", 0),
     ("rss_per_conn", "RSS per idle connection (KiB)", 1),
@@ -870,23 +1148,51 @@ fn render(tunnels: &[Tunnel], loadgen: &BTreeMap<&str, Vec<f64>>, opts: &Opts) -
         out,
         "CPU = both tunnel processes together; RSS = both processes of one pair\n"
     );
-    let _ = write!(out, "{:<46}", "figure");
+    // Ratio columns: ghostunnel over each other TLS implementation in the run.
+    let ours = tunnels.iter().find(|t| t.kind == Kind::Ghostunnel);
+    let others: Vec<&Tunnel> = tunnels
+        .iter()
+        .filter(|t| matches!(t.kind, Kind::Stunnel | Kind::Reference | Kind::Haproxy))
+        .collect();
+    let figure = |t: &Tunnel, key: &str| t.figures.get(key).and_then(|v| median(v));
+    let _ = write!(out, "{:<52}", "figure");
     for t in tunnels {
-        let _ = write!(out, "{:>16}", t.name);
+        let _ = write!(out, "{:>14}", t.name);
+    }
+    for o in &others {
+        let _ = write!(out, "{:>12}", format!("gt/{}", short(o)));
     }
     let _ = writeln!(out);
     for (key, label, decimals) in ROWS {
-        let _ = write!(out, "{label:<46}");
+        let _ = write!(out, "{label:<52}");
         for t in tunnels {
-            let cell = t
-                .figures
-                .get(key)
-                .and_then(|v| median(v))
+            let cell = figure(t, key)
                 .map(|m| format!("{m:.decimals$}"))
                 .unwrap_or_else(|| "-".into());
-            let _ = write!(out, "{cell:>16}");
+            let _ = write!(out, "{cell:>14}");
+        }
+        for o in &others {
+            let cell = match (ours.and_then(|g| figure(g, key)), figure(o, key)) {
+                (Some(g), Some(x)) if x > 0.0 => format!("{:.2}", g / x),
+                _ => "-".into(),
+            };
+            let _ = write!(out, "{cell:>12}");
         }
         let _ = writeln!(out);
+    }
+    if let Some(socat) = tunnels.iter().find(|t| t.kind == Kind::Socat) {
+        if let Some(base) = figure(socat, "bulk1") {
+            let _ = write!(
+                out,
+                "\nbulk, one stream, as a fraction of the plaintext socat relay pair's:"
+            );
+            for t in tunnels.iter().filter(|t| t.kind.is_tls()) {
+                if let Some(b) = figure(t, "bulk1") {
+                    let _ = write!(out, " {} {:.2};", short(t), b / base);
+                }
+            }
+            let _ = writeln!(out);
+        }
     }
     let _ = writeln!(
         out,
@@ -898,6 +1204,16 @@ fn render(tunnels: &[Tunnel], loadgen: &BTreeMap<&str, Vec<f64>>, opts: &Opts) -
         }
     }
     out
+}
+
+/// A column's name in a ratio heading.
+fn short(t: &Tunnel) -> &str {
+    match t.kind {
+        Kind::Stunnel => "stunnel",
+        Kind::Reference => "ref",
+        Kind::Haproxy => "haproxy",
+        _ => &t.name,
+    }
 }
 
 /// The ratio checks of the CI variant: ghostunnel against stunnel4 in the same run. Bounds are

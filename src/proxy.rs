@@ -188,8 +188,13 @@ impl Proxy {
     fn release_slot(&self) {
         let mut open = lock(&self.open);
         *open -= 1;
-        self.slot_freed.notify_one();
-        if *open == 0 {
+        // A notification is a system call even when nobody waits: only the accept loop at the
+        // concurrency limit waits for a slot, and only the drain (after shutdown started, which
+        // this lock orders) for the count to reach zero.
+        if self.max_conns != 0 {
+            self.slot_freed.notify_one();
+        }
+        if *open == 0 && self.is_shutting_down() {
             self.drained.notify_all();
         }
         // At most the accept loop's own slot is left: the connections are all gone.
@@ -266,6 +271,9 @@ impl Pool {
         let mut st = lock(lock_);
         st.jobs.push_back(job);
         if st.idle >= st.jobs.len() {
+            // Unlocked first: a worker woken while the lock is held would block on it at once
+            // (two more futex calls and a context switch per connection).
+            drop(st);
             cvar.notify_one();
             return Ok(());
         }
@@ -299,6 +307,7 @@ impl Pool {
 }
 
 fn worker(state: &(Mutex<PoolState>, Condvar)) {
+    crate::relay::set_policy(crate::relay::Policy::Batch);
     let (m, cvar) = state;
     loop {
         let job = {
@@ -359,17 +368,16 @@ pub fn pipe(
     if let Some(m) = metrics {
         Metrics::inc(&m.accept_success);
     }
-    let left = format!(
-        "{} [{}]",
-        inbound.stream().peer_display(),
-        peer_label(inbound)
-    );
-    let right = format!(
-        "{} [{}]",
-        outbound.stream().peer_display(),
-        peer_label(outbound)
-    );
-    log::info!(target: CONNS, "opening pipe: {left} <-> {right} ");
+    // The pipe's two ends for its log lines, taken now (a peer that has gone cannot be asked
+    // later). Not at all when the lines are silenced: that costs two getpeername calls and a
+    // parse of the peer's certificate per connection.
+    let ends = log::log_enabled!(target: CONNS, log::Level::Info).then(|| {
+        let end = |e: &Endpoint| format!("{} [{}]", e.stream().peer_display(), peer_label(e));
+        (end(inbound), end(outbound))
+    });
+    if let Some((left, right)) = &ends {
+        log::info!(target: CONNS, "opening pipe: {left} <-> {right} ");
+    }
     let limits = CopyLimits {
         close: timeouts.close,
         lifetime: timeouts.max_lifetime.map(|d| Instant::now() + d),
@@ -387,13 +395,15 @@ pub fn pipe(
     if let Some(e) = &stats.error {
         log::warn!(target: CONN_ERRS, "error during copy: {e}");
     }
-    log::info!(
-        target: CONNS,
-        "closed pipe: {left} <-> {right} [forwarded {}, returned {}, open {}]",
-        format_bytes(stats.forwarded),
-        format_bytes(stats.returned),
-        format_go_duration(started.elapsed()),
-    );
+    if let Some((left, right)) = &ends {
+        log::info!(
+            target: CONNS,
+            "closed pipe: {left} <-> {right} [forwarded {}, returned {}, open {}]",
+            format_bytes(stats.forwarded),
+            format_bytes(stats.returned),
+            format_go_duration(started.elapsed()),
+        );
+    }
 }
 
 /// `no tls`, `no cert`, or the peer leaf's subject.

@@ -212,6 +212,7 @@ impl Endpoint {
         Endpoint::new(sock, None)
     }
 
+    /// A TLS endpoint whose handshake [`handshake`] completed (the socket is non-blocking).
     pub fn tls(sock: Stream, conn: Connection) -> Endpoint {
         Endpoint::new(sock, Some(conn))
     }
@@ -441,11 +442,12 @@ impl Write for Probe<'_> {
 /// occurs, or a deadline passes.
 pub fn copy(inbound: &mut Endpoint, outbound: &mut Endpoint, limits: CopyLimits) -> CopyStats {
     let mut stats = CopyStats::default();
-    if let Err(e) = inbound
-        .sock
-        .set_nonblocking(true)
-        .and(outbound.sock.set_nonblocking(true))
-    {
+    // A TLS endpoint's socket is non-blocking since its handshake.
+    let nonblocking = |e: &Endpoint| match e.tls {
+        Some(_) => Ok(()),
+        None => e.sock.set_nonblocking(true),
+    };
+    if let Err(e) = nonblocking(inbound).and(nonblocking(outbound)) {
         stats.error = Some(e.to_string());
         return stats;
     }
@@ -459,6 +461,68 @@ pub fn copy(inbound: &mut Endpoint, outbound: &mut Endpoint, limits: CopyLimits)
     }
 }
 
+/// How a connection thread is scheduled.
+#[derive(Clone, Copy, PartialEq)]
+pub enum Policy {
+    /// `SCHED_BATCH`, for request/response traffic: the same share of the CPU, but a thread
+    /// woken by its socket does not preempt the running one, which is about to block anyway
+    /// (every thread of a relay chain, ours and the peers', runs for microseconds and then
+    /// waits). Under `SCHED_OTHER` a hop can cost two context switches instead of one;
+    /// measured at 64 keep-alive connections this halves the involuntary switches and lowers
+    /// the CPU per request and the p99 latency.
+    Batch,
+    /// `SCHED_OTHER`, for bulk transfers: a stream keeps moving only if its threads run as
+    /// soon as the socket lets them, so on a busy machine batch scheduling cost throughput.
+    Normal,
+}
+
+/// Sets the calling thread's scheduling policy (unprivileged between these two; best effort).
+pub fn set_policy(policy: Policy) {
+    let policy = match policy {
+        Policy::Batch => libc::SCHED_BATCH,
+        Policy::Normal => libc::SCHED_OTHER,
+    };
+    let param = libc::sched_param { sched_priority: 0 };
+    // SAFETY: pid 0 is the calling thread; `param` outlives the call.
+    #[allow(unsafe_code)]
+    unsafe {
+        libc::sched_setscheduler(0, policy, &param);
+    }
+}
+
+/// Wakeups that each moved at least [`BULK_WAKEUP_BYTES`] after which a connection counts as a
+/// bulk transfer (request/response traffic moves less per wakeup).
+const BULK_WAKEUPS: u32 = 8;
+
+/// A full TLS record's plaintext: a TLS source hands out what one read of the socket brought,
+/// often a record or two rather than a whole chunk.
+const BULK_WAKEUP_BYTES: u64 = 16 * 1024;
+
+/// Switches a connection thread to [`Policy::Normal`] once its traffic looks like a bulk
+/// transfer, and back to [`Policy::Batch`] when the connection ends.
+struct Bulk {
+    full: u32,
+}
+
+impl Bulk {
+    fn moved(&mut self, bytes: u64) {
+        if bytes >= BULK_WAKEUP_BYTES && self.full <= BULK_WAKEUPS {
+            self.full += 1;
+            if self.full == BULK_WAKEUPS {
+                set_policy(Policy::Normal);
+            }
+        }
+    }
+}
+
+impl Drop for Bulk {
+    fn drop(&mut self) {
+        if self.full >= BULK_WAKEUPS {
+            set_policy(Policy::Batch);
+        }
+    }
+}
+
 fn copy_with(
     inbound: &mut Endpoint,
     outbound: &mut Endpoint,
@@ -467,9 +531,12 @@ fn copy_with(
 ) -> CopyStats {
     let mut stats = CopyStats::default();
     let mut close_deadline: Option<Instant> = None;
+    let mut bulk = Bulk { full: 0 };
     loop {
+        let before = stats.forwarded + stats.returned;
         let step = pump(inbound, outbound, buf, &mut stats.forwarded)
             .and_then(|a| Ok(a | pump(outbound, inbound, buf, &mut stats.returned)?));
+        bulk.moved(stats.forwarded + stats.returned - before);
         let progress = match step {
             Ok(p) => p,
             Err(e) => {
@@ -793,6 +860,37 @@ mod tests {
         assert_eq!(client.join().unwrap(), b"pong after EOF");
         let stats = relay.join().unwrap();
         assert_eq!((stats.forwarded, stats.returned), (4, 14));
+    }
+
+    /// The calling thread's scheduling policy.
+    fn policy() -> i32 {
+        // SAFETY: no arguments beyond the calling thread's pid 0.
+        #[allow(unsafe_code)]
+        unsafe {
+            libc::sched_getscheduler(0)
+        }
+    }
+
+    #[test]
+    fn bulk_traffic_runs_under_the_normal_policy_until_the_connection_ends() {
+        thread::spawn(|| {
+            set_policy(Policy::Batch);
+            assert_eq!(policy(), libc::SCHED_BATCH);
+            let mut bulk = Bulk { full: 0 };
+            // Small wakeups (request/response) keep the batch policy.
+            for _ in 0..100 {
+                bulk.moved(200);
+            }
+            assert_eq!(policy(), libc::SCHED_BATCH);
+            for _ in 0..BULK_WAKEUPS {
+                bulk.moved(BULK_WAKEUP_BYTES);
+            }
+            assert_eq!(policy(), libc::SCHED_OTHER);
+            drop(bulk);
+            assert_eq!(policy(), libc::SCHED_BATCH);
+        })
+        .join()
+        .unwrap();
     }
 
     #[test]
