@@ -15,6 +15,8 @@ pub mod logging;
 pub mod memory;
 pub mod metrics;
 pub mod net;
+#[cfg(feature = "pkcs11")]
+pub mod pkcs11;
 #[cfg(feature = "pkcs12")]
 pub mod pkcs12;
 pub mod proxy;
