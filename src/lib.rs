@@ -11,6 +11,8 @@ pub mod cli;
 pub mod client;
 pub mod config;
 pub mod duration;
+#[cfg(feature = "jceks")]
+pub mod jks;
 pub mod logging;
 pub mod memory;
 pub mod metrics;
