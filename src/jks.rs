@@ -1012,6 +1012,74 @@ mod tests {
         key(pkcs8).public_key().expect("spki").as_ref().to_vec()
     }
 
+    /// Java writes EC keys without the curve inside the `ECPrivateKey`; the decoder copies it
+    /// there from the PKCS#8 algorithm parameters.
+    #[test]
+    fn ec_curve_copied_into_the_inner_key() {
+        let key = KeyPair::generate_for(&rcgen::PKCS_ECDSA_P384_SHA384).expect("keygen");
+        let original = key.serialize_der();
+        let info = PrivateKeyInfo::from_der(&original).expect("pkcs8");
+        // Rebuild the inner ECPrivateKey as Java does: version, key, public key; no [0].
+        let mut reader = SliceReader::new(&info.key).expect("inner");
+        let (version, private_key, public_key) = reader
+            .sequence(|r| {
+                let version = u8::decode(r)?;
+                let private_key = OctetString::decode(r)?;
+                let mut public_key = Vec::new();
+                while !r.is_finished() {
+                    let any = der::Any::decode(r)?;
+                    if der::Tagged::tag(&any).octet() == 0xA1 {
+                        public_key = any.to_der()?;
+                    }
+                }
+                Ok((version, private_key, public_key))
+            })
+            .expect("inner");
+        let inner = tlv(
+            0x30,
+            &[
+                version.to_der().unwrap(),
+                private_key.to_der().unwrap(),
+                public_key,
+            ]
+            .concat(),
+        );
+        let java = tlv(
+            0x30,
+            &[
+                info.version.to_der().unwrap(),
+                info.algorithm.to_der().unwrap(),
+                tlv(0x04, &inner),
+            ]
+            .concat(),
+        );
+        let fixed = pkcs8_with_curve(&java).expect("fixed");
+        assert_ne!(fixed, java);
+        let fixed_info = PrivateKeyInfo::from_der(&fixed).expect("pkcs8");
+        let curve = info
+            .algorithm
+            .parameters
+            .as_ref()
+            .unwrap()
+            .to_der()
+            .unwrap();
+        assert!(
+            fixed_info
+                .key
+                .windows(curve.len())
+                .any(|w| w == curve.as_slice()),
+            "the curve is inside the ECPrivateKey"
+        );
+        assert_eq!(key_pem_public(&fixed), key_pem_public(&original));
+        // A key that has the curve inside already, or is not EC, passes unchanged.
+        assert_eq!(pkcs8_with_curve(&fixed), Some(fixed.clone()));
+        let rsa = KeyPair::generate_for(&rcgen::PKCS_RSA_SHA256)
+            .expect("keygen")
+            .serialize_der();
+        assert_eq!(pkcs8_with_curve(&rsa), Some(rsa));
+        assert_eq!(pkcs8_with_curve(b"junk"), None);
+    }
+
     #[test]
     fn modified_utf8_aliases() {
         assert_eq!(modified_utf8(b"srv"), "srv");
