@@ -1,8 +1,8 @@
 //! PKCS#11 identities: the private key stays inside a token (an HSM, a smart card, SoftHSM,
 //! a TPM through tpm2-pkcs11) and every handshake signature is computed by the token's module,
-//! which is loaded at run time. Owns the module handles, the token sessions and the signer
-//! given to rustls; never reads certificate files (the caller hands over the leaf it read) and
-//! never touches sockets.
+//! which is loaded at run time. Owns the module handles, the token sessions, the signer given
+//! to rustls and the [`Pkcs11Source`] identity source (`--pkcs11-module`); reads the
+//! certificate file only through `certs.rs` and never touches sockets.
 //!
 //! The key is found the way the reference finds it: through the leaf certificate's public key
 //! (a public-key object with the same modulus and exponent, or curve and point), then the
@@ -18,8 +18,8 @@
 //! handshake that saw it fails with a `pkcs11key: …` error; the process goes on.
 
 use std::path::{Path, PathBuf};
-use std::sync::{Arc, Condvar, Mutex, MutexGuard};
-use std::time::Duration;
+use std::sync::{Arc, Condvar, Mutex};
+use std::time::{Duration, SystemTime};
 
 use cryptoki::context::{CInitializeArgs, CInitializeFlags, Function, Pkcs11};
 use cryptoki::error::{Error as CkError, RvError};
@@ -33,10 +33,16 @@ use der::Decode;
 use der::asn1::{ObjectIdentifier, OctetStringRef, UintRef};
 use rustls::crypto::CryptoProvider;
 use rustls::pki_types::SubjectPublicKeyInfoDer;
-use rustls::sign::{Signer, SigningKey};
+use rustls::sign::{CertifiedKey, Signer, SigningKey};
 use rustls::{SignatureAlgorithm, SignatureScheme};
 use sha2::Digest;
 use x509_cert::Certificate;
+
+use crate::certs::{self, CertError};
+use crate::config::{self, Config};
+use crate::identity::IdentitySource;
+use crate::sandbox::Plan;
+use crate::sync::lock;
 
 /// At most this many sessions sign at the same time; more handshakes wait for one.
 pub const MAX_SESSIONS: usize = 4;
@@ -382,10 +388,7 @@ impl TokenKey {
                 ));
             }
             let step = Duration::from_secs(1);
-            pool = match self.returned.wait_timeout(pool, step) {
-                Ok((guard, _)) => guard,
-                Err(poisoned) => poisoned.into_inner().0,
-            };
+            pool = crate::sync::wait_timeout(&self.returned, pool, step).0;
             waited += step;
         }
     }
@@ -441,6 +444,155 @@ impl Signer for TokenSigner {
 
     fn scheme(&self) -> SignatureScheme {
         self.scheme
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// The identity source
+
+/// Why Landlock is off with a module: modules open libraries, devices, files and daemon
+/// sockets that no plan can list.
+const LANDLOCK_REASON: &str = "using pkcs11 (landlock is not compatible with pkcs11)";
+
+/// `--pkcs11-module` with `--cert`: the chain is re-read from the PEM file on every load, the
+/// key is found in the token on the first load and kept for the life of the process.
+pub struct Pkcs11Source {
+    cert: PathBuf,
+    module: PathBuf,
+    label: String,
+    pin: String,
+    /// The key found by the first load's leaf; reloads must present the same public key.
+    key: Mutex<Option<Arc<TokenKey>>>,
+    /// The provider of the last load, for `--check`'s test signature.
+    provider: Mutex<Option<Arc<CryptoProvider>>>,
+}
+
+impl Pkcs11Source {
+    /// The source for `config` (whose identity must be `Pkcs11`). Logs the reference's note
+    /// that Landlock is skipped, at the point where the reference logs it (before the
+    /// certificate source is announced), unless `--disable-landlock` already turned it off.
+    pub fn new(config: &Config) -> Pkcs11Source {
+        let (cert, module, label, pin) = match &config.identity {
+            config::IdentitySource::Pkcs11 {
+                cert,
+                module,
+                token_label,
+                pin,
+            } => (cert.clone(), module.clone(), token_label.clone(), pin.clone()),
+            // Not reached: the factory calls this for a PKCS#11 identity only. Empty settings
+            // fail the first load with a clear module error rather than a panic.
+            _ => Default::default(),
+        };
+        if !config.disable_landlock {
+            log::info!(
+                "note: using pkcs11, skipping landlock setup (landlock is not compatible with pkcs11)"
+            );
+        }
+        Pkcs11Source {
+            cert,
+            module,
+            label,
+            pin,
+            key: Mutex::new(None),
+            provider: Mutex::new(None),
+        }
+    }
+}
+
+impl IdentitySource for Pkcs11Source {
+    fn describe(&self) -> String {
+        "using PKCS#11 module as certificate source".to_string()
+    }
+
+    fn location(&self) -> String {
+        format!("{} (PKCS#11)", self.cert.display())
+    }
+
+    /// Reads the chain, then (first load) finds the key or (later loads) checks that the new
+    /// leaf still carries the cached key's public key.
+    fn load(&self, provider: &CryptoProvider) -> Result<Option<Arc<CertifiedKey>>, CertError> {
+        let failed = |e: String| {
+            CertError::Identity(format!(
+                "failed to load certificate from \"{}\": {e}",
+                self.cert.display()
+            ))
+        };
+        let chain = certs::read_pem_chain(&self.cert).map_err(failed)?;
+        let mut cached = lock(&self.key);
+        let key = match &*cached {
+            Some(key) => {
+                log::info!("pkcs11: re-using previously cached private key handle from module");
+                if !key.matches(&chain[0]) {
+                    return Err(CertError::Identity(format!(
+                        "pkcs11: refusing to reload certificate \"{}\": its public key does not \
+                         match the cached HSM private key",
+                        self.cert.display()
+                    )));
+                }
+                Arc::clone(key)
+            }
+            None => {
+                log::info!("pkcs11: loading private key for given certificate from module");
+                let key = TokenKey::open(&self.module, &self.label, &self.pin, &chain[0])
+                    .map_err(CertError::Identity)?;
+                let key = Arc::new(key);
+                *cached = Some(Arc::clone(&key));
+                key
+            }
+        };
+        drop(cached);
+        certs::check_validity(&chain[0], &self.cert, SystemTime::now())
+            .map_err(CertError::Identity)?;
+        *lock(&self.provider) = Some(Arc::new(provider.clone()));
+        let signer: Arc<dyn SigningKey> = Arc::new(TokenSigningKey(key));
+        Ok(Some(Arc::new(CertifiedKey::new(chain, signer))))
+    }
+
+    fn sandbox(&self, plan: &mut Plan) {
+        plan.disable(LANDLOCK_REASON);
+    }
+
+    fn status_fields(&self) -> Vec<(&'static str, String)> {
+        vec![("pkcs11_token", self.label.clone())]
+    }
+
+    /// The token, the key type, and a test signature verified with the certificate's key.
+    fn check_lines(&self) -> Vec<String> {
+        let Some(key) = lock(&self.key).clone() else {
+            return Vec::new();
+        };
+        let mut lines = vec![
+            format!(
+                "token: \"{}\" via {}",
+                key.token_label(),
+                key.module().display()
+            ),
+            format!("token key: {}", key.key_type()),
+        ];
+        let provider = lock(&self.provider).clone();
+        let verdict = match provider.map(|p| key.self_test(&p)) {
+            Some(Ok(scheme)) => format!("yes (test signature {} verified)", scheme_name(scheme)),
+            Some(Err(e)) => format!("NO: {e}"),
+            None => "not tested".to_string(),
+        };
+        lines.push(format!("key matches certificate: {verdict}"));
+        lines
+    }
+}
+
+/// The IANA name of a scheme this key can sign with, as TLS tools print it.
+fn scheme_name(scheme: SignatureScheme) -> &'static str {
+    match scheme {
+        SignatureScheme::RSA_PKCS1_SHA256 => "rsa_pkcs1_sha256",
+        SignatureScheme::RSA_PKCS1_SHA384 => "rsa_pkcs1_sha384",
+        SignatureScheme::RSA_PKCS1_SHA512 => "rsa_pkcs1_sha512",
+        SignatureScheme::RSA_PSS_SHA256 => "rsa_pss_rsae_sha256",
+        SignatureScheme::RSA_PSS_SHA384 => "rsa_pss_rsae_sha384",
+        SignatureScheme::RSA_PSS_SHA512 => "rsa_pss_rsae_sha512",
+        SignatureScheme::ECDSA_NISTP256_SHA256 => "ecdsa_secp256r1_sha256",
+        SignatureScheme::ECDSA_NISTP384_SHA384 => "ecdsa_secp384r1_sha384",
+        SignatureScheme::ECDSA_NISTP521_SHA512 => "ecdsa_secp521r1_sha512",
+        _ => "another scheme",
     }
 }
 
@@ -728,12 +880,6 @@ fn ck_error(e: &CkError) -> String {
             .map_or((0, ""), |(code, name)| (*code, *name)),
     };
     format!("pkcs11: 0x{code:X}: {name}")
-}
-
-fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
-    mutex
-        .lock()
-        .unwrap_or_else(|poisoned| poisoned.into_inner())
 }
 
 /// The standard `CKR_*` return codes (PKCS#11 3.2), without `CKR_OK`.

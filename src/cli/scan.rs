@@ -1,6 +1,7 @@
 //! The scan: arguments (and environment fallbacks) to raw flag values, with the reference
 //! parser's precedence and messages, then the parse-stage checks. Reads the environment only
-//! through the lookup it is given; owns no I/O besides reading `@path` argument files.
+//! through the lookup it is given; owns no I/O besides reading `@path` argument files and
+//! checking that an existing-file flag's path exists.
 
 use std::collections::HashMap;
 use std::collections::hash_map::Entry;
@@ -10,7 +11,8 @@ use std::os::unix::ffi::OsStrExt;
 use std::path::Path;
 
 use super::flags::{
-    Bool, Client, Duration, Enum, Global, IpList, List, QuietList, Server, Str, Uint32, Url,
+    Bool, Client, Duration, Enum, ExistingFile, Global, IpList, List, QuietList, Server, Str,
+    Uint32, Url,
 };
 use super::flags::{FLAGS, Flag, Id, QUIET_CLASSES, Scope};
 use super::help::{long_help, usage, version};
@@ -350,7 +352,24 @@ fn check_kind(flag: &Flag, value: &str) -> Result<(), String> {
         QuietList => check_enum(QUIET_CLASSES, value),
         Enum(words) => check_enum(words, value),
         Url => check_url(value).map_err(|e| format!("invalid URL: parse {}: {e}", go_quote(value))),
+        ExistingFile => existing_file(value),
         Bool | Str | List => Ok(()),
+    }
+}
+
+/// kingpin's `ExistingFile`: the path must exist and not be a directory (the directory is
+/// named by its last component, as Go's `FileInfo.Name` does).
+fn existing_file(value: &str) -> Result<(), String> {
+    let path = Path::new(value);
+    match std::fs::metadata(path) {
+        Err(_) => Err(format!("path '{value}' does not exist")),
+        Ok(meta) if meta.is_dir() => {
+            let name = path
+                .file_name()
+                .map_or_else(|| value.to_string(), |n| n.to_string_lossy().into_owned());
+            Err(format!("'{name}' is a directory"))
+        }
+        Ok(_) => Ok(()),
     }
 }
 

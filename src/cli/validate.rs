@@ -156,7 +156,8 @@ impl RawArgs {
         })
     }
 
-    /// The credential count and pairing rules (docs/behaviour.md §2.7.2 step 1). PKCS#11, ACME and
+    /// The credential count and pairing rules (docs/behaviour.md §2.7.2 step 1, §18.1.2). A
+    /// PKCS#11 module counts together with `--cert` (a module alone counts nothing); ACME and
     /// the workload API never count here: they were refused as unsupported.
     fn identity(&self) -> Result<IdentitySource, CliError> {
         let (keystore, cert, key) = (
@@ -164,9 +165,11 @@ impl RawArgs {
             self.str(Id::Cert),
             self.str(Id::Key),
         );
+        let module = self.str(Id::Pkcs11Module);
         let disable_auth = !self.server && self.bool(Id::DisableAuthentication);
         let count = usize::from(!keystore.is_empty())
             + usize::from(!cert.is_empty() && !key.is_empty())
+            + usize::from(!module.is_empty() && !cert.is_empty())
             + usize::from(disable_auth);
         if count == 0 {
             return Err(if self.server {
@@ -184,14 +187,23 @@ impl RawArgs {
             }
             .into());
         }
-        if cert.is_empty() != key.is_empty() {
+        if cert.is_empty() != key.is_empty() && (module.is_empty() || cert.is_empty()) {
             return Err(
                 "--cert/--key must be set together, unless using PKCS11 for private key".into(),
             );
         }
-        Ok(if !keystore.is_empty() {
+        Ok(if !module.is_empty() {
+            // With a module, `--keystore` (when it is the only file) is read as the certificate.
+            let cert = if cert.is_empty() { keystore } else { cert };
+            IdentitySource::Pkcs11 {
+                cert: cert.into(),
+                module: module.into(),
+                token_label: self.str(Id::Pkcs11TokenLabel).to_string(),
+                pin: self.pkcs11_pin()?,
+            }
+        } else if !keystore.is_empty() {
             let lower = keystore.to_ascii_lowercase();
-            if lower.ends_with(".jceks") || lower.ends_with(".jks") {
+            if !cfg!(feature = "jceks") && (lower.ends_with(".jceks") || lower.ends_with(".jks")) {
                 return Err("--keystore: JCEKS/JKS keystores are not supported by this build (convert to PKCS#12)".into());
             }
             IdentitySource::Keystore {
@@ -210,16 +222,33 @@ impl RawArgs {
 
     /// `--storepass`, or the first line of `--storepass-file` (never both).
     fn storepass(&self) -> Result<String, CliError> {
-        let file = self.str(Id::StorepassFile);
-        if file.is_empty() {
-            return Ok(self.str(Id::Storepass).to_string());
+        self.secret(Id::Storepass, Id::StorepassFile)
+    }
+
+    /// `--pkcs11-pin`, or the first line of `--pkcs11-pin-file` (never both).
+    fn pkcs11_pin(&self) -> Result<String, CliError> {
+        self.secret(Id::Pkcs11Pin, Id::Pkcs11PinFile)
+    }
+
+    /// A secret given as `value`, or as the first line of the file named by `file` (which keeps
+    /// it out of `ps`); giving both is an error.
+    fn secret(&self, value: Id, file: Id) -> Result<String, CliError> {
+        let path = self.str(file);
+        if path.is_empty() {
+            return Ok(self.str(value).to_string());
         }
-        if self.given.contains_key(&Id::Storepass) {
-            return Err("--storepass and --storepass-file are mutually exclusive".into());
+        if self.given.contains_key(&value) {
+            return Err(format!(
+                "--{} and --{} are mutually exclusive",
+                value.name(),
+                file.name()
+            )
+            .into());
         }
-        let text = std::fs::read_to_string(file).map_err(|e| {
+        let text = std::fs::read_to_string(path).map_err(|e| {
             format!(
-                "--storepass-file: open {file}: {}",
+                "--{}: open {path}: {}",
+                file.name(),
                 crate::net::strip_os_error(&e)
             )
         })?;
