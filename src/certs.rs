@@ -178,7 +178,10 @@ pub fn read_pem_chain(path: &Path) -> Result<Vec<CertificateDer<'static>>, Strin
         chain.push(CertificateDer::from(block.der));
     }
     if chain.is_empty() {
-        return Err(format!("no certificates found in file '{}'", path.display()));
+        return Err(format!(
+            "no certificates found in file '{}'",
+            path.display()
+        ));
     }
     Ok(chain)
 }
@@ -1336,7 +1339,10 @@ mod tests {
         // Read as PEM whatever the name; keys and other blocks are skipped.
         std::fs::write(&file, format!("{}{}{}", leaf.pem, leaf.key_pem, ca.pem)).unwrap();
         let chain = read_pem_chain(&file).unwrap();
-        assert_eq!(chain, [CertificateDer::from(leaf.der), CertificateDer::from(ca.der)]);
+        assert_eq!(
+            chain,
+            [CertificateDer::from(leaf.der), CertificateDer::from(ca.der)]
+        );
         let f = p(&file);
         std::fs::write(&file, "no PEM here\n").unwrap();
         assert_eq!(
@@ -1348,8 +1354,11 @@ mod tests {
             read_pem_chain(&file).unwrap_err(),
             format!("no certificates found in file '{f}'")
         );
-        std::fs::write(&file, "-----BEGIN CERTIFICATE-----\nAAAA\n-----END CERTIFICATE-----\n")
-            .unwrap();
+        std::fs::write(
+            &file,
+            "-----BEGIN CERTIFICATE-----\nAAAA\n-----END CERTIFICATE-----\n",
+        )
+        .unwrap();
         assert_eq!(
             read_pem_chain(&file).unwrap_err(),
             format!("error reading file '{f}': x509: malformed certificate")

@@ -138,9 +138,7 @@ pub fn from_config(config: &Config) -> Result<Arc<dyn IdentitySource>, CertError
         files @ (config::IdentitySource::Keystore { .. }
         | config::IdentitySource::CertKey { .. }) => Arc::new(Files(files.clone())),
         #[cfg(feature = "pkcs11")]
-        config::IdentitySource::Pkcs11 { .. } => {
-            Arc::new(crate::pkcs11::Pkcs11Source::new(config))
-        }
+        config::IdentitySource::Pkcs11 { .. } => Arc::new(crate::pkcs11::Pkcs11Source::new(config)),
         #[cfg(not(feature = "pkcs11"))]
         config::IdentitySource::Pkcs11 { .. } => {
             return Err(CertError::Identity(

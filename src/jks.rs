@@ -256,12 +256,15 @@ fn decrypt(
     }
     let mut derived = [0u8; 32];
     for (half, out) in salt.chunks(4).zip(derived.chunks_mut(16)) {
-        let mut state = half.to_vec();
-        for _ in 0..iterations {
-            let mut md5 = Md5::new();
-            md5.update(&state);
-            md5.update(password);
-            state = md5.finalize().to_vec();
+        let mut state = Md5::new()
+            .chain_update(half)
+            .chain_update(password)
+            .finalize();
+        for _ in 1..iterations {
+            state = Md5::new()
+                .chain_update(state)
+                .chain_update(password)
+                .finalize();
         }
         out.copy_from_slice(&state);
     }

@@ -478,7 +478,12 @@ impl Pkcs11Source {
                 module,
                 token_label,
                 pin,
-            } => (cert.clone(), module.clone(), token_label.clone(), pin.clone()),
+            } => (
+                cert.clone(),
+                module.clone(),
+                token_label.clone(),
+                pin.clone(),
+            ),
             // Not reached: the factory calls this for a PKCS#11 identity only. Empty settings
             // fail the first load with a clear module error rather than a panic.
             _ => Default::default(),

@@ -11,6 +11,14 @@ use crate::util::*;
 const PASS: &str = "changeit";
 const RUN: Duration = Duration::from_secs(30);
 
+/// Starts `cmd` and waits for readiness with room for the key decryption: a keytool store
+/// takes 400,000 MD5 rounds per key, about a second of CPU in a debug build.
+fn spawn(cmd: Cmd) -> Daemon {
+    let mut d = cmd.start();
+    d.wait_log(READY_LINE, Duration::from_secs(60));
+    d
+}
+
 fn keytool(dir: &Path, args: &[&str]) {
     let out = Command::new("keytool")
         // A quicker JVM start: these runs are short.
@@ -29,7 +37,14 @@ fn keytool(dir: &Path, args: &[&str]) {
 
 /// Imports `id` (with its CA as chain) under `alias` into the store `name` (created if
 /// missing) of type `kind` (`JCEKS` or `JKS`).
-fn import(pki: &Pki, id: &Identity, alias: &str, name: &str, kind: &str, extra: &[&str]) -> PathBuf {
+fn import(
+    pki: &Pki,
+    id: &Identity,
+    alias: &str,
+    name: &str,
+    kind: &str,
+    extra: &[&str],
+) -> PathBuf {
     let p12 = id.p12(&pki.dir, P12Kind::Modern, PASS);
     let store = pki.dir.join(name);
     let mut args = vec![
@@ -61,14 +76,19 @@ fn server(pki: &Pki, store: &Path, extra: &[&str]) -> (Daemon, std::net::SocketA
     let backend = Backend::echo();
     let (listen, addr) = free_addr();
     let d = Cmd::new("server")
-        .args(["--listen", &listen, "--target", &backend.target(), "--allow-cn=client"])
+        .args([
+            "--listen",
+            &listen,
+            "--target",
+            &backend.target(),
+            "--allow-cn=client",
+        ])
         .arg("--keystore")
         .arg(store)
         .arg(format!("--storepass={PASS}"))
         .args(pki.cacert_args())
-        .args(extra)
-        .spawn();
-    (d, addr, backend)
+        .args(extra);
+    (spawn(d), addr, backend)
 }
 
 fn chain(addr: std::net::SocketAddr, pki: &Pki) -> Vec<Vec<u8>> {
@@ -80,7 +100,13 @@ fn chain(addr: std::net::SocketAddr, pki: &Pki) -> Vec<Vec<u8>> {
 
 fn start_error(store: &Path, pass: &str) -> String {
     let out = Cmd::new("server")
-        .args(["--listen", "localhost:0", "--target", "localhost:1", "--allow-all"])
+        .args([
+            "--listen",
+            "localhost:0",
+            "--target",
+            "localhost:1",
+            "--allow-all",
+        ])
         .arg("--keystore")
         .arg(store)
         .arg(format!("--storepass={pass}"))
@@ -97,17 +123,24 @@ fn jceks_identities_in_both_modes() {
     let server_store = import(&pki, &pki.server, "srv", "server.jceks", "JCEKS", &[]);
     let client_store = import(&pki, &pki.client, "cli", "client.jceks", "JCEKS", &[]);
     let (d, server_addr, _backend) = server(&pki, &server_store, &[]);
-    assert!(d.stdout().contains("using keystore file on disk as certificate source"));
-    assert_eq!(chain(server_addr, &pki), [pki.server.cert_der.clone(), pki.ca.cert_der.clone()]);
+    assert!(
+        d.stdout()
+            .contains("using keystore file on disk as certificate source")
+    );
+    assert_eq!(
+        chain(server_addr, &pki),
+        [pki.server.cert_der.clone(), pki.ca.cert_der.clone()]
+    );
 
     let (listen, client_addr) = free_addr();
-    let _client = Cmd::new("client")
-        .args(["--listen", &listen, "--target", &server_addr.to_string()])
-        .arg("--keystore")
-        .arg(&client_store)
-        .env("KEYSTORE_PASS", PASS)
-        .args(pki.cacert_args())
-        .spawn();
+    let _client = spawn(
+        Cmd::new("client")
+            .args(["--listen", &listen, "--target", &server_addr.to_string()])
+            .arg("--keystore")
+            .arg(&client_store)
+            .env("KEYSTORE_PASS", PASS)
+            .args(pki.cacert_args()),
+    );
     let mut s = tcp_connect(client_addr);
     assert_echo(&mut s, &pattern(7, 100_000));
 }
@@ -127,21 +160,35 @@ fn jceks_entry_order_detection_and_reload() {
     let pass_file = pki.dir.write("storepass", format!("{PASS}\n"));
     let backend = Backend::echo();
     let (listen, addr) = free_addr();
-    let mut d = Cmd::new("server")
-        .args(["--listen", &listen, "--target", &backend.target(), "--allow-cn=client"])
+    let d = Cmd::new("server")
+        .args([
+            "--listen",
+            &listen,
+            "--target",
+            &backend.target(),
+            "--allow-cn=client",
+        ])
         .arg("--keystore")
         .arg(&served)
         .arg(format!("--storepass-file={}", pass_file.display()))
-        .args(pki.cacert_args())
-        .spawn();
+        .args(pki.cacert_args());
+    let mut d = spawn(d);
     assert_eq!(
         chain(addr, &pki),
-        [rsa.cert_der.clone(), pki.ca.cert_der.clone(), pki.server.cert_der.clone(), pki.ca.cert_der.clone()]
+        [
+            rsa.cert_der.clone(),
+            pki.ca.cert_der.clone(),
+            pki.server.cert_der.clone(),
+            pki.ca.cert_der.clone()
+        ]
     );
     let single = import(&pki, &pki.server, "srv", "single.jceks", "JCEKS", &[]);
     std::fs::copy(&single, &served).unwrap();
     d.signal(libc::SIGHUP);
-    d.wait_log("loaded certificate: CN=server,OU=servers,O=Acme", RUN);
+    d.wait_log(
+        "loaded certificate: CN=server,OU=servers,O=Acme",
+        Duration::from_secs(60),
+    );
     assert_eq!(chain(addr, &pki)[0], pki.server.cert_der);
 }
 
@@ -157,11 +204,17 @@ fn jceks_refusals_use_the_reference_texts() {
     };
     assert_eq!(
         start_error(&ec, "wrong"),
-        wrap(&ec, "unable to parse keystore: integrity protection violation: keystore was tampered with or password was incorrect")
+        wrap(
+            &ec,
+            "unable to parse keystore: integrity protection violation: keystore was tampered with or password was incorrect"
+        )
     );
     assert_eq!(
         start_error(&ec, ""),
-        wrap(&ec, "unable to parse keystore: encoding integrity password: password is unsupported by JCEKS format: empty passwords are not interoperable")
+        wrap(
+            &ec,
+            "unable to parse keystore: encoding integrity password: password is unsupported by JCEKS format: empty passwords are not interoperable"
+        )
     );
 
     // A trusted-certificate entry comes first and becomes the leaf, as in the reference.
@@ -170,8 +223,17 @@ fn jceks_refusals_use_the_reference_texts() {
     keytool(
         pki.dir.path(),
         &[
-            "-importcert", "-keystore", with_ca.to_str().unwrap(), "-storetype", "JCEKS",
-            "-storepass", PASS, "-alias", "ca", "-file", pki.ca.cert_path.to_str().unwrap(),
+            "-importcert",
+            "-keystore",
+            with_ca.to_str().unwrap(),
+            "-storetype",
+            "JCEKS",
+            "-storepass",
+            PASS,
+            "-alias",
+            "ca",
+            "-file",
+            pki.ca.cert_path.to_str().unwrap(),
             "-noprompt",
         ],
     );
@@ -185,24 +247,51 @@ fn jceks_refusals_use_the_reference_texts() {
     keytool(
         pki.dir.path(),
         &[
-            "-genseckey", "-keystore", secret.to_str().unwrap(), "-storetype", "JCEKS",
-            "-storepass", PASS, "-alias", "sec", "-keyalg", "AES", "-keysize", "128",
+            "-genseckey",
+            "-keystore",
+            secret.to_str().unwrap(),
+            "-storetype",
+            "JCEKS",
+            "-storepass",
+            PASS,
+            "-alias",
+            "sec",
+            "-keyalg",
+            "AES",
+            "-keysize",
+            "128",
         ],
     );
     assert_eq!(
         start_error(&secret, PASS),
-        wrap(&secret, "unable to parse keystore: unsupported JCEKS data: file contains a secret key entry")
+        wrap(
+            &secret,
+            "unable to parse keystore: unsupported JCEKS data: file contains a secret key entry"
+        )
     );
 
     let jks = import(&pki, &pki.server, "srv", "ec.jks", "JKS", &[]);
     assert_eq!(
         start_error(&jks, PASS),
-        wrap(&jks, "unable to recover private key 'srv': recovering private key \"srv\": unsupported JCEKS data: JKS private-key protection (1.3.6.1.4.1.42.2.17.1.1) is not supported; convert the keystore to PKCS#12 with: keytool -importkeystore -srckeystore in.jks -destkeystore out.p12 -deststoretype pkcs12")
+        wrap(
+            &jks,
+            "unable to recover private key 'srv': recovering private key \"srv\": unsupported JCEKS data: JKS private-key protection (1.3.6.1.4.1.42.2.17.1.1) is not supported; convert the keystore to PKCS#12 with: keytool -importkeystore -srckeystore in.jks -destkeystore out.p12 -deststoretype pkcs12"
+        )
     );
 
-    let keypass = import(&pki, &pki.server, "srv", "keypass.jceks", "JCEKS", &["-destkeypass", "otherpw"]);
+    let keypass = import(
+        &pki,
+        &pki.server,
+        "srv",
+        "keypass.jceks",
+        "JCEKS",
+        &["-destkeypass", "otherpw"],
+    );
     assert_eq!(
         start_error(&keypass, PASS),
-        wrap(&keypass, "unable to recover private key 'srv': recovering private key \"srv\": decryption failed with the given password")
+        wrap(
+            &keypass,
+            "unable to recover private key 'srv': recovering private key \"srv\": decryption failed with the given password"
+        )
     );
 }
