@@ -1044,7 +1044,10 @@ mod tests {
                 text.starts_with(&format!(
                     "rev {} built with rustc",
                     env!("CARGO_PKG_VERSION")
-                )) && text.ends_with(" (pkcs11: false, keychain: false)\n"),
+                )) && text.ends_with(&format!(
+                    " (pkcs11: {}, keychain: false)\n",
+                    cfg!(feature = "pkcs11")
+                )),
                 "{text}"
             );
         }
@@ -1269,6 +1272,34 @@ mod tests {
         );
     }
 
+    /// The module path is checked while parsing, from the command line or the environment,
+    /// even when nothing else uses PKCS#11 (a stale `PKCS11_MODULE` breaks every start).
+    #[cfg(feature = "pkcs11")]
+    #[test]
+    fn pkcs11_module_must_exist_at_parse_time() {
+        let with = |extra: &str| {
+            let a = [&SERVER[..], &["--allow-all", extra]].concat();
+            parse_raw(&a).map(drop)
+        };
+        assert_eq!(
+            with("--pkcs11-module=/nonexistent/p11.so"),
+            Err("path '/nonexistent/p11.so' does not exist".to_string())
+        );
+        assert_eq!(
+            with("--pkcs11-module="),
+            Err("path '' does not exist".to_string())
+        );
+        assert_eq!(
+            with("--pkcs11-module=/tmp/"),
+            Err("'tmp' is a directory".to_string())
+        );
+        assert_eq!(with("--pkcs11-module=/etc/hostname"), Ok(()));
+        assert_eq!(
+            parse_env(&SERVER, &[("PKCS11_MODULE", "/nonexistent/p11.so")]).map(drop),
+            Err("path '/nonexistent/p11.so' does not exist".to_string())
+        );
+    }
+
     #[test]
     fn empty_env_is_absent() {
         let vars = [
@@ -1289,12 +1320,19 @@ mod tests {
 
     #[test]
     fn env_for_unsupported_features_fails_clearly() {
-        for (var, flag) in [
+        let pkcs11 = [
             ("PKCS11_MODULE", Id::Pkcs11Module),
             ("PKCS11_TOKEN_LABEL", Id::Pkcs11TokenLabel),
             ("PKCS11_PIN", Id::Pkcs11Pin),
-            ("SPIFFE_ENDPOINT_SOCKET", Id::UseWorkloadApiAddr),
-        ] {
+        ];
+        let unsupported = match cfg!(feature = "pkcs11") {
+            true => &[][..],
+            false => &pkcs11[..],
+        };
+        for &(var, flag) in unsupported
+            .iter()
+            .chain(&[("SPIFFE_ENDPOINT_SOCKET", Id::UseWorkloadApiAddr)])
+        {
             let Parsed::Run(r) = parse_env(&SERVER, &[(var, "x")]).unwrap() else {
                 panic!()
             };

@@ -658,11 +658,100 @@ mod tests {
         }
     }
 
+    // ---- PKCS#11 (docs/behaviour.md §18.1.2, §18.2.2) ----
+
+    #[cfg(feature = "pkcs11")]
+    #[test]
+    fn pkcs11_counts_with_cert_and_takes_the_keystore_as_certificate() {
+        use std::path::PathBuf;
+        let module = "--pkcs11-module=/etc/hostname";
+        let pkcs11 = |c: &Config| match &c.identity {
+            IdentitySource::Pkcs11 {
+                cert,
+                module,
+                token_label,
+                pin,
+            } => (
+                cert.clone(),
+                module.clone(),
+                token_label.clone(),
+                pin.clone(),
+            ),
+            other => panic!("{other:?}"),
+        };
+        let bare = |extra: &[&str]| {
+            let a = cat(&BARE, extra);
+            config(&a.iter().map(String::as_str).collect::<Vec<_>>())
+        };
+        // A lone --cert is a credential with a module.
+        let c = bare(&[
+            "--allow-all",
+            "--cert=c.pem",
+            module,
+            "--pkcs11-token-label=t",
+            "--pkcs11-pin=1",
+        ])
+        .unwrap();
+        assert_eq!(
+            pkcs11(&c),
+            (
+                PathBuf::from("c.pem"),
+                PathBuf::from("/etc/hostname"),
+                "t".into(),
+                "1".into()
+            )
+        );
+        // --keystore with a module is the certificate file.
+        let c = server(&["--allow-all", module]).unwrap();
+        assert_eq!(pkcs11(&c).0, PathBuf::from("k.pem"));
+        // A module alone, or with --key only, is no credential.
+        let none = "at least one of --keystore, --cert/--key, --auto-acme-cert, or --keychain-identity/issuer (if supported) flags is required";
+        assert_eq!(bare(&["--allow-all", module]).unwrap_err(), none);
+        assert_eq!(bare(&["--allow-all", module, "--key=k"]).unwrap_err(), none);
+        // --cert and --key with a module count twice.
+        assert_eq!(
+            bare(&["--allow-all", module, "--cert=c", "--key=k"]).unwrap_err(),
+            "--keystore, --cert/--key, --auto-acme-cert, and --keychain-identity/issuer flags are mutually exclusive"
+        );
+        // --key beside another source is unpaired.
+        assert_eq!(
+            server_err(&["--allow-all", module, "--key=k"]),
+            "--cert/--key must be set together, unless using PKCS11 for private key"
+        );
+        // A PIN or label without a module changes nothing.
+        assert!(matches!(
+            server(&["--allow-all", "--pkcs11-pin=1"]).unwrap().identity,
+            IdentitySource::Keystore { .. }
+        ));
+    }
+
+    #[cfg(feature = "pkcs11")]
+    #[test]
+    fn pkcs11_pin_from_a_file() {
+        let dir = std::env::temp_dir().join(format!("gt-pin-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let file = dir.join("pin");
+        std::fs::write(&file, "4321\nignored\n").unwrap();
+        let pin_file = format!("--pkcs11-pin-file={}", file.display());
+        let c = server(&["--allow-all", "--pkcs11-module=/etc/hostname", &pin_file]).unwrap();
+        assert!(matches!(c.identity, IdentitySource::Pkcs11 { ref pin, .. } if pin == "4321"));
+        assert_eq!(
+            server_err(&[
+                "--allow-all",
+                "--pkcs11-module=/etc/hostname",
+                &pin_file,
+                "--pkcs11-pin=1"
+            ]),
+            "--pkcs11-pin and --pkcs11-pin-file are mutually exclusive"
+        );
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+
     // ---- Unsupported features ----
 
     #[test]
     fn unsupported_flags_fail_mode_validation() {
-        for (flag, name) in [
+        let cases = [
             ("--use-workload-api", Id::UseWorkloadApi),
             ("--use-workload-api-addr=unix:/x", Id::UseWorkloadApiAddr),
             ("--use-workload-api-timeout=1m", Id::UseWorkloadApiTimeout),
@@ -684,7 +773,10 @@ mod tests {
                 "--auto-acme-alt-tls-alpn-port=1",
                 Id::AutoAcmeAltTlsAlpnPort,
             ),
-        ] {
+        ];
+        // With the feature, the PKCS#11 flags are ordinary ones (tested below).
+        let supported = |flag: &str| cfg!(feature = "pkcs11") && flag.starts_with("--pkcs11");
+        for (flag, name) in cases.into_iter().filter(|(f, _)| !supported(f)) {
             assert_eq!(
                 server_err(&["--allow-all", flag]),
                 format!("--{} is not supported by this build", name.name()),
@@ -738,14 +830,23 @@ mod tests {
         assert!(!c.disable_landlock && !c.skip_resolve);
     }
 
+    /// Without the `jceks` feature a Java keystore is refused before anything is read; with
+    /// it, it is an ordinary keystore.
     #[test]
-    fn jks_keystores_refused() {
+    fn jks_keystores_refused_without_the_feature() {
         for ks in ["a.jks", "b.JCEKS", "/x/c.jceks"] {
-            assert_eq!(
-                config(&[&BARE[..], &[&format!("--keystore={ks}"), "--allow-all"]].concat())
-                    .unwrap_err(),
-                "--keystore: JCEKS/JKS keystores are not supported by this build (convert to PKCS#12)"
-            );
+            let result =
+                config(&[&BARE[..], &[&format!("--keystore={ks}"), "--allow-all"]].concat());
+            match cfg!(feature = "jceks") {
+                true => assert!(matches!(
+                    result.unwrap().identity,
+                    IdentitySource::Keystore { .. }
+                )),
+                false => assert_eq!(
+                    result.unwrap_err(),
+                    "--keystore: JCEKS/JKS keystores are not supported by this build (convert to PKCS#12)"
+                ),
+            }
         }
     }
 
