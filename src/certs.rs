@@ -159,7 +159,7 @@ fn os_error(e: &io::Error) -> String {
     }
 }
 
-/// The certificate chain of a PKCS#11 identity (docs/behaviour.md §18.2.4): every `CERTIFICATE`
+/// The certificate chain of a PKCS#11 identity (docs/behaviour.md §3.8): every `CERTIFICATE`
 /// block of the PEM file at `path`, in order, whatever the file's name or other blocks. Errors:
 /// `open <p>: …`, `error reading file '<p>', no certificates found` (no PEM block at all),
 /// `no certificates found in file '<p>'` (PEM blocks but no certificate), and

@@ -159,7 +159,7 @@ pub enum IdentitySource {
     /// `--cert` + `--key`.
     CertKey { cert: PathBuf, key: PathBuf },
     /// `--pkcs11-module` with `--cert` (or `--keystore`, read as the certificate file): the
-    /// chain comes from that PEM file, the key stays in the token (docs/behaviour.md §18.2).
+    /// chain comes from that PEM file, the key stays in the token (docs/behaviour.md §3.8).
     Pkcs11 {
         cert: PathBuf,
         module: PathBuf,

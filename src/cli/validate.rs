@@ -156,7 +156,7 @@ impl RawArgs {
         })
     }
 
-    /// The credential count and pairing rules (docs/behaviour.md §2.7.2 step 1, §18.1.2). A
+    /// The credential count and pairing rules (docs/behaviour.md §2.7.2 step 1, §3.8). A
     /// PKCS#11 module counts together with `--cert` (a module alone counts nothing); ACME and
     /// the workload API never count here: they were refused as unsupported.
     fn identity(&self) -> Result<IdentitySource, CliError> {
@@ -658,7 +658,7 @@ mod tests {
         }
     }
 
-    // ---- PKCS#11 (docs/behaviour.md §18.1.2, §18.2.2) ----
+    // ---- PKCS#11 (docs/behaviour.md §3.8) ----
 
     #[cfg(feature = "pkcs11")]
     #[test]
