@@ -40,6 +40,8 @@ pub struct Config {
     pub status: Option<StatusAddr>,
     /// `--enable-shutdown`.
     pub enable_shutdown: bool,
+    /// `--enable-pprof`: the `/debug/pprof/` routes on the status port.
+    pub enable_pprof: bool,
     pub metrics: MetricsOpts,
 }
 
@@ -52,7 +54,7 @@ pub struct MetricsOpts {
     pub url: Option<HttpUrl>,
     /// `--metrics-prefix`.
     pub prefix: String,
-    /// `--metrics-interval`: the push period (always positive).
+    /// `--metrics-interval`: the `--metrics-url` push period; zero never pushes.
     pub interval: Duration,
 }
 

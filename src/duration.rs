@@ -6,7 +6,8 @@ use std::time::Duration;
 /// Parses a Go duration (`300s`, `1.5h`, `1h30m`, `-1s`, `0`) into signed nanoseconds, with
 /// exactly the grammar and overflow rules of Go's `time.ParseDuration`:
 /// `[-+]?([0-9]*(\.[0-9]*)?[a-z]+)+`, units `ns us µs μs ms s m h`, a bare `0` allowed.
-/// Every error reads `time: invalid duration "<s>"` (docs/behaviour.md §2.2).
+/// Errors read as Go words them: `time: missing unit in duration "5"`, `time: unknown unit "x"
+/// in duration "1x"`, otherwise `time: invalid duration "<s>"`.
 pub fn parse_go_duration(s: &str) -> Result<i128, String> {
     let err = || format!("time: invalid duration \"{s}\"");
     let (neg, mut rest) = match s.as_bytes().first() {
@@ -71,7 +72,12 @@ pub fn parse_go_duration(s: &str) -> Result<i128, String> {
             "s" => 1_000_000_000,
             "m" => 60_000_000_000,
             "h" => 3_600_000_000_000,
-            _ => return Err(err()),
+            "" => return Err(format!("time: missing unit in duration \"{s}\"")),
+            other => {
+                return Err(format!(
+                    "time: unknown unit \"{other}\" in duration \"{s}\""
+                ));
+            }
         };
         rest = &rest[end..];
         if whole > LIMIT / unit {
@@ -168,11 +174,18 @@ mod tests {
         assert_eq!(parse_go_duration("0"), Ok(0));
         assert_eq!(parse_go_duration("10µs"), Ok(10_000));
         assert_eq!(parse_go_duration("10μs"), Ok(10_000));
-        for bad in ["", "10", "1x", "s", ".s", "1..2s", "--1s"] {
+        for bad in ["", "s", ".s", "--1s"] {
             assert_eq!(
                 parse_go_duration(bad),
                 Err(format!("time: invalid duration \"{bad}\""))
             );
+        }
+        for (bad, why) in [
+            ("10", "time: missing unit in duration \"10\""),
+            ("1..2s", "time: missing unit in duration \"1..2s\""),
+            ("1x", "time: unknown unit \"x\" in duration \"1x\""),
+        ] {
+            assert_eq!(parse_go_duration(bad), Err(why.to_string()), "{bad}");
         }
     }
 
@@ -198,12 +211,33 @@ mod tests {
             parse_go_duration("1.00000000000000000000000000001s"),
             Ok(1_000_000_000)
         );
-        for bad in [
-            "-", "+", "0x", "00", "1S", "1 s", " 1s", "1s ", "1sec", "1e3s", "-+1s", "1.2.3s",
-        ] {
+        for bad in ["-", "+", " 1s", "-+1s"] {
             assert_eq!(
                 parse_go_duration(bad),
                 Err(format!("time: invalid duration \"{bad}\"")),
+                "{bad}"
+            );
+        }
+        for (bad, unit) in [
+            ("0x", "x"),
+            ("1S", "S"),
+            ("1 s", " s"),
+            ("1s ", "s "),
+            ("1sec", "sec"),
+            ("1e3s", "e"),
+        ] {
+            assert_eq!(
+                parse_go_duration(bad),
+                Err(format!(
+                    "time: unknown unit \"{unit}\" in duration \"{bad}\""
+                )),
+                "{bad}"
+            );
+        }
+        for bad in ["00", "1.2.3s"] {
+            assert_eq!(
+                parse_go_duration(bad),
+                Err(format!("time: missing unit in duration \"{bad}\"")),
                 "{bad}"
             );
         }

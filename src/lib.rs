@@ -24,6 +24,8 @@ pub mod net;
 pub mod pkcs11;
 #[cfg(feature = "pkcs12")]
 pub mod pkcs12;
+pub mod pprof;
+pub mod procinfo;
 pub mod proxy;
 pub mod relay;
 pub mod reload;
@@ -35,4 +37,5 @@ pub mod status;
 pub mod sync;
 pub mod systemd;
 pub mod tls;
+pub mod tlsparity;
 pub mod tunnel;

@@ -45,6 +45,21 @@ enum Failure {
 }
 
 impl Failure {
+    /// Adds a log line: `prefix` and the printed message (the reference logs some startup
+    /// failures twice).
+    fn also_logged(self, prefix: &str) -> Failure {
+        match self {
+            Failure::Startup {
+                mut logged,
+                printed,
+            } => {
+                logged.push(format!("{prefix}{printed}"));
+                Failure::Startup { logged, printed }
+            }
+            other => other,
+        }
+    }
+
     fn startup(logged: impl Into<String>, printed: impl Into<String>) -> Failure {
         Failure::Startup {
             logged: vec![logged.into()],
@@ -55,7 +70,7 @@ impl Failure {
     fn report(self) -> ExitCode {
         let j = logging::stderr_error_prefix();
         match self {
-            Failure::Usage(msg) => eprintln!("{j}ghostunnel: error: {msg}, try --help"),
+            Failure::Usage(msg) => eprintln!("{j}ghostunnel: error: {msg}"),
             Failure::Logger(msg) => eprintln!("{j}error: unable to set up logger: {msg}"),
             Failure::Startup { logged, printed } => {
                 for line in logged {
@@ -70,7 +85,7 @@ impl Failure {
 
 fn run(args: Vec<std::ffi::OsString>) -> Result<ExitCode, Failure> {
     // 1. Parse the command line and run the parse-stage checks.
-    let raw = match cli::parse_process_args(args).map_err(|e| Failure::Usage(e.to_string()))? {
+    let raw = match cli::parse_process_args(args).map_err(|e| Failure::Usage(e.usage_line()))? {
         cli::Parsed::Run(raw) => raw,
         cli::Parsed::Exit { text, stdout } => {
             if stdout {
@@ -89,11 +104,28 @@ fn run(args: Vec<std::ffi::OsString>) -> Result<ExitCode, Failure> {
         logging::init(raw.quiet, raw.syslog).map_err(Failure::Logger)?;
     }
     log::info!("starting ghostunnel in {} mode", raw.mode_name());
+    // Announced here, where the reference announces it; applied after the listeners are bound.
+    if let Some(line) = raw.landlock_announcement() {
+        log::info!("{line}");
+    }
 
     // 3. Mode validation.
-    let config = raw
-        .into_config()
-        .map_err(|e| Failure::startup(format!("error: {e}"), e.to_string()))?;
+    let server = raw.mode_name() == "server";
+    let config = raw.into_config().map_err(|e| match &e {
+        // The reference's two lines and its bare message for a pattern that does not compile.
+        cli::CliError::UriPattern(_, why) => Failure::Startup {
+            logged: vec![
+                e.to_string(),
+                if server {
+                    format!("error from server listen: {why}")
+                } else {
+                    format!("error: unable to build dialer: {why}")
+                },
+            ],
+            printed: why.clone(),
+        },
+        _ => Failure::startup(format!("error: {e}"), e.to_string()),
+    })?;
     let config = Arc::new(config);
 
     // 4. The identity source and the authorizer.
@@ -139,7 +171,10 @@ fn run(args: Vec<std::ffi::OsString>) -> Result<ExitCode, Failure> {
     let status_listener = match &config.status {
         Some(status) => Some(Listener::bind(&status.addr).map(Arc::new).map_err(|e| {
             listener.unlink();
-            Failure::from(ListenError::Status(e))
+            Failure::from(ListenError::Status {
+                server: matches!(config.mode, Mode::Server(_)),
+                error: e,
+            })
         })?),
         None => None,
     };
@@ -186,6 +221,9 @@ fn run(args: Vec<std::ffi::OsString>) -> Result<ExitCode, Failure> {
                 Arc::new(Metrics::new(&config.metrics.prefix, ""))
             }),
         };
+        if config.enable_pprof {
+            ghostunnel::pprof::enable();
+        }
         status::serve(status_listener.clone(), lifecycle.clone(), Arc::new(info))
             .map_err(thread_failure)?;
     }
@@ -267,7 +305,8 @@ fn mode_parts(
             let tls = tls::server(config, &opts.auth, identity.clone(), authz.clone())
                 .map_err(cert_failure)?;
             prepare_target(config)?;
-            check_max_tls(config, "error trying to read CA bundle: ")?;
+            check_max_tls(config, "error trying to read CA bundle: ")
+                .map_err(|f| f.also_logged("error from server listen: "))?;
             let tls = Arc::new(tls);
             let connector = server::Server {
                 tls: tls.clone(),
@@ -311,6 +350,10 @@ fn mode_parts(
             .map_err(cert_failure)?;
             prepare_target(config)?;
             check_max_tls(config, "error: unable to build dialer: ")?;
+            // Logged before it is checked, as the reference does.
+            if let Some(p) = &opts.proxy {
+                log::info!("using proxy {}", tunnel::redacted(&p.raw));
+            }
             let tunnel = opts
                 .proxy
                 .as_ref()
@@ -323,9 +366,6 @@ fn mode_parts(
                     ],
                     printed: e,
                 })?;
-            if let Some(p) = &opts.proxy {
-                log::info!("using proxy {}", tunnel::redacted(&p.raw));
-            }
             let tls = Arc::new(tls);
             let connector = Arc::new(client::Client {
                 tls: tls.clone(),
@@ -399,9 +439,12 @@ fn check_report(
 ) -> Result<ExitCode, Failure> {
     let listen = check::probe_listen(&config.listen).map_err(|e| listen_failure(config, e))?;
     let status = match &config.status {
-        Some(status) => {
-            check::probe_listen(&status.addr).map_err(|e| Failure::from(ListenError::Status(e)))?
-        }
+        Some(status) => check::probe_listen(&status.addr).map_err(|e| {
+            Failure::from(ListenError::Status {
+                server: matches!(config.mode, Mode::Server(_)),
+                error: e,
+            })
+        })?,
         None => None,
     };
     let now = std::time::SystemTime::now();
@@ -430,10 +473,7 @@ fn prepare_target(config: &Config) -> Result<(), Failure> {
     if let AddrKind::Tcp { host, port } = &config.target.kind {
         if !config.skip_resolve && !via_proxy {
             net::resolve(host, port).map_err(|e| {
-                Failure::startup(
-                    format!("error: invalid target address: {e}"),
-                    format!("invalid target address: {e}"),
-                )
+                Failure::startup(format!("error: invalid target address: {e}"), e.to_string())
             })?;
         }
     }

@@ -70,6 +70,9 @@ pub struct Metrics {
     reload_last_success: AtomicI64,
     /// `cert.not_after`: unix seconds of the served certificate's notAfter, 0 if none.
     cert_not_after: AtomicI64,
+    /// Prometheus scrapes being rendered right now, and completed ones.
+    scrapes_in_flight: AtomicI64,
+    scrapes_total: AtomicU64,
     /// The authorizer whose own counters (`Authorizer::counters`) are exported too.
     authz: OnceLock<Arc<dyn Authorizer>>,
 }
@@ -79,7 +82,11 @@ impl Metrics {
         Metrics {
             prefix: prefix.to_string(),
             hostname: hostname.to_string(),
-            started: Instant::now(),
+            started: {
+                // Read now, before any sandbox hides `/proc/stat`.
+                crate::procinfo::boot_time();
+                Instant::now()
+            },
             conn_open: AtomicI64::new(0),
             conn_timeout: AtomicU64::new(0),
             accept_total: AtomicU64::new(0),
@@ -94,6 +101,8 @@ impl Metrics {
             reload_failure: AtomicU64::new(0),
             reload_last_success: AtomicI64::new(0),
             cert_not_after: AtomicI64::new(0),
+            scrapes_in_flight: AtomicI64::new(0),
+            scrapes_total: AtomicU64::new(0),
             authz: OnceLock::new(),
         }
     }
@@ -138,7 +147,12 @@ impl Metrics {
         let g = |a: &AtomicI64| Value::Gauge(a.load(Ordering::Relaxed));
         let uptime = self.started.elapsed();
         vec![
-            ("conn.open", g(&self.conn_open)),
+            // A counter in the reference (it counts up and down), so Graphite gets `.count` and
+            // `.count_ps` for it; JSON and Prometheus render it as a plain number either way.
+            (
+                "conn.open",
+                Value::Counter(self.conn_open.load(Ordering::Relaxed).max(0) as u64),
+            ),
             ("conn.timeout", c(&self.conn_timeout)),
             ("accept.total", c(&self.accept_total)),
             ("accept.success", c(&self.accept_success)),
@@ -158,6 +172,12 @@ impl Metrics {
             ("reload.failure", c(&self.reload_failure)),
             ("reload.last_success", g(&self.reload_last_success)),
             ("cert.not_after", g(&self.cert_not_after)),
+            // The reference's goroutine count; here the OS threads, one per connection plus
+            // a fixed few, which moves with load the same way.
+            (
+                "runtime.goroutines",
+                Value::Gauge(crate::procinfo::thread_count().map_or(0, |n| n as i64)),
+            ),
         ]
         .into_iter()
         .chain(
@@ -209,91 +229,186 @@ impl Metrics {
         format!("[{}]", entries.join(","))
     }
 
-    /// Prometheus text format 0.0.4 (see the module header for the naming decision).
+    /// Prometheus text format 0.0.4 (see the module header for the naming decision), families
+    /// sorted by name as the Go client writes them, values in Go's shortest `%g` form. The
+    /// registry's series come first in the sort like any other; then the `process_*`,
+    /// `go_threads` and `promhttp_*` series that every Go exporter, the reference's included,
+    /// publishes about itself.
     pub fn prometheus(&self) -> String {
-        let mut out = String::new();
+        self.scrapes_in_flight.fetch_add(1, Ordering::Relaxed);
+        let mut families: Vec<(String, String)> = Vec::new();
         let mut family = |help: &str, name: &str, kind: &str, samples: &[(String, String)]| {
-            out.push_str(&format!("# HELP {name} {help}\n# TYPE {name} {kind}\n"));
+            let mut out = format!("# HELP {name} {help}\n# TYPE {name} {kind}\n");
             for (series, value) in samples {
                 out.push_str(&format!("{series} {value}\n"));
             }
+            families.push((name.to_string(), out));
         };
         let single = |name: &str, v: String| vec![(name.to_string(), v)];
+        let int = |v: u64| go_g(v as f64);
         for (dotted_name, value) in self.snapshot() {
-            let help = self.dotted(dotted_name);
-            let base = prom_name(&help);
+            // The reference's HELP text is the registry name without the prefix.
+            let help = dotted_name;
+            let base = prom_name(&self.dotted(dotted_name));
             match (dotted_name, value) {
                 // Series this port adds: Prometheus conventions.
                 ("bytes.forwarded" | "bytes.returned" | "reload.success" | "reload.failure", v) => {
                     let name = format!("{base}_total");
-                    family(&help, &name, "counter", &single(&name, v.to_string()));
+                    family(help, &name, "counter", &single(&name, v.prom()));
                 }
                 (name, v @ Value::Counter(_)) if self.is_authz_counter(name) => {
                     let name = format!("{base}_total");
-                    family(&help, &name, "counter", &single(&name, v.to_string()));
+                    family(help, &name, "counter", &single(&name, v.prom()));
                 }
                 ("reload.last_success" | "cert.not_after", v) => {
                     let name = format!("{base}_timestamp_seconds");
-                    family(&help, &name, "gauge", &single(&name, v.to_string()));
+                    family(help, &name, "gauge", &single(&name, v.prom()));
                 }
                 // The reference's series: its names, every one a gauge.
                 (_, Value::Timer(t)) => {
                     let rates = [
-                        ("count", t.count.to_string()),
-                        ("sum", t.sum.to_string()),
-                        ("min", t.min.to_string()),
-                        ("max", t.max.to_string()),
-                        ("mean", prom_f64(t.mean)),
-                        ("std_dev", prom_f64(t.std_dev)),
-                        ("variance", prom_f64(t.std_dev * t.std_dev)),
-                        ("rate1", prom_f64(t.rate1)),
-                        ("rate5", prom_f64(t.rate5)),
-                        ("rate15", prom_f64(t.rate15)),
-                        ("rate_mean", prom_f64(t.rate_mean)),
+                        ("count", int(t.count)),
+                        ("sum", int(t.sum)),
+                        ("min", int(t.min)),
+                        ("max", int(t.max)),
+                        ("mean", go_g(t.mean)),
+                        ("std_dev", go_g(t.std_dev)),
+                        ("variance", go_g(t.std_dev * t.std_dev)),
+                        ("rate1", go_g(t.rate1)),
+                        ("rate5", go_g(t.rate5)),
+                        ("rate15", go_g(t.rate15)),
+                        ("rate_mean", go_g(t.rate_mean)),
                     ];
                     for (field, v) in rates {
                         let name = format!("{base}_{field}");
-                        family(&help, &name, "gauge", &single(&name, v));
+                        family(
+                            &format!("{help}_{field}"),
+                            &name,
+                            "gauge",
+                            &single(&name, v),
+                        );
                     }
                     // The reference's pseudo-histogram: `le` carries the quantile and each
-                    // bucket its value in nanoseconds; `+Inf` holds the count.
+                    // bucket its value in nanoseconds, truncated; `+Inf` holds the count.
                     let name = format!("{base}_timer");
                     let mut samples: Vec<(String, String)> = [0.5, 0.95, 0.99, 0.999]
                         .iter()
                         .map(|q| {
                             (
                                 format!("{name}_bucket{{le=\"{q}\"}}"),
-                                prom_f64(t.percentile(*q)),
+                                go_g(t.percentile(*q).trunc()),
                             )
                         })
                         .collect();
-                    samples.push((format!("{name}_bucket{{le=\"+Inf\"}}"), t.count.to_string()));
-                    samples.push((format!("{name}_sum"), t.sum.to_string()));
-                    samples.push((format!("{name}_count"), t.count.to_string()));
-                    family(&help, &name, "histogram", &samples);
+                    samples.push((format!("{name}_bucket{{le=\"+Inf\"}}"), int(t.count)));
+                    samples.push((format!("{name}_sum"), int(t.sum)));
+                    samples.push((format!("{name}_count"), int(t.count)));
+                    family(&prom_name(dotted_name), &name, "histogram", &samples);
                 }
-                (_, v) => family(&help, &base, "gauge", &single(&base, v.to_string())),
+                (_, v) => family(help, &base, "gauge", &single(&base, v.prom())),
             }
         }
+        let p = crate::procinfo::Process::read();
+        let mut own = |name: &str, kind: &str, help: &str, v: Option<f64>| {
+            if let Some(v) = v {
+                family(help, name, kind, &single(name, go_g(v)));
+            }
+        };
+        let f = |v: Option<u64>| v.map(|v| v as f64);
+        own(
+            "go_threads",
+            "gauge",
+            "Number of OS threads of the process.",
+            f(p.threads),
+        );
+        own(
+            "process_cpu_seconds_total",
+            "counter",
+            "Total user and system CPU time spent in seconds.",
+            p.cpu_seconds,
+        );
+        own(
+            "process_max_fds",
+            "gauge",
+            "Maximum number of open file descriptors.",
+            p.max_fds,
+        );
+        own(
+            "process_network_receive_bytes_total",
+            "counter",
+            "Number of bytes received by the process over the network.",
+            f(p.network_receive_bytes),
+        );
+        own(
+            "process_network_transmit_bytes_total",
+            "counter",
+            "Number of bytes sent by the process over the network.",
+            f(p.network_transmit_bytes),
+        );
+        own(
+            "process_open_fds",
+            "gauge",
+            "Number of open file descriptors.",
+            f(p.open_fds),
+        );
+        own(
+            "process_resident_memory_bytes",
+            "gauge",
+            "Resident memory size in bytes.",
+            f(p.resident_bytes),
+        );
+        own(
+            "process_start_time_seconds",
+            "gauge",
+            "Start time of the process since unix epoch in seconds.",
+            p.start_time,
+        );
+        own(
+            "process_virtual_memory_bytes",
+            "gauge",
+            "Virtual memory size in bytes.",
+            f(p.virtual_bytes),
+        );
+        own(
+            "process_virtual_memory_max_bytes",
+            "gauge",
+            "Maximum amount of virtual memory available in bytes.",
+            p.virtual_max_bytes,
+        );
+        let in_flight = self.scrapes_in_flight.load(Ordering::Relaxed);
+        own(
+            "promhttp_metric_handler_requests_in_flight",
+            "gauge",
+            "Current number of scrapes being served.",
+            Some(in_flight as f64),
+        );
+        let total = self.scrapes_total.load(Ordering::Relaxed);
+        let name = "promhttp_metric_handler_requests_total";
+        family(
+            "Total number of scrapes by HTTP status code.",
+            name,
+            "counter",
+            &[
+                (format!("{name}{{code=\"200\"}}"), int(total)),
+                (format!("{name}{{code=\"500\"}}"), "0".to_string()),
+                (format!("{name}{{code=\"503\"}}"), "0".to_string()),
+            ],
+        );
+        families.sort_by(|a, b| a.0.cmp(&b.0));
+        let out = families.into_iter().map(|(_, f)| f).collect();
+        self.scrapes_in_flight.fetch_sub(1, Ordering::Relaxed);
+        Metrics::inc(&self.scrapes_total);
         out
     }
 
-    /// Graphite plaintext lines (docs/behaviour.md §8.5) for one flush. `previous` holds each
-    /// series' count at the last flush, for the per-second rates, and is updated; `secs` is the
-    /// flush period.
-    pub fn graphite(&self, previous: &mut Vec<(String, u64)>, secs: f64) -> String {
+    /// Graphite plaintext lines for one push, as the reference's pusher writes them: counters
+    /// as `.count` and `.count_ps`, gauges as `.value`, timers with their statistics and rates.
+    /// `count_ps` is the count divided by the push period `secs` (the reference pushes every
+    /// second, so it equals the count; it is not a rate of change).
+    pub fn graphite(&self, secs: f64) -> String {
         let now = unix_secs(SystemTime::now());
         let mut out = String::new();
-        let mut per_sec = |name: &str, count: u64| {
-            let last = match previous.iter_mut().find(|(n, _)| n == name) {
-                Some((_, last)) => std::mem::replace(last, count),
-                None => {
-                    previous.push((name.to_string(), count));
-                    0
-                }
-            };
-            count.saturating_sub(last) as f64 / secs.max(f64::MIN_POSITIVE)
-        };
+        let per_push = |count: u64| count as f64 / secs.max(f64::MIN_POSITIVE);
         for (name, value) in self.snapshot() {
             let name = self.dotted(name);
             let mut line = |field: &str, v: String| {
@@ -302,12 +417,12 @@ impl Metrics {
             match value {
                 Value::Counter(v) => {
                     line("count", v.to_string());
-                    line("count_ps", format!("{:.2}", per_sec(&name, v)));
+                    line("count_ps", format!("{:.2}", per_push(v)));
                 }
                 Value::Gauge(v) => line("value", v.to_string()),
                 Value::Timer(t) => {
                     line("count", t.count.to_string());
-                    line("count_ps", format!("{:.2}", per_sec(&name, t.count)));
+                    line("count_ps", format!("{:.2}", per_push(t.count)));
                     line("min", t.min.to_string());
                     line("max", t.max.to_string());
                     line("mean", format!("{:.2}", t.mean));
@@ -336,13 +451,14 @@ enum Value {
     Timer(TimerSnapshot),
 }
 
-impl std::fmt::Display for Value {
-    /// A counter's or gauge's value; timers have no single value and render empty.
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+impl Value {
+    /// A counter's or gauge's value in Prometheus' (Go's `%g`) form; timers have no single
+    /// value and render empty.
+    fn prom(&self) -> String {
         match self {
-            Value::Counter(v) => write!(f, "{v}"),
-            Value::Gauge(v) => write!(f, "{v}"),
-            Value::Timer(_) => Ok(()),
+            Value::Counter(v) => go_g(*v as f64),
+            Value::Gauge(v) => go_g(*v as f64),
+            Value::Timer(_) => String::new(),
         }
     }
 }
@@ -513,12 +629,29 @@ fn prom_name(dotted: &str) -> String {
     out
 }
 
-fn prom_f64(v: f64) -> String {
-    if v.is_finite() {
-        format!("{v}")
-    } else {
-        "NaN".to_string()
+/// A float as Go's `strconv.FormatFloat(v, 'g', -1, 64)` writes it, which is what the
+/// Prometheus Go client puts on the wire: the shortest digits that round-trip, in exponent
+/// form (at least two exponent digits) when the decimal exponent is below -4 or at least 6,
+/// the threshold `%g` uses for the shortest precision.
+pub fn go_g(v: f64) -> String {
+    if v.is_nan() {
+        return "NaN".to_string();
     }
+    if v.is_infinite() {
+        return if v > 0.0 { "+Inf" } else { "-Inf" }.to_string();
+    }
+    if v == 0.0 {
+        return if v.is_sign_negative() { "-0" } else { "0" }.to_string();
+    }
+    // Rust's `{:e}` gives the shortest round-trip digits as `d.ddde<exp>`.
+    let sci = format!("{v:e}");
+    let (mantissa, exp) = sci.split_once('e').unwrap_or((&sci, "0"));
+    let exp: i32 = exp.parse().unwrap_or(0);
+    if !(-4..6).contains(&exp) {
+        let sign = if exp < 0 { '-' } else { '+' };
+        return format!("{mantissa}e{sign}{:02}", exp.abs());
+    }
+    format!("{v}")
 }
 
 fn json_f64(v: f64) -> String {
@@ -598,7 +731,15 @@ mod tests {
             p.contains("# TYPE gt_accept_total gauge\ngt_accept_total 2\n"),
             "{p}"
         );
-        assert!(p.contains("# HELP gt_conn_open gt.conn.open\n"), "{p}");
+        assert!(p.contains("# HELP gt_conn_open conn.open\n"), "{p}");
+        assert!(
+            p.contains("# HELP gt_conn_lifetime_rate1 conn.lifetime_rate1\n"),
+            "{p}"
+        );
+        assert!(
+            p.contains("# HELP gt_conn_lifetime_timer conn_lifetime\n# TYPE gt_conn_lifetime_timer histogram\n"),
+            "{p}"
+        );
         assert!(
             p.contains("# TYPE gt_bytes_forwarded_total counter\ngt_bytes_forwarded_total 1234\n"),
             "{p}"
@@ -607,17 +748,73 @@ mod tests {
             p.contains("gt_reload_success_total 1\n") && p.contains("gt_reload_failure_total 1\n"),
             "{p}"
         );
-        assert!(p.contains("# TYPE gt_cert_not_after_timestamp_seconds gauge\ngt_cert_not_after_timestamp_seconds 2000000000\n"), "{p}");
+        assert!(p.contains("# TYPE gt_cert_not_after_timestamp_seconds gauge\ngt_cert_not_after_timestamp_seconds 2e+09\n"), "{p}");
         assert!(p.contains("gt_conn_lifetime_count 100\n"), "{p}");
-        assert!(p.contains("gt_conn_lifetime_max 100000000\n"), "{p}");
+        assert!(p.contains("gt_conn_lifetime_max 1e+08\n"), "{p}");
         assert!(
             p.contains("gt_conn_lifetime_timer_bucket{le=\"+Inf\"} 100\n"),
             "{p}"
         );
         assert!(
-            p.contains("gt_conn_lifetime_timer_bucket{le=\"0.5\"} 50500000\n"),
+            p.contains("gt_conn_lifetime_timer_bucket{le=\"0.5\"} 5.05e+07\n"),
             "{p}"
         );
+        assert!(p.contains("gt_conn_lifetime_sum 5.05e+09\n"), "{p}");
+        // What every Go exporter adds about its process, with the Go client's names and types.
+        for family in [
+            "# TYPE process_cpu_seconds_total counter\nprocess_cpu_seconds_total ",
+            "# TYPE process_resident_memory_bytes gauge\nprocess_resident_memory_bytes ",
+            "# TYPE process_open_fds gauge\nprocess_open_fds ",
+            "# TYPE process_max_fds gauge\nprocess_max_fds ",
+            "# TYPE process_start_time_seconds gauge\nprocess_start_time_seconds 1.",
+            "# TYPE go_threads gauge\ngo_threads ",
+            "# TYPE gt_runtime_goroutines gauge\ngt_runtime_goroutines ",
+            "# HELP promhttp_metric_handler_requests_in_flight Current number of scrapes being served.\n# TYPE promhttp_metric_handler_requests_in_flight gauge\npromhttp_metric_handler_requests_in_flight 1\n",
+            "promhttp_metric_handler_requests_total{code=\"200\"} 0\n",
+        ] {
+            assert!(p.contains(family), "{family}: {p}");
+        }
+        // Families are sorted by name, as the Go client writes them.
+        let names: Vec<&str> = p
+            .lines()
+            .filter_map(|l| l.strip_prefix("# TYPE "))
+            .map(|l| l.split(' ').next().unwrap())
+            .collect();
+        let mut sorted = names.clone();
+        sorted.sort();
+        assert_eq!(names, sorted);
+    }
+
+    #[test]
+    fn scrapes_are_counted_after_they_complete() {
+        let m = filled();
+        m.prometheus();
+        let p = m.prometheus();
+        assert!(
+            p.contains("promhttp_metric_handler_requests_total{code=\"200\"} 1\n"),
+            "{p}"
+        );
+    }
+
+    #[test]
+    fn floats_render_like_go_g() {
+        for (v, want) in [
+            (0.0, "0"),
+            (1.0, "1"),
+            (-1.0, "-1"),
+            (3.0, "3"),
+            (20541.0, "20541"),
+            (2132312.0, "2.132312e+06"),
+            (9.6714e-05, "9.6714e-05"),
+            (0.38400888292586466, "0.38400888292586466"),
+            (1.79635437922e9, "1.79635437922e+09"),
+            (18_446_744_073_709_551_616.0, "1.8446744073709552e+19"),
+            (0.0001, "0.0001"),
+            (123456.0, "123456"),
+            (1234567.0, "1.234567e+06"),
+        ] {
+            assert_eq!(go_g(v), want, "{v}");
+        }
     }
 
     #[test]
@@ -628,18 +825,22 @@ mod tests {
     }
 
     #[test]
-    fn graphite_lines_and_rates_per_flush() {
+    fn graphite_lines_have_the_reference_suffixes() {
         let m = filled();
-        let mut prev = Vec::new();
-        let g = m.graphite(&mut prev, 2.0);
+        let g = m.graphite(1.0);
         assert!(g.contains("gt.accept.total.count 2 "), "{g}");
-        assert!(g.contains("gt.accept.total.count_ps 1.00 "), "{g}");
+        // The reference's count_ps: the count over the push period, not a rate of change.
+        assert!(g.contains("gt.accept.total.count_ps 2.00 "), "{g}");
         assert!(g.contains("gt.conn.lifetime.999-percentile "), "{g}");
-        assert!(g.contains("gt.conn.open.value 1 "), "{g}");
+        // conn.open is a counter in the reference: `.count`/`.count_ps`, never `.value`.
+        assert!(g.contains("gt.conn.open.count 1 "), "{g}");
+        assert!(g.contains("gt.conn.open.count_ps 1.00 "), "{g}");
+        assert!(!g.contains("gt.conn.open.value"), "{g}");
+        assert!(g.contains("gt.runtime.goroutines.value "), "{g}");
         Metrics::inc(&m.accept_total);
-        let g = m.graphite(&mut prev, 2.0);
+        let g = m.graphite(1.0);
         assert!(
-            g.contains("gt.accept.total.count 3 ") && g.contains("gt.accept.total.count_ps 0.50 "),
+            g.contains("gt.accept.total.count 3 ") && g.contains("gt.accept.total.count_ps 3.00 "),
             "{g}"
         );
         for line in g.lines() {

@@ -194,9 +194,9 @@ impl Listener {
                 let socket = Socket::new(Domain::for_address(sa), Type::STREAM, None)?;
                 socket.set_reuse_address(true)?;
                 socket.set_reuse_port(true)?;
-                socket
-                    .bind(&sa.into())
-                    .map_err(|e| op_error("listen tcp", &sa.to_string(), "bind", e))?;
+                // A bare errno text, as the reference's SO_REUSEPORT listener reports it
+                // (`address already in use`); UNIX sockets name the operation, as Go does.
+                socket.bind(&sa.into())?;
                 socket.listen(backlog())?;
                 Ok(Listener::Tcp(socket.into()))
             }
@@ -230,15 +230,29 @@ impl Listener {
         }
     }
 
-    /// Accepts one connection (blocking).
+    /// Accepts one connection (blocking). Errors read like Go's: `accept tcp 127.0.0.1:8443:
+    /// accept4: too many open files`.
     pub fn accept(&self) -> io::Result<Stream> {
         match self {
             Listener::Tcp(l) => {
-                let (s, _) = l.accept()?;
+                let (s, _) = l.accept().map_err(|e| {
+                    let local = l.local_addr().map(|a| a.to_string()).unwrap_or_default();
+                    op_error("accept", &format!("tcp {local}"), "accept4", e)
+                })?;
                 s.set_nodelay(true)?;
                 Ok(Stream::Tcp(s))
             }
-            Listener::Unix { listener, .. } => Ok(Stream::Unix(listener.accept()?.0)),
+            Listener::Unix { listener, .. } => {
+                let (s, _) = listener.accept().map_err(|e| {
+                    let local = listener
+                        .local_addr()
+                        .ok()
+                        .and_then(|a| a.as_pathname().map(|p| p.display().to_string()))
+                        .unwrap_or_default();
+                    op_error("accept", &format!("unix {local}"), "accept4", e)
+                })?;
+                Ok(Stream::Unix(s))
+            }
         }
     }
 
@@ -366,8 +380,8 @@ fn head_len(buf: &[u8]) -> Option<usize> {
 pub enum ListenError {
     /// `--listen`, in server or client mode.
     Listen { server: bool, error: io::Error },
-    /// `--status`.
-    Status(io::Error),
+    /// `--status`, in server or client mode.
+    Status { server: bool, error: io::Error },
 }
 
 impl ListenError {
@@ -385,10 +399,15 @@ impl ListenError {
                     format!("error from {mode} listen: {e}"),
                 ]
             }
-            ListenError::Status(_) => vec![
-                format!("error: {self}"),
-                format!("error serving /_status: {self}"),
-            ],
+            ListenError::Status { server, error } => {
+                let e = strip_os_error(error);
+                let mode = if *server { "server" } else { "client" };
+                vec![
+                    format!("error: unable to bind on status port: {e}"),
+                    format!("error serving /_status: {e}"),
+                    format!("error from {mode} listen: {e}"),
+                ]
+            }
         }
     }
 }
@@ -397,9 +416,7 @@ impl fmt::Display for ListenError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
             ListenError::Listen { error, .. } => f.write_str(&strip_os_error(error)),
-            ListenError::Status(e) => {
-                write!(f, "unable to bind on status port: {}", strip_os_error(e))
-            }
+            ListenError::Status { error, .. } => f.write_str(&strip_os_error(error)),
         }
     }
 }

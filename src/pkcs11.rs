@@ -468,9 +468,8 @@ pub struct Pkcs11Source {
 }
 
 impl Pkcs11Source {
-    /// The source for `config` (whose identity must be `Pkcs11`). Logs the reference's note
-    /// that Landlock is skipped, at the point where the reference logs it (before the
-    /// certificate source is announced), unless `--disable-landlock` already turned it off.
+    /// The source for `config` (whose identity must be `Pkcs11`). The note that Landlock is
+    /// skipped was logged with the first lines (`RawArgs::landlock_announcement`).
     pub fn new(config: &Config) -> Pkcs11Source {
         let (cert, module, label, pin) = match &config.identity {
             config::IdentitySource::Pkcs11 {
@@ -488,11 +487,6 @@ impl Pkcs11Source {
             // fail the first load with a clear module error rather than a panic.
             _ => Default::default(),
         };
-        if !config.disable_landlock {
-            log::info!(
-                "note: using pkcs11, skipping landlock setup (landlock is not compatible with pkcs11)"
-            );
-        }
         Pkcs11Source {
             cert,
             module,

@@ -158,7 +158,7 @@ impl Proxy {
                     self.release_slot();
                     return;
                 }
-                Err(e) => crate::net::strip_os_error(&e),
+                Err(e) => e.to_string(),
             };
             self.release_slot();
             if let Some(m) = self.metrics() {

@@ -34,15 +34,19 @@ pub enum HandshakeError {
     Eof,
     Tls(rustls::Error),
     Io(io::Error),
+    /// Refused before rustls saw it, with the text to log.
+    Refused(String),
 }
 
 impl std::fmt::Display for HandshakeError {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match self {
-            HandshakeError::Timeout => f.write_str("i/o timeout"),
+            // The reference's handshake runs under a context deadline and says so.
+            HandshakeError::Timeout => f.write_str("context deadline exceeded"),
             HandshakeError::Eof => f.write_str("EOF"),
             HandshakeError::Tls(e) => f.write_str(&crate::tls::describe(e)),
             HandshakeError::Io(e) => f.write_str(&crate::net::strip_os_error(e)),
+            HandshakeError::Refused(why) => f.write_str(why),
         }
     }
 }
@@ -56,6 +60,9 @@ pub fn handshake(
     cancel: &AtomicBool,
 ) -> Result<(), HandshakeError> {
     sock.set_nonblocking(true).map_err(HandshakeError::Io)?;
+    // A server looks at the ClientHello's version before rustls does, to refuse a TLS 1.1 (or
+    // older) client as the reference does: a protocol_version alert and its log text.
+    let mut hello_checked = !matches!(conn, Connection::Server(_));
     loop {
         while conn.wants_write() {
             match conn.write_tls(sock) {
@@ -87,6 +94,19 @@ pub fn handshake(
         poll(&mut fds, Some(wait)).map_err(HandshakeError::Io)?;
         if fds[0].revents & (libc::POLLIN | libc::POLLHUP | libc::POLLERR) != 0 && conn.wants_read()
         {
+            if !hello_checked {
+                hello_checked = true;
+                let mut first = [0u8; 11];
+                if let Some(versions) = peek(sock, &mut first)
+                    .ok()
+                    .and_then(|n| crate::tlsparity::old_client_hello(&first[..n]))
+                {
+                    let _ = sock.write_all(&crate::tlsparity::PROTOCOL_VERSION_ALERT);
+                    return Err(HandshakeError::Refused(
+                        crate::tlsparity::unsupported_versions_text(&versions),
+                    ));
+                }
+            }
             match conn.read_tls(sock) {
                 Ok(0) => return Err(HandshakeError::Eof),
                 Ok(_) => {}
@@ -600,6 +620,22 @@ fn is_quiet_error(e: &io::Error) -> bool {
 }
 
 /// poll(2), retrying on EINTR. `None` waits forever.
+/// Copies the first bytes waiting on the socket into `buf` without consuming them.
+fn peek(sock: &Stream, buf: &mut [u8]) -> io::Result<usize> {
+    // SAFETY: recv writes at most `buf.len()` bytes into the buffer we own; the fd is open for
+    // the duration of the call (borrowed from `sock`).
+    #[allow(unsafe_code)]
+    let n = unsafe {
+        libc::recv(
+            sock.as_raw_fd(),
+            buf.as_mut_ptr().cast(),
+            buf.len(),
+            libc::MSG_PEEK | libc::MSG_DONTWAIT,
+        )
+    };
+    usize::try_from(n).map_err(|_| io::Error::last_os_error())
+}
+
 fn poll(fds: &mut [libc::pollfd], timeout: Option<Duration>) -> io::Result<usize> {
     let ms = match timeout {
         // Round up so a sub-millisecond remainder does not spin.

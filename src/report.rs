@@ -184,33 +184,50 @@ fn push_timeout(every: Duration) -> Duration {
     every.clamp(Duration::from_secs(1), Duration::from_secs(10))
 }
 
-/// Starts the `--metrics-graphite` thread: every `every`, a new TCP connection carrying one
-/// flush of plaintext lines. The reference flushes every second whatever the interval; we use
-/// `--metrics-interval` (default 30 s), as the flag's help says. Failures go to stderr, as in
-/// the reference, and the next flush tries again.
-pub fn start_graphite(addr: Addr, every: Duration, metrics: Arc<Metrics>) -> io::Result<()> {
+/// The reference pushes to Graphite every second, whatever `--metrics-interval` says, and
+/// dashboards built on it expect that resolution.
+pub const GRAPHITE_PERIOD: Duration = Duration::from_secs(1);
+
+/// Starts the `--metrics-graphite` thread: every [`GRAPHITE_PERIOD`] (the first one period
+/// after startup), a new TCP connection carrying one push of plaintext lines. `_interval`
+/// (`--metrics-interval`) does not apply, as in the reference. A failed push prints one line
+/// on stderr in the reference's format (`YYYY/MM/DD hh:mm:ss <error>`, Go's default logger)
+/// and the next push tries again.
+pub fn start_graphite(addr: Addr, _interval: Duration, metrics: Arc<Metrics>) -> io::Result<()> {
     std::thread::Builder::new()
         .name("graphite".into())
         .stack_size(128 * 1024)
         .spawn(move || {
-            let mut previous = Vec::new();
-            let mut last = Instant::now();
+            let mut next = Instant::now() + GRAPHITE_PERIOD;
             loop {
-                std::thread::sleep(every);
-                let secs = last.elapsed().as_secs_f64();
-                last = Instant::now();
-                let lines = metrics.graphite(&mut previous, secs);
-                let sent = net::dial(&addr, Instant::now() + push_timeout(every)).and_then(|s| {
+                std::thread::sleep(next.saturating_duration_since(Instant::now()));
+                // Fixed rate, like a ticker: a slow push delays the next, never shifts them all.
+                next += GRAPHITE_PERIOD;
+                if next < Instant::now() {
+                    next = Instant::now() + GRAPHITE_PERIOD;
+                }
+                let lines = metrics.graphite(GRAPHITE_PERIOD.as_secs_f64());
+                let timeout = push_timeout(GRAPHITE_PERIOD);
+                let sent = net::dial(&addr, Instant::now() + timeout).and_then(|s| {
                     let Stream::Tcp(mut tcp) = s else {
                         return Err(io::Error::other("graphite needs a TCP address"));
                     };
-                    tcp.set_write_timeout(Some(push_timeout(every)))?;
-                    tcp.write_all(lines.as_bytes())?;
-                    tcp.shutdown(std::net::Shutdown::Write)
+                    tcp.set_write_timeout(Some(timeout))?;
+                    // Write errors are not reported, as in the reference: only the dial is.
+                    let _ = tcp.write_all(lines.as_bytes());
+                    let _ = tcp.shutdown(std::net::Shutdown::Write);
+                    Ok(())
                 });
                 if let Err(e) = sent {
+                    let t = crate::logging::LocalTime::now();
                     eprintln!(
-                        "error sending metrics to graphite {addr}: {}",
+                        "{:04}/{:02}/{:02} {:02}:{:02}:{:02} {}",
+                        t.year,
+                        t.month,
+                        t.day,
+                        t.hour,
+                        t.min,
+                        t.sec,
                         net::strip_os_error(&e)
                     );
                 }
@@ -221,12 +238,17 @@ pub fn start_graphite(addr: Addr, every: Duration, metrics: Arc<Metrics>) -> io:
 
 /// Starts the `--metrics-url` thread: every `every`, POST the JSON array with
 /// `Content-Type: application/json`. Failures are logged `error reporting metrics: <e>`.
+/// A zero `every` (`--metrics-interval=0`) never posts, as in the reference, and starts no
+/// thread.
 pub fn start_url_push(
     url: HttpUrl,
     tls: Option<Arc<ClientConfig>>,
     every: Duration,
     metrics: Arc<Metrics>,
 ) -> io::Result<()> {
+    if every.is_zero() {
+        return Ok(());
+    }
     std::thread::Builder::new()
         .name("metrics-url".into())
         .stack_size(128 * 1024)

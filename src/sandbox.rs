@@ -184,6 +184,13 @@ impl Plan {
                 plan.connect.insert(53);
             }
         }
+        // The status port's process figures (`process_*`, `/debug/pprof/goroutine`) read the
+        // process's own `/proc` entry; the magic links in it (`root`, `cwd`, `fd/*`) resolve
+        // outside it and stay denied.
+        if config.status.is_some() {
+            plan.read_only
+                .insert(PathBuf::from(format!("/proc/{}", std::process::id())));
+        }
         plan.allow_abstract_unix = abstract_notify;
         plan
     }
@@ -211,7 +218,6 @@ impl Plan {
         if let Some(why) = &self.disabled {
             return Outcome::Disabled(why.clone());
         }
-        log::info!("setting up landlock rules to limit process privileges");
         match self.try_apply() {
             Ok(status) => Outcome::Applied(status, self.connect.clone()),
             Err(e) => Outcome::Failed(e),

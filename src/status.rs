@@ -104,7 +104,7 @@ const KEEP_ALIVE: Duration = Duration::from_secs(120);
 const REQUEST_READ: Duration = Duration::from_secs(30);
 /// A response must be taken by the client within this.
 const WRITE_TIMEOUT: Duration = Duration::from_secs(30);
-const PROMETHEUS_TYPE: &str = "text/plain; version=0.0.4; charset=utf-8";
+const PROMETHEUS_TYPE: &str = "text/plain; version=0.0.4; charset=utf-8; escaping=underscores";
 const TEXT_TYPE: &str = "text/plain; charset=utf-8";
 
 /// Serves the status endpoint on its own thread until the process exits.
@@ -164,6 +164,9 @@ fn connection(stream: Stream, lifecycle: &Lifecycle, info: &StatusInfo) {
     };
     match (stream, tls) {
         (Stream::Tcp(tcp), Some(config)) => {
+            if plain_http_on_tls(&tcp, info.connect_timeout) {
+                return;
+            }
             let Ok(conn) = ServerConnection::new(config) else {
                 return;
             };
@@ -183,6 +186,47 @@ fn connection(stream: Stream, lifecycle: &Lifecycle, info: &StatusInfo) {
         }
         (mut plain, _) => http(&mut plain, &set_timeout, lifecycle, info),
     }
+}
+
+/// A plain HTTP request on the HTTPS status port gets the reference's answer (Go's HTTP
+/// server's) rather than a dropped connection, and the reference's log line. Peeks at the first
+/// five bytes, as Go's TLS stack looks at the first record header; returns true when it
+/// answered (the caller then closes).
+fn plain_http_on_tls(tcp: &std::net::TcpStream, within: Duration) -> bool {
+    let deadline = Instant::now() + within;
+    let mut head = [0u8; 5];
+    // Bounded: at most `within`, in 10 ms steps while fewer than five bytes have arrived.
+    loop {
+        let Some(left) = deadline.checked_duration_since(Instant::now()) else {
+            return false;
+        };
+        let _ = tcp.set_read_timeout(Some(left.max(Duration::from_millis(1))));
+        match tcp.peek(&mut head) {
+            Ok(5) => break,
+            Ok(n) if n > 0 && head[0] == 0x16 => return false,
+            Ok(0) | Err(_) => return false,
+            Ok(_) => std::thread::sleep(Duration::from_millis(10)),
+        }
+    }
+    if !matches!(&head, b"GET /" | b"HEAD " | b"POST " | b"PUT /" | b"OPTIO") {
+        return false;
+    }
+    let peer = tcp
+        .peer_addr()
+        .map_or_else(|_| "unknown".to_string(), |a| a.to_string());
+    log::info!(
+        "http: TLS handshake error from {peer}: client sent an HTTP request to an HTTPS server"
+    );
+    let mut w = tcp;
+    // Take what the client sent (as Go's TLS stack has read it), so closing sends FIN, not RST.
+    let _ = w.set_nonblocking(true);
+    let mut sink = [0u8; 8192];
+    let _ = w.read(&mut sink);
+    let _ = w.set_nonblocking(false);
+    let _ = w.write_all(
+        b"HTTP/1.0 400 Bad Request\r\n\r\nClient sent an HTTP request to an HTTPS server.\n",
+    );
+    true
 }
 
 /// Serves requests on one connection until it closes, errs or idles out.
@@ -211,6 +255,7 @@ fn http<S: Read + Write>(
                 s,
                 400,
                 "text/plain; charset=utf-8",
+                "",
                 b"400 Bad Request",
                 false,
                 true,
@@ -240,8 +285,22 @@ fn http<S: Read + Write>(
         if body_len > 64 * 1024 || !discard(s, &mut buf, body_len, set_timeout, body_deadline) {
             return;
         }
-        let (code, ctype, body) = route(&method, &path, lifecycle, info);
-        let sent = respond(s, code, ctype, body.as_bytes(), method == "HEAD", close);
+        let (code, ctype, extra, body) = match crate::pprof::route(&path) {
+            Some(r) => (r.code, r.ctype, r.headers, r.body),
+            None => {
+                let (code, ctype, body) = route(&method, &path, lifecycle, info);
+                (code, ctype, String::new(), body)
+            }
+        };
+        let sent = respond(
+            s,
+            code,
+            ctype,
+            &extra,
+            body.as_bytes(),
+            method == "HEAD",
+            close,
+        );
         // The answer goes out before the shutdown starts, so the caller sees its 200.
         let shutdown = path.split('?').next() == Some("/_shutdown") && method == "POST";
         if let (true, Some(controller)) = (shutdown, &info.shutdown) {
@@ -413,19 +472,21 @@ fn respond<S: Write>(
     s: &mut S,
     code: u16,
     ctype: &str,
+    extra_headers: &str,
     body: &[u8],
     head_only: bool,
     close: bool,
 ) -> io::Result<()> {
     let reason = match code {
         200 => "OK",
+        307 => "Temporary Redirect",
         400 => "Bad Request",
         404 => "Not Found",
         405 => "Method Not Allowed",
         _ => "Service Unavailable",
     };
     let mut out = format!(
-        "HTTP/1.1 {code} {reason}\r\nContent-Type: {ctype}\r\nContent-Length: {}\r\n{}\r\n",
+        "HTTP/1.1 {code} {reason}\r\nContent-Type: {ctype}\r\n{extra_headers}Content-Length: {}\r\n{}\r\n",
         body.len(),
         if close { "Connection: close\r\n" } else { "" }
     )

@@ -5,7 +5,6 @@
 //! (chain + hostname + `--verify-*`, or pins), and the atomic swap of identity and trust on
 //! reload. Reads certificate files only through `certs.rs`; owns no sockets.
 
-use std::fmt;
 use std::path::Path;
 use std::sync::{Arc, RwLock};
 use std::time::SystemTime;
@@ -18,9 +17,8 @@ use rustls::server::WebPkiClientVerifier;
 use rustls::server::danger::{ClientCertVerified, ClientCertVerifier};
 use rustls::sign::CertifiedKey;
 use rustls::{
-    CertificateError, CipherSuite, ClientConfig, DigitallySignedStruct, DistinguishedName, Error,
-    HandshakeKind, OtherError, RootCertStore, ServerConfig, SignatureScheme,
-    SupportedProtocolVersion,
+    CipherSuite, ClientConfig, DigitallySignedStruct, DistinguishedName, Error, HandshakeKind,
+    RootCertStore, ServerConfig, SignatureScheme, SupportedProtocolVersion,
 };
 
 use crate::auth::{self, SpkiPin};
@@ -58,8 +56,8 @@ pub fn provider(policy: &TlsPolicy) -> CryptoProvider {
     // stack orders them on CPUs with AES instructions. AES-128 takes 10 rounds to AES-256's 14,
     // and its SHA-256 runs on the SHA extensions where SHA-384 (AES-256's hash) has none: a
     // handshake costs about 8 % less CPU and bulk data less too, at a security level (128 bits)
-    // that matches the P-256 and X25519 key exchange anyway. A server still follows the
-    // client's order.
+    // that matches the P-256 and X25519 key exchange anyway. A server chooses by this order,
+    // not the client's, as the reference does.
     provider.cipher_suites.sort_by_key(|s| {
         let cipher = match s.suite() {
             CipherSuite::TLS13_AES_128_GCM_SHA256
@@ -72,6 +70,10 @@ pub fn provider(policy: &TlsPolicy) -> CryptoProvider {
         };
         (s.version() != &rustls::version::TLS13, cipher)
     });
+    // The reference also offers P-521, last; a client that offers only P-521 would otherwise
+    // find no common group.
+    #[cfg(feature = "aws-lc-rs")]
+    provider.kx_groups.push(crate::tlsparity::p521::SECP521R1);
     provider
 }
 
@@ -293,7 +295,10 @@ pub fn server(
     let cacert = config.cacert.clone();
     let system = config.system_trust.clone();
     let provider = Arc::new(provider(&config.tls));
-    let versions = versions(&config.tls.max_version).map_err(CertError::Tls)?;
+    // An unusable `--max-tls-version` is reported by the caller after the target line, where
+    // the reference reports it; these contexts are then never used.
+    let versions = versions(&config.tls.max_version)
+        .unwrap_or_else(|_| versions(&crate::config::MaxTlsVersion::Tls13).unwrap_or_default());
     let challenge = source.alpn_challenge();
     Reloadable::new(Box::new(move || {
         let material = Material::load(&*source, cacert.as_deref(), &system, &provider)?;
@@ -309,11 +314,12 @@ pub fn server(
             &provider,
             authz.clone(),
         )?);
-        let tls = ServerConfig::builder_with_provider(provider.clone())
+        let mut tls = ServerConfig::builder_with_provider(provider.clone())
             .with_protocol_versions(versions)
             .map_err(|e| CertError::Tls(e.to_string()))?
             .with_client_cert_verifier(verifier.clone())
             .with_cert_resolver(Arc::new(rustls::sign::SingleCertAndKey::from(identity)));
+        tls.ignore_client_order = true;
         let challenge = match &challenge {
             Some(resolver) => {
                 let mut tls = ServerConfig::builder_with_provider(provider.clone())
@@ -349,7 +355,10 @@ pub fn client(
     let cacert = config.cacert.clone();
     let system = config.system_trust.clone();
     let provider = Arc::new(provider(&config.tls));
-    let versions = versions(&config.tls.max_version).map_err(CertError::Tls)?;
+    // An unusable `--max-tls-version` is reported by the caller after the target line, where
+    // the reference reports it; these contexts are then never used.
+    let versions = versions(&config.tls.max_version)
+        .unwrap_or_else(|_| versions(&crate::config::MaxTlsVersion::Tls13).unwrap_or_default());
     let sessions: Arc<dyn rustls::client::ClientSessionStore> =
         Arc::new(rustls::client::ClientSessionMemoryCache::new(256));
     let resume = config.tls.resumption;
@@ -421,39 +430,26 @@ fn status_config(
     versions: &[&'static SupportedProtocolVersion],
     identity: Arc<CertifiedKey>,
 ) -> Result<Arc<ServerConfig>, CertError> {
-    let config = ServerConfig::builder_with_provider(provider.clone())
+    let mut config = ServerConfig::builder_with_provider(provider.clone())
         .with_protocol_versions(versions)
         .map_err(|e| CertError::Tls(e.to_string()))?
         .with_no_client_auth()
         .with_cert_resolver(Arc::new(rustls::sign::SingleCertAndKey::from(identity)));
+    config.ignore_client_order = true;
     Ok(Arc::new(config))
 }
 
-/// An authorization failure carried through rustls to the handshake error log line.
-#[derive(Debug)]
-struct Unauthorized(String);
-
-impl fmt::Display for Unauthorized {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(&self.0)
-    }
-}
-
-impl std::error::Error for Unauthorized {}
-
+/// An authorization failure: the peer gets a `bad_certificate` alert, as from the reference.
 fn unauthorized(why: String) -> Error {
-    Error::InvalidCertificate(CertificateError::Other(OtherError(Arc::new(Unauthorized(
-        why,
-    )))))
+    crate::tlsparity::bad_certificate(why)
 }
 
 /// Renders a handshake error the way operators know it: our own authorization texts as they
-/// are, everything else through rustls' description.
+/// are, the common failures in the reference's words, everything else through rustls'
+/// description.
 pub fn describe(e: &Error) -> String {
-    if let Error::InvalidCertificate(CertificateError::Other(other)) = e {
-        if let Some(u) = other.0.downcast_ref::<Unauthorized>() {
-            return u.0.clone();
-        }
+    if let Some(text) = crate::tlsparity::describe(e) {
+        return text;
     }
     e.to_string()
 }
@@ -469,10 +465,12 @@ struct ClientAuthVerifier {
 #[derive(Debug)]
 enum ClientAuthMode {
     Disabled,
-    /// Chain verification, then the authorizer.
+    /// Chain verification, then the authorizer. `roots` also serve X.509 v1 leaves, which
+    /// webpki refuses.
     Chain {
         webpki: Arc<dyn ClientCertVerifier>,
         authz: Arc<dyn Authorizer>,
+        roots: Arc<RootCertStore>,
     },
     Pins(Vec<SpkiPin>),
 }
@@ -488,6 +486,7 @@ impl ClientAuthVerifier {
             ServerAuth::Disabled => ClientAuthMode::Disabled,
             ServerAuth::Pins(pins) => ClientAuthMode::Pins(pins.clone()),
             ServerAuth::AllowAll | ServerAuth::Acl(_) => ClientAuthMode::Chain {
+                roots: roots.clone(),
                 webpki: WebPkiClientVerifier::builder_with_provider(roots, provider.clone())
                     .build()
                     .map_err(|e| CertError::Tls(format!("unable to build TLS config: {e}")))?,
@@ -532,8 +531,19 @@ impl ClientCertVerifier for ClientAuthVerifier {
                 auth::check_pins(pins, end_entity).map_err(unauthorized)?;
                 Ok(ClientCertVerified::assertion())
             }
-            ClientAuthMode::Chain { webpki, authz } => {
-                let verified = webpki.verify_client_cert(end_entity, intermediates, now)?;
+            ClientAuthMode::Chain {
+                webpki,
+                authz,
+                roots,
+            } => {
+                let verified = match webpki.verify_client_cert(end_entity, intermediates, now) {
+                    // An X.509 v1 leaf, which the reference accepts: checked on its own terms.
+                    Err(_) if crate::tlsparity::is_v1(end_entity) => {
+                        crate::tlsparity::verify_v1_leaf(end_entity, roots, &self.algorithms, now)?;
+                        ClientCertVerified::assertion()
+                    }
+                    other => other?,
+                };
                 authz
                     .authorize(end_entity, intermediates)
                     .map_err(|d| unauthorized(d.0))?;
@@ -548,7 +558,7 @@ impl ClientCertVerifier for ClientAuthVerifier {
         cert: &CertificateDer<'_>,
         dss: &DigitallySignedStruct,
     ) -> Result<HandshakeSignatureValid, Error> {
-        rustls::crypto::verify_tls12_signature(message, cert, dss, &self.algorithms)
+        crate::tlsparity::verify_handshake_signature(message, cert, dss, &self.algorithms, false)
     }
 
     fn verify_tls13_signature(
@@ -557,7 +567,7 @@ impl ClientCertVerifier for ClientAuthVerifier {
         cert: &CertificateDer<'_>,
         dss: &DigitallySignedStruct,
     ) -> Result<HandshakeSignatureValid, Error> {
-        rustls::crypto::verify_tls13_signature(message, cert, dss, &self.algorithms)
+        crate::tlsparity::verify_handshake_signature(message, cert, dss, &self.algorithms, true)
     }
 
     fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
@@ -601,7 +611,7 @@ impl ServerCertVerifier for PinVerifier {
         c: &CertificateDer<'_>,
         d: &DigitallySignedStruct,
     ) -> Result<HandshakeSignatureValid, Error> {
-        rustls::crypto::verify_tls12_signature(m, c, d, &self.algorithms)
+        crate::tlsparity::verify_handshake_signature(m, c, d, &self.algorithms, false)
     }
 
     fn verify_tls13_signature(
@@ -610,7 +620,7 @@ impl ServerCertVerifier for PinVerifier {
         c: &CertificateDer<'_>,
         d: &DigitallySignedStruct,
     ) -> Result<HandshakeSignatureValid, Error> {
-        rustls::crypto::verify_tls13_signature(m, c, d, &self.algorithms)
+        crate::tlsparity::verify_handshake_signature(m, c, d, &self.algorithms, true)
     }
 
     fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
@@ -634,6 +644,8 @@ impl ServerCertVerifier for ServerAclVerifier {
         ocsp_response: &[u8],
         now: UnixTime,
     ) -> Result<ServerCertVerified, Error> {
+        // Validity and name first, as the reference checks them before the chain.
+        crate::tlsparity::check_server_name(end_entity, server_name, now)?;
         let verified = self.webpki.verify_server_cert(
             end_entity,
             intermediates,

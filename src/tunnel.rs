@@ -4,9 +4,11 @@
 //!
 //! Credentials in the URL (`user:pass@`, percent-encoded as in any URL) are sent to either kind
 //! of proxy: SOCKS5 username/password authentication, or HTTP `Proxy-Authorization: Basic`
-//! (the reference drops them for HTTP, so such a proxy used to answer 407). `socks5://`
-//! resolves the target name here and sends the proxy an address; `socks5h://` sends the name
-//! for the proxy to resolve.
+//! (the reference drops them for HTTP, so such a proxy used to answer 407). Both `socks5://`
+//! and its alias `socks5h://` send the target's host name for the proxy to resolve, as the
+//! reference's SOCKS5 dialer does: the proxy may be the only one that can resolve it. With
+//! credentials both "no authentication" and username/password are offered, and the proxy
+//! chooses.
 
 use std::io::{self, Read, Write};
 use std::net::{IpAddr, SocketAddr};
@@ -22,8 +24,6 @@ pub struct ProxyUrl {
     pub addr: Addr,
     /// Username and password from the URL, percent-decoded.
     pub credentials: Option<(String, String)>,
-    /// `socks5h://`: the proxy resolves the target name. `socks5://` resolves it here.
-    pub remote_dns: bool,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -65,17 +65,14 @@ impl ProxyUrl {
             kind,
             addr,
             credentials,
-            remote_dns: scheme == "socks5h",
         })
     }
 
     /// Connects to the proxy and asks it for a tunnel to `target` (`host:port`), all before
     /// `deadline`. The returned stream is blocking.
     pub fn dial(&self, target: &str, deadline: Instant) -> io::Result<Stream> {
-        // `socks5://` resolves before reaching the proxy: a name that does not resolve fails
-        // here, as a direct dial would.
         let socks = match self.kind {
-            ProxyKind::Socks5 => Some(self.socks_dest(target)?),
+            ProxyKind::Socks5 => Some(socks_dest(target)?),
             ProxyKind::HttpConnect => None,
         };
         let mut sock = net::dial(&self.addr, deadline)?;
@@ -99,21 +96,20 @@ impl ProxyUrl {
         }
         Ok(sock)
     }
+}
 
-    /// What to ask a SOCKS5 proxy for: an IP literal as is; a name as is for `socks5h://`,
-    /// resolved here for `socks5://` (the first IPv4 address, else the first IPv6).
-    fn socks_dest(&self, target: &str) -> io::Result<(SocksDest, u16)> {
-        let (host, port) = net::split_host_port(target).map_err(io::Error::other)?;
-        let port_num: u16 = port
-            .parse()
-            .map_err(|_| io::Error::other(format!("socks5: bad port in {target}")))?;
-        let dest = match host.parse::<IpAddr>() {
-            Ok(ip) => SocksDest::Ip(ip),
-            Err(_) if self.remote_dns => SocksDest::Name(host),
-            Err(_) => SocksDest::Ip(net::pick_listen_addr(&net::resolve(&host, &port)?).ip()),
-        };
-        Ok((dest, port_num))
-    }
+/// What to ask a SOCKS5 proxy for: an IP literal as an address, anything else as a name for
+/// the proxy to resolve.
+fn socks_dest(target: &str) -> io::Result<(SocksDest, u16)> {
+    let (host, port) = net::split_host_port(target).map_err(io::Error::other)?;
+    let port: u16 = port
+        .parse()
+        .map_err(|_| io::Error::other(format!("socks5: bad port in {target}")))?;
+    let dest = match host.parse::<IpAddr>() {
+        Ok(ip) => SocksDest::Ip(ip),
+        Err(_) => SocksDest::Name(host),
+    };
+    Ok((dest, port))
 }
 
 /// The URL for the log, with a password replaced by `xxxxx` (as Go's `URL.Redacted`).
@@ -207,16 +203,22 @@ fn socks5_connect(
     port: u16,
     creds: Option<&(String, String)>,
 ) -> io::Result<()> {
-    let method = if creds.is_some() { 2 } else { 0 };
-    sock.write_all(&[5, 1, method])?;
+    // With credentials, "none" and "username/password" are both offered, as the reference
+    // does; the proxy picks.
+    let greeting: &[u8] = if creds.is_some() {
+        &[5, 2, 0, 2]
+    } else {
+        &[5, 1, 0]
+    };
+    sock.write_all(greeting)?;
     let mut reply = [0u8; 2];
     sock.read_exact(&mut reply)?;
-    if reply[0] != 5 || reply[1] != method {
+    if reply[0] != 5 || !greeting[2..].contains(&reply[1]) {
         return Err(io::Error::other(
             "socks5: no acceptable authentication method",
         ));
     }
-    if let Some((user, pass)) = creds {
+    if let (2, Some((user, pass))) = (reply[1], creds) {
         let too_long = || io::Error::other("socks5: username or password too long");
         let mut auth = vec![1, u8::try_from(user.len()).map_err(|_| too_long())?];
         auth.extend_from_slice(user.as_bytes());
@@ -310,11 +312,13 @@ mod tests {
         let p = ProxyUrl::parse("socks5://u:p@127.0.0.1").unwrap();
         assert_eq!(p.addr.raw, "127.0.0.1:1080");
         assert_eq!(p.credentials, Some(("u".into(), "p".into())));
-        assert!(!p.remote_dns);
         let p = ProxyUrl::parse("http://us%40er:p%3Ass@proxy:3128").unwrap();
         assert_eq!(p.credentials, Some(("us@er".into(), "p:ss".into())));
         assert!(ProxyUrl::parse("http://u:%zz@proxy").is_err());
-        assert!(ProxyUrl::parse("SOCKS5H://proxy").unwrap().remote_dns);
+        assert_eq!(
+            ProxyUrl::parse("SOCKS5H://proxy").unwrap().kind,
+            ProxyKind::Socks5
+        );
         assert_eq!(
             ProxyUrl::parse("socks5h://[::1]:9050").unwrap().addr.raw,
             "[::1]:9050"
@@ -360,7 +364,7 @@ mod tests {
         let url = format!("socks5h://alice:secret@{}", l.local_addr().unwrap());
         let server = thread::spawn(move || {
             let (mut s, _) = l.accept().unwrap();
-            let mut greet = [0u8; 3];
+            let mut greet = [0u8; 4];
             s.read_exact(&mut greet).unwrap();
             s.write_all(&[5, 2]).unwrap();
             let mut auth = [0u8; 14];
@@ -380,7 +384,7 @@ mod tests {
         sock.read_exact(&mut got).unwrap();
         assert_eq!(&got, b"tunnelled");
         let (greet, auth, req) = server.join().unwrap();
-        assert_eq!(greet, [5, 1, 2]);
+        assert_eq!(greet, [5, 2, 0, 2]);
         assert_eq!(auth, b"\x01\x05alice\x06secret");
         assert_eq!(req, b"\x05\x01\x00\x03\x07backend\x01\xbb");
     }
@@ -419,37 +423,30 @@ mod tests {
     }
 
     #[test]
-    fn socks5_without_h_resolves_the_name_itself() {
+    fn socks5_sends_the_name_unresolved_and_may_skip_auth() {
         let l = TcpListener::bind("127.0.0.1:0").unwrap();
-        let url = format!("socks5://{}", l.local_addr().unwrap());
+        let url = format!("socks5://user:pw@{}", l.local_addr().unwrap());
         let server = thread::spawn(move || {
             let (mut s, _) = l.accept().unwrap();
-            let mut greet = [0u8; 3];
+            let mut greet = [0u8; 4];
             s.read_exact(&mut greet).unwrap();
+            // The proxy needs no authentication: no user/password exchange follows.
             s.write_all(&[5, 0]).unwrap();
-            let mut req = [0u8; 4 + 4 + 2];
+            let mut req = [0u8; 5 + 20 + 2];
             s.read_exact(&mut req).unwrap();
             s.write_all(&[5, 0, 0, 1, 127, 0, 0, 1, 0, 80]).unwrap();
-            req
+            (greet, req)
         });
+        // A name nobody here can resolve: only the proxy could.
         ProxyUrl::parse(&url)
-            .unwrap()
-            .dial("localhost:443", Instant::now() + Duration::from_secs(5))
-            .unwrap();
-        assert_eq!(
-            server.join().unwrap(),
-            *b"\x05\x01\x00\x01\x7f\x00\x00\x01\x01\xbb"
-        );
-        let err = ProxyUrl::parse(&url)
             .unwrap()
             .dial(
                 "doesnotexist.invalid:443",
                 Instant::now() + Duration::from_secs(5),
             )
-            .unwrap_err();
-        assert!(
-            err.to_string().starts_with("lookup doesnotexist.invalid"),
-            "{err}"
-        );
+            .unwrap();
+        let (greet, req) = server.join().unwrap();
+        assert_eq!(greet, [5, 2, 0, 2]);
+        assert_eq!(&req, b"\x05\x01\x00\x03\x14doesnotexist.invalid\x01\xbb");
     }
 }

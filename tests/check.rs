@@ -372,9 +372,7 @@ fn status_address_is_checked_not_bound() {
     o.assert_code(1);
     assert_eq!(
         lines(&o.stderr),
-        [
-            "error: unable to bind on status port: listen unix /nonexistent/status.sock: bind: no such file or directory"
-        ],
+        ["error: listen unix /nonexistent/status.sock: bind: no such file or directory"],
         "{}",
         o.describe()
     );

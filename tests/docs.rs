@@ -174,7 +174,7 @@ fn bash_completes_flags_per_command() {
 fn bash_completes_enum_values() {
     assert_eq!(
         bash_complete(&["ghostunnel", "--quiet", ""]),
-        ["all", "conns", "conn-errs", "handshake-errs"]
+        ["all", "conns", "handshake-errs", "conn-errs"]
     );
     assert_eq!(
         bash_complete(&["ghostunnel", "--quiet=conn"]),
@@ -297,7 +297,7 @@ fn zsh_completes_commands_flags_and_values() {
     );
     assert_eq!(
         z("ghostunnel --quiet="),
-        "all conns conn-errs handshake-errs"
+        "all conns handshake-errs conn-errs"
     );
     assert_eq!(
         z("ghostunnel server --proxy-protocol-mode "),

@@ -148,7 +148,7 @@ fn metrics_count_connections_and_prometheus_text_parses() {
     let r = http(&status, "GET", "/_metrics/prometheus");
     assert_eq!(
         r.header("content-type"),
-        Some("text/plain; version=0.0.4; charset=utf-8")
+        Some("text/plain; version=0.0.4; charset=utf-8; escaping=underscores")
     );
     let (families, samples) = parse_prometheus(&r.body);
     // Every sample landed in a declared family: nothing fell back to untyped.
@@ -223,8 +223,9 @@ fn graphite_collector() -> (u16, Arc<Mutex<Vec<String>>>) {
     (port, got)
 }
 
-/// Graphite push (docs/behaviour.md §8.5) every `--metrics-interval`, a new connection per flush,
-/// with the Landlock sandbox on: the collector's port must be in the plan.
+/// Graphite push every second whatever `--metrics-interval` says (as the reference), a new
+/// connection per push, with the reference's names (`conn.open` is a counter: `.count` and
+/// `.count_ps`), under the Landlock sandbox: the collector's port must be in the plan.
 #[test]
 fn graphite_push_under_landlock() {
     let pki = Pki::new();
@@ -280,16 +281,20 @@ fn graphite_push_under_landlock() {
     for name in [
         "edge.accept.total.count 1 ",
         "edge.accept.success.count_ps ",
-        "edge.conn.open.value 0 ",
+        "edge.conn.open.count 0 ",
+        "edge.conn.open.count_ps 0.00 ",
+        "edge.runtime.goroutines.value ",
         "edge.conn.lifetime.99-percentile ",
         "edge.conn.lifetime.one-minute ",
     ] {
         assert!(last.contains(name), "{name} missing from {last}");
     }
+    assert!(!last.contains("edge.conn.open.value"), "{last}");
     assert!(d.stderr().is_empty(), "{}", d.describe());
 }
 
-/// A collector that is down costs a line on stderr per flush and nothing else.
+/// A collector that is down costs a line on stderr per push, in the reference's format (Go's
+/// default logger: `YYYY/MM/DD hh:mm:ss <dial error>`), and nothing else.
 #[test]
 fn graphite_collector_down_is_reported_on_stderr_only() {
     let pki = Pki::new();
@@ -304,17 +309,24 @@ fn graphite_collector_down_is_reported_on_stderr_only() {
             "--metrics-interval=100ms",
         ],
     );
+    let wanted = format!(" dial tcp {dead}: connect: connection refused");
     assert!(
-        eventually(Duration::from_secs(5), || d.stderr().contains(&format!(
-            "error sending metrics to graphite {dead}: dial tcp"
-        ))),
+        eventually(Duration::from_secs(5), || d.stderr().contains(&wanted)),
         "{}",
         d.describe()
     );
+    let line = d.stderr().lines().next().unwrap_or_default().to_string();
+    let (stamp, rest) = line.split_at(19.min(line.len()));
+    let shape: String = stamp
+        .chars()
+        .map(|c| if c.is_ascii_digit() { '9' } else { c })
+        .collect();
+    assert_eq!(shape, "9999/99/99 99:99:99", "{line}");
+    assert_eq!(rest, wanted, "{line}");
     let cfg = client_config(&pki.ca.cert_der, Some(&pki.client));
     try_echo(addr, cfg, b"still proxying").expect("echo");
     assert!(
-        !d.stdout().contains("error sending metrics"),
+        !d.stdout().contains("connection refused"),
         "{}",
         d.describe()
     );

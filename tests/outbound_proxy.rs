@@ -173,36 +173,28 @@ fn socks5_with_credentials() {
     );
 }
 
-/// `socks5h://` hands the name to the proxy (which fails to resolve it and says so);
-/// `socks5://` resolves it here first (and fails with the local lookup error, never asking
-/// the proxy). Both reach a resolvable target.
+/// Both `socks5://` and `socks5h://` hand the name to the proxy, as the reference's SOCKS5
+/// dialer does: a name only the proxy could resolve reaches it (microsocks fails to resolve
+/// this one and says so), and a resolvable target is served.
 #[test]
-fn socks5_name_resolution_local_or_remote() {
+fn socks5_sends_the_name_to_the_proxy() {
     let pki = Pki::new();
     let srv = TlsServer::start(&pki.server, ClientAuth::Required(pki.ca.cert_der.clone()));
     let proxy = ProxyProcess::microsocks(None);
     let unknown = "doesnotexist.invalid:443";
-    let remote = format!("socks5h://127.0.0.1:{}", proxy.port);
-    let (mut d, addr) = start_client(
-        &pki,
-        unknown,
-        &["--proxy", &remote, "--override-server-name", "localhost"],
-    );
-    assert_dial_fails(
-        &mut d,
-        addr,
-        "socks5: connect to doesnotexist.invalid:443 failed: ",
-    );
-    let (mut d, addr) = start_client(&pki, &srv.target_localhost(), &["--proxy", &remote]);
-    assert_served_via(&mut d, addr, proxy.port);
-
-    let local = format!("socks5://127.0.0.1:{}", proxy.port);
-    let (mut d, addr) = start_client(
-        &pki,
-        unknown,
-        &["--proxy", &local, "--override-server-name", "localhost"],
-    );
-    assert_dial_fails(&mut d, addr, "lookup doesnotexist.invalid: ");
-    let (mut d, addr) = start_client(&pki, &srv.target_localhost(), &["--proxy", &local]);
-    assert_served_via(&mut d, addr, proxy.port);
+    for scheme in ["socks5", "socks5h"] {
+        let url = format!("{scheme}://127.0.0.1:{}", proxy.port);
+        let (mut d, addr) = start_client(
+            &pki,
+            unknown,
+            &["--proxy", &url, "--override-server-name", "localhost"],
+        );
+        assert_dial_fails(
+            &mut d,
+            addr,
+            "socks5: connect to doesnotexist.invalid:443 failed: ",
+        );
+        let (mut d, addr) = start_client(&pki, &srv.target_localhost(), &["--proxy", &url]);
+        assert_served_via(&mut d, addr, proxy.port);
+    }
 }

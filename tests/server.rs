@@ -284,7 +284,13 @@ fn reject_missing_client_cert() {
     let backend = Backend::echo();
     let (mut d, addr) = start_server(&pki, &backend.target(), &["--allow-all"]);
     let anon = client_config(&pki.ca.cert_der, None);
-    assert_rejected(&mut d, addr, anon, &backend, "");
+    assert_rejected(
+        &mut d,
+        addr,
+        anon,
+        &backend,
+        "tls: client didn't provide a certificate",
+    );
     assert_accepted(&d, addr, cfg(&pki, &pki.client));
 }
 
@@ -295,7 +301,14 @@ fn reject_expired_client_cert() {
     let old = pki.issue("old", &Pki::client_spec().expired());
     let backend = Backend::echo();
     let (mut d, addr) = start_server(&pki, &backend.target(), &["--allow-all"]);
-    assert_rejected(&mut d, addr, cfg(&pki, &old), &backend, "");
+    assert_rejected(
+        &mut d,
+        addr,
+        cfg(&pki, &old),
+        &backend,
+        "tls: failed to verify certificate: x509: certificate has expired or is not yet \
+         valid: current time ",
+    );
 }
 
 /// `--disable-authentication` serves clients without a certificate; the pipe line shows

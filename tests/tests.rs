@@ -14,6 +14,7 @@ mod logging;
 mod metrics;
 mod outbound_proxy;
 mod pair;
+mod parity;
 mod pkcs11;
 mod proxy_protocol;
 mod sandbox;

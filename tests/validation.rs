@@ -194,7 +194,11 @@ fn parse_server_flag_in_client_mode() {
 fn parse_bad_duration() {
     parse_error(
         &["server", L, T, KS, "--allow-all", "--close-timeout=5"],
-        "time: invalid duration \"5\"",
+        "time: missing unit in duration \"5\"",
+    );
+    parse_error(
+        &["server", L, T, KS, "--allow-all", "--close-timeout=1x"],
+        "time: unknown unit \"x\" in duration \"1x\"",
     );
 }
 

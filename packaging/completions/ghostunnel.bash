@@ -28,7 +28,7 @@ _ghostunnel_value() {
             mapfile -t COMPREPLY < <(compopt -o filenames 2>/dev/null; compgen -f -- "$2")
             ;;
         --quiet)
-            mapfile -t COMPREPLY < <(compgen -W 'all conns conn-errs handshake-errs' -- "$2")
+            mapfile -t COMPREPLY < <(compgen -W 'all conns handshake-errs conn-errs' -- "$2")
             ;;
         --pkcs11-module)
             mapfile -t COMPREPLY < <(compopt -o filenames 2>/dev/null; compgen -f -- "$2")

@@ -287,8 +287,9 @@ impl Flag {
 pub(super) use Kind::*;
 pub(super) use Scope::*;
 
-/// The `--quiet` classes (docs/behaviour.md §13.2).
-pub(super) const QUIET_CLASSES: &[&str] = &["", "all", "conns", "conn-errs", "handshake-errs"];
+/// The `--quiet` classes (docs/behaviour.md §13.2), in the reference's order, which its error
+/// message lists.
+pub(super) const QUIET_CLASSES: &[&str] = &["", "all", "conns", "handshake-errs", "conn-errs"];
 
 /// Whether this build drives PKCS#11 tokens (cargo feature `pkcs11`).
 const PKCS11: bool = cfg!(feature = "pkcs11");
@@ -357,10 +358,9 @@ pub(super) const FLAGS: &[Flag] = &[
         .default("30s"),
     f(Id::Status, Str, Global, "Enable serving /_status and /_metrics on given HOST:PORT (or unix:SOCKET).")
         .placeholder("ADDR"),
-    f(Id::EnablePprof, Bool, Global, "Enable serving /debug/pprof endpoints alongside /_status (not supported by this build).")
-        .unsupported(),
+    f(Id::EnablePprof, Bool, Global, "Enable serving /debug/pprof endpoints alongside /_status (the process's threads; Go's runtime profiles do not exist here)."),
     f(Id::EnableShutdown, Bool, Global, "Enable serving a /_shutdown endpoint alongside /_status to allow terminating via HTTP."),
-    f(Id::Quiet, QuietList, Global, "Silence log messages (can be all, conns, conn-errs, handshake-errs; repeat flag for more than one).")
+    f(Id::Quiet, QuietList, Global, "Silence log messages (can be all, conns, handshake-errs, conn-errs; repeat flag for more than one).")
         .placeholder("CLASS"),
     f(Id::SkipResolve, Bool, Global, "Skip resolving target host on startup (useful to start Ghostunnel before network is up)."),
     f(Id::Syslog, Bool, Global, "Send logs to syslog instead of stdout."),

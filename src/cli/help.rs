@@ -29,30 +29,103 @@ fn visible(scope: Scope) -> impl Iterator<Item = (String, String)> {
         .map(|f| (f.head(), f.help_text()))
 }
 
-/// The usage text (stderr), generated from the flag table; hidden flags are left out.
-/// `command` selects the context-sensitive form (`server --help`, `help client`).
-pub(super) fn usage(command: Option<Scope>) -> Parsed {
-    let mut text = String::new();
-    match command {
-        Some(Server) => {
-            text.push_str("usage: ghostunnel server --listen=ADDR --target=ADDR [<flags>]\n\n")
-        }
-        Some(Client) => {
-            text.push_str("usage: ghostunnel client --listen=ADDR --target=ADDR [<flags>]\n\n")
-        }
-        _ => text.push_str("usage: ghostunnel [<flags>] <command> [<args> ...]\n\n"),
-    }
-    text.push_str(&format!("{}\n\nFlags:\n", command.map_or(ABOUT, about)));
-    let builtin = BUILTIN_HELP
+/// The flag rows as the reference's usage shows them: `--[no-]name` for booleans, ` ...` after
+/// repeatable flags.
+fn usage_rows(scope: Scope) -> Vec<(String, String)> {
+    FLAGS
         .iter()
-        .map(|(h, t)| (h.to_string(), t.to_string()));
-    flag_rows(&mut text, builtin.chain(visible(Global)));
-    match command {
-        Some(scope) => flag_rows(&mut text, visible(scope)),
-        None => text.push_str(&format!(
-            "\nCommands:\n  help [<command>...]\n    Show help.\n\n  server --listen=ADDR --target=ADDR [<flags>]\n    {SERVER_ABOUT}\n\n  client --listen=ADDR --target=ADDR [<flags>]\n    {CLIENT_ABOUT}\n"
-        )),
+        .filter(move |f| f.scope == scope && !f.hidden)
+        .map(|f| {
+            let head = match f.kind {
+                super::flags::Kind::Bool => format!("--[no-]{}", f.name),
+                k if k.is_list() => format!("{} ...", f.head()),
+                _ => f.head(),
+            };
+            (head, f.help_text())
+        })
+        .collect()
+}
+
+/// `--help` and `--version` as the reference lists them, first and last among the globals.
+fn global_rows() -> Vec<(String, String)> {
+    let builtin = |name: &str| {
+        BUILTIN_HELP
+            .iter()
+            .find(|(h, _)| *h == name)
+            .map(|(_, t)| (format!("--[no-]{}", &name[2..]), t.to_string()))
+    };
+    builtin("--help")
+        .into_iter()
+        .chain(usage_rows(Global))
+        .chain(builtin("--version"))
+        .collect()
+}
+
+/// Words of `text` in lines of at most `width` characters (a longer word gets its own line).
+fn wrap(text: &str, width: usize) -> Vec<String> {
+    let mut lines = vec![String::new()];
+    for word in text.split_whitespace() {
+        let line = lines.last_mut().expect("one line at least");
+        if line.is_empty() {
+            line.push_str(word);
+        } else if line.chars().count() + 1 + word.chars().count() <= width {
+            line.push(' ');
+            line.push_str(word);
+        } else {
+            lines.push(word.to_string());
+        }
     }
+    lines
+}
+
+/// Two columns in the reference's (kingpin's) layout for an 80-column page: the first column
+/// as wide as its longest entry under 30 characters, two spaces, the help wrapped to fit;
+/// an entry of 30 or more characters gets its help on the next line.
+fn two_columns(text: &mut String, indent: usize, rows: &[(String, String)]) {
+    let first = rows
+        .iter()
+        .map(|(h, _)| h.chars().count())
+        .filter(|&n| n < 30)
+        .max()
+        .unwrap_or(0);
+    let width = 80usize.saturating_sub(indent + first + 2).max(20);
+    let pad = " ".repeat(indent);
+    let offset = " ".repeat(indent + first + 2);
+    for (head, help) in rows {
+        let lines = wrap(help, width);
+        text.push_str(&format!("{pad}{head:<first$}  "));
+        if head.chars().count() >= 30 {
+            text.push_str(&format!("\n{offset}"));
+        }
+        text.push_str(&lines[0]);
+        text.push('\n');
+        for line in &lines[1..] {
+            text.push_str(&format!("{offset}{line}\n"));
+        }
+    }
+}
+
+/// The usage text (stderr): the reference's full usage whatever the context, with the
+/// context's flags in the first list (`server --help` adds the server flags to it) and every
+/// command with its own flags after; hidden flags are left out.
+pub(super) fn usage(command: Option<Scope>) -> Parsed {
+    let mut text =
+        format!("usage: ghostunnel [<flags>] <command> [<args> ...]\n\n{ABOUT}\n\nFlags:\n");
+    let mut rows = global_rows();
+    if let Some(scope @ (Server | Client)) = command {
+        rows.extend(usage_rows(scope));
+    }
+    two_columns(&mut text, 2, &rows);
+    text.push_str("\nCommands:\nhelp [<command>...]\n    Show help.\n\n");
+    for scope in [Server, Client] {
+        let name = if scope == Server { "server" } else { "client" };
+        text.push_str(&format!(
+            "\n{name} --listen=ADDR --target=ADDR [<flags>]\n    {}\n\n",
+            about(scope)
+        ));
+        two_columns(&mut text, 4, &usage_rows(scope));
+    }
+    text.push('\n');
     Parsed::Exit {
         text,
         stdout: false,

@@ -66,6 +66,22 @@ pub enum CliError {
     /// A flag, a flag combination or a file named by a flag that validation refuses; the text
     /// names the flag.
     Invalid(String),
+    /// An `--allow-uri`/`--verify-uri` pattern that does not compile: the flag and why.
+    UriPattern(&'static str, String),
+    /// A bad word after the `help` command: reported without the `, try --help` hint, as the
+    /// reference's help command does.
+    HelpTopic(Box<CliError>),
+}
+
+impl CliError {
+    /// The message after `ghostunnel: error: `, with the `, try --help` hint where the
+    /// reference gives it.
+    pub fn usage_line(&self) -> String {
+        match self {
+            CliError::HelpTopic(e) => e.to_string(),
+            e => format!("{e}, try --help"),
+        }
+    }
 }
 
 impl fmt::Display for CliError {
@@ -86,6 +102,10 @@ impl fmt::Display for CliError {
             CliError::Required(names) => {
                 let names: Vec<String> = names.iter().map(|n| format!("'--{n}'")).collect();
                 write!(f, "required flag(s) {} not provided", names.join(", "))
+            }
+            CliError::HelpTopic(e) => e.fmt(f),
+            CliError::UriPattern(flag, why) => {
+                write!(f, "invalid URI pattern in --{flag} flag ({why})")
             }
             CliError::BadValue(msg)
             | CliError::ArgFile(msg)

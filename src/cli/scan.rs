@@ -36,6 +36,9 @@ pub struct RawArgs {
     pub syslog: bool,
     /// `--check`: validate and load, then exit without binding (see `main.rs`).
     pub check: bool,
+    /// `--disable-landlock`, for the log line that announces the sandbox (the reference logs
+    /// it right after the first line).
+    pub disable_landlock: bool,
     pub(super) server: bool,
     /// Explicitly given flags and env fallbacks.
     pub(super) given: HashMap<Id, Value>,
@@ -95,7 +98,10 @@ impl Scan {
                 Some(s) if self.help_topic.is_none() => self.help_topic = Some(s),
                 _ => {
                     self.bad_help_topic = true;
-                    return Err(CliError::ExpectedCommand(word));
+                    return Err(CliError::HelpTopic(Box::new(match self.help_topic {
+                        Some(_) => CliError::Unexpected(word),
+                        None => CliError::ExpectedCommand(word),
+                    })));
                 }
             }
             return Ok(false);
@@ -124,9 +130,11 @@ impl Scan {
             lexopt::Arg::Value(v) => return self.positional(lossy(&v)).map(|stop| !stop),
             lexopt::Arg::Long(name) => name.to_string(),
         };
+        // `--no-help` and `--no-version` act like `--help` and `--version`, as in the
+        // reference (its parser runs a flag's action whatever the value).
         let builtin = match name.as_str() {
-            "help" => Some(None),
-            "version" => Some(Some(PreAction::Version)),
+            "help" | "no-help" => Some(None),
+            "version" | "no-version" => Some(Some(PreAction::Version)),
             "help-long" => Some(Some(PreAction::LongHelp)),
             "help-man" | "help-custom-man" => Some(Some(PreAction::Man)),
             "completion-script-bash" => Some(Some(PreAction::BashCompletion)),
@@ -302,6 +310,7 @@ pub fn parse(
         quiet: Quiet::default(),
         syslog: false,
         check: false,
+        disable_landlock: false,
         server: command == Server,
         given,
         system_trust: SystemTrust {
@@ -315,6 +324,7 @@ pub fn parse(
     };
     raw.quiet = raw.quiet_classes();
     raw.syslog = raw.bool(Id::Syslog);
+    raw.disable_landlock = raw.bool(Id::DisableLandlock);
     raw.check = raw.bool(Id::Check);
     raw.parse_stage_checks()?;
     Ok(Parsed::Run(raw))
@@ -511,9 +521,19 @@ fn expand_arg_files(args: Vec<OsString>, depth: usize) -> Result<Vec<OsString>, 
                 path.display()
             )));
         }
-        let text = std::fs::read(path).map_err(|e| {
+        // The reference's two texts: one for opening the file, one for reading it.
+        let quoted = format!("\"{}\"", path.display());
+        let mut file = std::fs::File::open(path).map_err(|e| {
             CliError::ArgFile(format!(
-                "open {}: {}",
+                "failed to open arguments file {quoted}: open {}: {}",
+                path.display(),
+                crate::net::strip_os_error(&e)
+            ))
+        })?;
+        let mut text = Vec::new();
+        std::io::Read::read_to_end(&mut file, &mut text).map_err(|e| {
+            CliError::ArgFile(format!(
+                "failed to read arguments from {quoted}: read {}: {}",
                 path.display(),
                 crate::net::strip_os_error(&e)
             ))
@@ -532,6 +552,21 @@ impl RawArgs {
     /// `server` or `client`, for the first log line (before mode validation).
     pub fn mode_name(&self) -> &'static str {
         if self.server { "server" } else { "client" }
+    }
+
+    /// The line that announces the sandbox right after the first line, where the reference
+    /// logs it: none with `--disable-landlock`; with a PKCS#11 module (whose code may open
+    /// anything) the note that Landlock is skipped; else that it is being set up.
+    pub fn landlock_announcement(&self) -> Option<&'static str> {
+        if self.disable_landlock {
+            None
+        } else if cfg!(feature = "pkcs11") && !self.str(Id::Pkcs11Module).is_empty() {
+            Some(
+                "note: using pkcs11, skipping landlock setup (landlock is not compatible with pkcs11)",
+            )
+        } else {
+            Some("setting up landlock rules to limit process privileges")
+        }
     }
 
     /// The table row of `id` (the first, for the names server and client share: their rows
@@ -913,8 +948,15 @@ mod tests {
         assert_eq!(
             err(&[&missing]),
             format!(
-                "open {}: no such file or directory",
+                "failed to open arguments file \"{0}\": open {0}: no such file or directory",
                 dir.join("missing").display()
+            )
+        );
+        assert_eq!(
+            err(&[&format!("@{}", dir.display())]),
+            format!(
+                "failed to read arguments from \"{0}\": read {0}: is a directory",
+                dir.display()
             )
         );
         // After `--`, `@x` is a plain word.
@@ -957,25 +999,37 @@ mod tests {
             !text.contains("--cipher-suites"),
             "hidden flag shown: {text}"
         );
+        // The full usage, as the reference prints it: every command with its flags, the
+        // globals in the first list only.
+        let flags = text.split("\nCommands:\n").next().unwrap();
         assert!(
-            !text.contains("--allow-cn"),
-            "mode flag in global help: {text}"
+            !flags.contains("--allow-cn"),
+            "mode flag among globals: {text}"
         );
+        assert!(text.contains("\n    --allow-cn=CN ...  "), "{text}");
+        assert!(text.contains("\n    --verify-cn=CN ...  "), "{text}");
+        assert!(text.contains("\n  --[no-]help  "), "{text}");
         assert!(
-            text.contains("server --listen=ADDR --target=ADDR"),
+            text.contains("\nserver --listen=ADDR --target=ADDR [<flags>]\n"),
             "{text}"
         );
+        assert!(!text.contains("--allow-ip"), "hidden shown: {text}");
+        assert!(!text.contains("--allow-dns-san"), "alias shown: {text}");
+        for line in text.lines() {
+            assert!(line.chars().count() <= 80 || !line.contains(' '), "{line}");
+        }
 
+        // `server --help`: the same, with the server's flags in the first list too.
         let (server, _) = exit(&["server", "--help"]);
-        assert!(server.contains("--allow-cn=CN"), "{server}");
-        assert!(server.contains("--listen=ADDR"), "{server}");
-        assert!(!server.contains("--allow-dns-san"), "alias shown: {server}");
-        assert!(!server.contains("--allow-ip"), "hidden shown: {server}");
-        assert!(!server.contains("--verify-cn"), "{server}");
+        let flags = server.split("\nCommands:\n").next().unwrap();
+        assert!(flags.contains("\n  --allow-cn=CN ..."), "{server}");
+        assert!(flags.contains("\n  --listen=ADDR"), "{server}");
+        assert!(!flags.contains("--verify-cn"), "{server}");
         let (client, _) = exit(&["help", "client"]);
-        assert!(client.contains("--verify-cn=CN"), "{client}");
-        assert!(client.contains("--proxy=URL"), "{client}");
-        assert!(!client.contains("--allow-cn"), "{client}");
+        let flags = client.split("\nCommands:\n").next().unwrap();
+        assert!(flags.contains("\n  --verify-cn=CN ..."), "{client}");
+        assert!(flags.contains("\n  --proxy=URL"), "{client}");
+        assert!(!flags.contains("--allow-cn"), "{client}");
     }
 
     #[test]
@@ -1059,11 +1113,11 @@ mod tests {
     fn duration_values() {
         assert_eq!(
             bare_err(&["--connect-timeout=5"]),
-            "time: invalid duration \"5\""
+            "time: missing unit in duration \"5\""
         );
         assert_eq!(
             bare_err(&["--close-timeout=1x"]),
-            "time: invalid duration \"1x\""
+            "time: unknown unit \"x\" in duration \"1x\""
         );
         assert_eq!(
             bare_err(&["--timed-reload="]),
@@ -1126,7 +1180,7 @@ mod tests {
     fn quiet_enum_list() {
         assert_eq!(
             bare_err(&["--quiet=loud"]),
-            "enum value must be one of ,all,conns,conn-errs,handshake-errs, got 'loud'"
+            "enum value must be one of ,all,conns,handshake-errs,conn-errs, got 'loud'"
         );
         let q = raw(&[
             &BARE[..],
@@ -1319,12 +1373,19 @@ mod tests {
     }
 
     #[test]
+    fn pkcs11_pin_or_label_alone_is_ignored_like_the_reference() {
+        for var in ["PKCS11_TOKEN_LABEL", "PKCS11_PIN"] {
+            let args = [&SERVER[..], &["--allow-all"]].concat();
+            let Parsed::Run(r) = parse_env(&args, &[(var, "x")]).unwrap() else {
+                panic!()
+            };
+            assert!(r.into_config().is_ok(), "{var}");
+        }
+    }
+
+    #[test]
     fn env_for_unsupported_features_fails_clearly() {
-        let pkcs11 = [
-            ("PKCS11_MODULE", Id::Pkcs11Module),
-            ("PKCS11_TOKEN_LABEL", Id::Pkcs11TokenLabel),
-            ("PKCS11_PIN", Id::Pkcs11Pin),
-        ];
+        let pkcs11 = [("PKCS11_MODULE", Id::Pkcs11Module)];
         let unsupported = match cfg!(feature = "pkcs11") {
             true => &[][..],
             false => &pkcs11[..],

@@ -20,6 +20,13 @@ use crate::tunnel::ProxyUrl;
 impl RawArgs {
     /// docs/behaviour.md §2.7.1, in order.
     pub(super) fn parse_stage_checks(&self) -> Result<(), CliError> {
+        // The reference's parser resolves `--metrics-graphite` as it reads it.
+        let graphite = self.str(Id::MetricsGraphite);
+        if !graphite.is_empty() {
+            tcp_address(graphite).map_err(|why| {
+                CliError::BadValue(format!("'{graphite}' is not a valid TCP address: {why}"))
+            })?;
+        }
         let status = self.str(Id::Status);
         if self.bool(Id::EnablePprof) && status.is_empty() {
             return Err(CliError::RequiresStatus(Id::EnablePprof.name()));
@@ -53,10 +60,19 @@ impl RawArgs {
     /// configuration runs with one of them silently ignored.
     pub fn into_config(self) -> Result<Config, CliError> {
         let scope = if self.server { Server } else { Client };
+        // Settings that only qualify another flag are ignored without it, as in the
+        // reference: a PKCS#11 PIN or token label without a module, a Workload API timeout
+        // without the Workload API.
+        let set = |id: Id| FLAGS.iter().any(|f| f.id == id && self.is_set(f));
+        let moot = |id: Id| match id {
+            Id::Pkcs11Pin | Id::Pkcs11PinFile | Id::Pkcs11TokenLabel => !set(Id::Pkcs11Module),
+            Id::UseWorkloadApiTimeout => !set(Id::UseWorkloadApi) && !set(Id::UseWorkloadApiAddr),
+            _ => false,
+        };
         if let Some(flag) = FLAGS
             .iter()
             .filter(|f| f.unsupported && (f.scope == Global || f.scope == scope))
-            .find(|f| self.is_set(f))
+            .find(|f| self.is_set(f) && !moot(f.id))
         {
             return Err(CliError::Unsupported(flag.name));
         }
@@ -120,6 +136,7 @@ impl RawArgs {
             disable_landlock: self.bool(Id::DisableLandlock),
             status,
             enable_shutdown: self.bool(Id::EnableShutdown),
+            enable_pprof: self.bool(Id::EnablePprof),
             metrics,
         })
     }
@@ -142,11 +159,9 @@ impl RawArgs {
             "" => None,
             raw => Some(HttpUrl::parse(raw).map_err(|e| format!("invalid --metrics-url: {e}"))?),
         };
-        if self.nanos(Id::MetricsInterval) <= 0 {
-            return Err("--metrics-interval duration must be positive".into());
-        }
+        // Zero or negative: accepted, and nothing is ever posted, as in the reference.
         let interval = Duration::from_nanos(
-            u64::try_from(self.nanos(Id::MetricsInterval)).unwrap_or(u64::MAX),
+            u64::try_from(self.nanos(Id::MetricsInterval).max(0)).unwrap_or(u64::MAX),
         );
         Ok(MetricsOpts {
             graphite,
@@ -276,11 +291,7 @@ impl RawArgs {
         let flag = id.name();
         self.list(id)
             .iter()
-            .map(|p| {
-                UriPattern::compile(p).map_err(|e| {
-                    CliError::Invalid(format!("invalid URI pattern in --{flag} flag ({e})"))
-                })
-            })
+            .map(|p| UriPattern::compile(p).map_err(|e| CliError::UriPattern(flag, e.to_string())))
             .collect()
     }
 
@@ -448,6 +459,23 @@ impl RawArgs {
 }
 
 /// `invalid --<flag> address: <why>`.
+/// Checks a `HOST:PORT` as Go's `net.ResolveTCPAddr` does, with its error texts: the split,
+/// the port (a number up to 65535; names are not services here), the host's resolution.
+fn tcp_address(addr: &str) -> Result<(), String> {
+    let (host, port) = crate::net::split_host_port(addr)?;
+    match port.parse::<u64>() {
+        Ok(p) if p > 65535 => return Err(format!("address {port}: invalid port")),
+        Ok(_) => {}
+        Err(_) => return Err(format!("lookup tcp/{port}: unknown port")),
+    }
+    if host.is_empty() || host.parse::<std::net::IpAddr>().is_ok() {
+        return Ok(());
+    }
+    crate::net::resolve(&host, &port)
+        .map(drop)
+        .map_err(|e| e.to_string())
+}
+
 fn bad_address(id: Id, why: String) -> CliError {
     CliError::BadAddress(id.name(), why)
 }
@@ -634,13 +662,26 @@ mod tests {
 
     #[test]
     fn bad_metrics_flags_name_the_flag() {
-        assert_eq!(
-            server_err(&["--allow-all", "--metrics-graphite=nohost"]),
-            "invalid --metrics-graphite address: address nohost: missing port in address"
-        );
-        assert_eq!(
-            server_err(&["--allow-all", "--metrics-graphite=unix:/x"]),
-            "invalid --metrics-graphite address unix:/x: must be HOST:PORT with a non-zero port"
+        // Parse-stage errors with the reference's texts (its parser resolves the address).
+        for (value, why) in [
+            ("nohost", "address nohost: missing port in address"),
+            ("unix:/x", "lookup tcp//x: unknown port"),
+            ("localhost:99999", "address 99999: invalid port"),
+            ("a:b:1", "address a:b:1: too many colons in address"),
+        ] {
+            assert_eq!(
+                err(&[
+                    &SERVER[..],
+                    &["--allow-all", &format!("--metrics-graphite={value}")]
+                ]
+                .concat()),
+                format!("'{value}' is not a valid TCP address: {why}")
+            );
+        }
+        assert!(
+            err(&[&SERVER[..], &["--metrics-graphite=nosuch.invalid:2003"]].concat()).starts_with(
+                "'nosuch.invalid:2003' is not a valid TCP address: lookup nosuch.invalid"
+            )
         );
         assert_eq!(
             server_err(&["--allow-all", "--metrics-url=http://"]),
@@ -650,11 +691,11 @@ mod tests {
             server_err(&["--allow-all", "--target-status=http://h:x/"]),
             "invalid --target-status: parse \"http://h:x/\": invalid port"
         );
-        for bad in ["0s", "-1s"] {
-            assert_eq!(
-                server_err(&["--allow-all", &format!("--metrics-interval={bad}")]),
-                "--metrics-interval duration must be positive"
-            );
+        // Zero (or negative) is accepted and means no `--metrics-url` posts, as in the
+        // reference.
+        for never in ["0", "0s", "-1s"] {
+            let c = server(&["--allow-all", &format!("--metrics-interval={never}")]).unwrap();
+            assert!(c.metrics.interval.is_zero(), "{never}");
         }
     }
 
@@ -754,10 +795,7 @@ mod tests {
         let cases = [
             ("--use-workload-api", Id::UseWorkloadApi),
             ("--use-workload-api-addr=unix:/x", Id::UseWorkloadApiAddr),
-            ("--use-workload-api-timeout=1m", Id::UseWorkloadApiTimeout),
             ("--pkcs11-module=/x.so", Id::Pkcs11Module),
-            ("--pkcs11-token-label=t", Id::Pkcs11TokenLabel),
-            ("--pkcs11-pin=1", Id::Pkcs11Pin),
             ("--allow-policy=b", Id::AllowPolicy),
             ("--allow-query=q", Id::AllowQuery),
             ("--auto-acme-cert=a.example", Id::AutoAcmeCert),
@@ -783,10 +821,25 @@ mod tests {
                 "{flag}"
             );
         }
+        // Settings that qualify a missing feature flag are ignored, as in the reference; with
+        // the feature they are refused with it.
+        for flag in [
+            "--use-workload-api-timeout=1m",
+            "--pkcs11-token-label=t",
+            "--pkcs11-pin=1",
+        ] {
+            assert!(server(&["--allow-all", flag]).is_ok(), "{flag}");
+        }
         assert_eq!(
-            server_err(&["--allow-all", "--status=:1", "--enable-pprof"]),
-            "--enable-pprof is not supported by this build"
+            server_err(&[
+                "--allow-all",
+                "--use-workload-api-timeout=1m",
+                "--use-workload-api"
+            ]),
+            "--use-workload-api is not supported by this build"
         );
+        let c = server(&["--allow-all", "--status=:1", "--enable-pprof"]).unwrap();
+        assert!(c.enable_pprof);
         for (flag, name) in [
             ("--verify-policy=b", Id::VerifyPolicy),
             ("--verify-query=q", Id::VerifyQuery),
@@ -1166,7 +1219,7 @@ mod tests {
         let c = client(&["--proxy=socks5h://p:1080"]).unwrap();
         let p = client_opts(&c).proxy.clone().unwrap();
         assert_eq!(p.raw, "socks5h://p:1080");
-        assert!(p.url.unwrap().remote_dns);
+        assert_eq!(p.url.unwrap().kind, crate::tunnel::ProxyKind::Socks5);
         let c = client(&["--proxy=ftp://p"]).unwrap();
         assert_eq!(
             client_opts(&c).proxy.clone().unwrap().url.unwrap_err(),

@@ -182,6 +182,8 @@ pub struct Ca {
     pub cert_der: Vec<u8>,
     /// Path of the CA certificate PEM file (usable as `--cacert`).
     pub cert_path: PathBuf,
+    /// The CA's private key (PEM), for issuing with other tools (the `openssl` CLI).
+    pub key_pem: String,
 }
 
 impl Ca {
@@ -202,6 +204,7 @@ impl Ca {
         let cert_pem = cert.pem();
         let cert_path = dir.write(&format!("{name}.ca.pem"), &cert_pem);
         Ca {
+            key_pem: key.serialize_pem(),
             issuer: Issuer::new(params, key),
             cert_pem,
             cert_der: cert.der().to_vec(),
