@@ -1,4 +1,4 @@
-//! Certificate material: loading the identity from `--keystore` (PEM, DER or PKCS#12) or
+//! Certificate material: loading the identity from `--keystore` (PEM, DER, PKCS#12 or JCEKS) or
 //! `--cert`/`--key` (docs/behaviour.md §3.2-3.4), the CA bundle or system trust store (3.5), and
 //! rendering certificate subjects for logs (13.4). Reads files; owns no sockets and no TLS
 //! sessions. Every call re-reads its files, so a reload is just another call.
@@ -84,6 +84,10 @@ pub fn load_identity(
             blocks.extend(read_pem_file(key)?);
             (blocks, cert)
         }
+        // The key is in a token: `pkcs11.rs` reads the chain with `read_pem_chain`.
+        IdentitySource::Pkcs11 { .. } => {
+            return Err("a PKCS#11 identity is loaded through its module".to_string());
+        }
     };
     let certified =
         key_pair(&blocks, provider).map_err(|e| format!("parsing X509 key pair: {e}"))?;
@@ -157,6 +161,33 @@ fn os_error(e: &io::Error) -> String {
         Some(first) => first.to_lowercase().chain(chars).collect(),
         None => String::new(),
     }
+}
+
+/// The certificate chain of a PKCS#11 identity (docs/behaviour.md §3.8): every `CERTIFICATE`
+/// block of the PEM file at `path`, in order, whatever the file's name or other blocks. Errors:
+/// `open <p>: …`, `error reading file '<p>', no certificates found` (no PEM block at all),
+/// `no certificates found in file '<p>'` (PEM blocks but no certificate), and
+/// `error reading file '<p>': x509: malformed certificate`.
+pub fn read_pem_chain(path: &Path) -> Result<Vec<CertificateDer<'static>>, String> {
+    let data = read_file(path)?;
+    let blocks = pem_file_blocks(path, &data)?;
+    let mut chain = Vec::new();
+    for block in blocks.into_iter().filter(|b| b.label == CERTIFICATE) {
+        if Certificate::from_der(&block.der).is_err() {
+            return Err(format!(
+                "error reading file '{}': x509: malformed certificate",
+                path.display()
+            ));
+        }
+        chain.push(CertificateDer::from(block.der));
+    }
+    if chain.is_empty() {
+        return Err(format!(
+            "no certificates found in file '{}'",
+            path.display()
+        ));
+    }
+    Ok(chain)
 }
 
 /// `--cert`/`--key` files, and `--keystore` files in PEM format.
@@ -239,9 +270,16 @@ fn keystore_blocks(path: &Path, data: Vec<u8>, password: &str) -> Result<Vec<Blo
             Certificate::from_der(&data).map_err(|e| failed(format!("x509: {e}")))?;
             Ok(vec![Block::new(CERTIFICATE, data)])
         }
-        Format::Jceks => Err(failed(
-            "JCEKS/JKS keystores are not supported; convert to PKCS#12".to_string(),
-        )),
+        Format::Jceks => {
+            let blocks = jceks_blocks(&data, password).map_err(failed)?;
+            if blocks.is_empty() {
+                return Err(format!(
+                    "error reading file '{}', no certificates found",
+                    path.display()
+                ));
+            }
+            Ok(blocks)
+        }
         Format::Pkcs12 => {
             let blocks = pkcs12_blocks(&data, password)
                 .map_err(|e| failed(format!("unable to read keystore: {e}")))?;
@@ -254,6 +292,25 @@ fn keystore_blocks(path: &Path, data: Vec<u8>, password: &str) -> Result<Vec<Blo
             Ok(blocks)
         }
     }
+}
+
+/// A JCEKS/JKS store as blocks, in the decoder's order (trusted certificates first, then each
+/// key with its chain), so the key-pair rules below pick leaf and key as the reference does.
+#[cfg(feature = "jceks")]
+fn jceks_blocks(data: &[u8], password: &str) -> Result<Vec<Block>, String> {
+    let blocks = crate::jks::decode(data, password)?;
+    Ok(blocks
+        .into_iter()
+        .map(|b| match b {
+            crate::jks::Block::Certificate(der) => Block::new(CERTIFICATE, der),
+            crate::jks::Block::PrivateKey(der) => Block::new("PRIVATE KEY", der),
+        })
+        .collect())
+}
+
+#[cfg(not(feature = "jceks"))]
+fn jceks_blocks(_data: &[u8], _password: &str) -> Result<Vec<Block>, String> {
+    Err("JCEKS/JKS keystores are not supported by this build; convert to PKCS#12".to_string())
 }
 
 #[cfg(feature = "pkcs12")]
@@ -478,7 +535,7 @@ fn load_key(block: &Block, provider: &CryptoProvider) -> Result<Arc<dyn SigningK
 }
 
 /// Rejects a leaf outside its validity period, naming the file.
-fn check_validity(leaf: &[u8], path: &Path, now: SystemTime) -> Result<(), String> {
+pub(crate) fn check_validity(leaf: &[u8], path: &Path, now: SystemTime) -> Result<(), String> {
     let Ok(cert) = Certificate::from_der(leaf) else {
         return Ok(());
     };
@@ -1262,12 +1319,59 @@ mod tests {
     }
 
     #[test]
-    fn jceks_is_rejected() {
+    fn jceks_goes_to_the_jceks_decoder() {
         let dir = scratch_dir("jceks");
         let file = dir.join("store.jceks");
-        std::fs::write(&file, b"\xce\xce\xce\xce....").unwrap();
+        std::fs::write(&file, b"\xce\xce\xce\xce\x00\x00\x00\x01").unwrap();
         let err = load(&keystore(&file, "pw")).unwrap_err();
-        assert!(err.contains("not supported"), "{err}");
+        let f = p(&file);
+        let expected = match cfg!(feature = "jceks") {
+            true => "unable to parse keystore: invalid JCEKS data: unexpected version: 1 != 2",
+            false => "JCEKS/JKS keystores are not supported by this build; convert to PKCS#12",
+        };
+        assert_eq!(
+            err,
+            format!("reading certificate file \"{f}\": failed to parse '{f}': {expected}")
+        );
+    }
+
+    #[test]
+    fn pkcs11_chain_files() {
+        let dir = scratch_dir("chain");
+        let (ca, leaf) = ca_and_leaf(&rcgen::PKCS_ECDSA_P256_SHA256, &leaf_spec());
+        let file = dir.join("chain.p12");
+        // Read as PEM whatever the name; keys and other blocks are skipped.
+        std::fs::write(&file, format!("{}{}{}", leaf.pem, leaf.key_pem, ca.pem)).unwrap();
+        let chain = read_pem_chain(&file).unwrap();
+        assert_eq!(
+            chain,
+            [CertificateDer::from(leaf.der), CertificateDer::from(ca.der)]
+        );
+        let f = p(&file);
+        std::fs::write(&file, "no PEM here\n").unwrap();
+        assert_eq!(
+            read_pem_chain(&file).unwrap_err(),
+            format!("error reading file '{f}', no certificates found")
+        );
+        std::fs::write(&file, &leaf.key_pem).unwrap();
+        assert_eq!(
+            read_pem_chain(&file).unwrap_err(),
+            format!("no certificates found in file '{f}'")
+        );
+        std::fs::write(
+            &file,
+            "-----BEGIN CERTIFICATE-----\nAAAA\n-----END CERTIFICATE-----\n",
+        )
+        .unwrap();
+        assert_eq!(
+            read_pem_chain(&file).unwrap_err(),
+            format!("error reading file '{f}': x509: malformed certificate")
+        );
+        let missing = dir.join("missing.pem");
+        assert_eq!(
+            read_pem_chain(&missing).unwrap_err(),
+            format!("open {}: no such file or directory", p(&missing))
+        );
     }
 
     #[test]

@@ -160,6 +160,16 @@ pub enum IdentitySource {
     Keystore { path: PathBuf, password: String },
     /// `--cert` + `--key`.
     CertKey { cert: PathBuf, key: PathBuf },
+    /// `--pkcs11-module` with `--cert` (or `--keystore`, read as the certificate file): the
+    /// chain comes from that PEM file, the key stays in the token (docs/behaviour.md §3.8).
+    Pkcs11 {
+        cert: PathBuf,
+        module: PathBuf,
+        /// `--pkcs11-token-label`, compared exactly.
+        token_label: String,
+        /// `--pkcs11-pin` or the first line of `--pkcs11-pin-file`.
+        pin: String,
+    },
     /// Client `--disable-authentication`: no certificate.
     None,
     /// `--auto-acme-cert` and its companions: a certificate from an ACME CA.

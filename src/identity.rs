@@ -139,6 +139,14 @@ pub fn from_config(config: &Config) -> Result<Arc<dyn IdentitySource>, CertError
         | config::IdentitySource::CertKey { .. }) => Arc::new(Files(files.clone())),
         #[cfg(feature = "acme")]
         config::IdentitySource::Acme(opts) => crate::acme::source(opts, config)?,
+        #[cfg(feature = "pkcs11")]
+        config::IdentitySource::Pkcs11 { .. } => Arc::new(crate::pkcs11::Pkcs11Source::new(config)),
+        #[cfg(not(feature = "pkcs11"))]
+        config::IdentitySource::Pkcs11 { .. } => {
+            return Err(CertError::Identity(
+                "--pkcs11-module is not supported by this build".to_string(),
+            ));
+        }
     })
 }
 
@@ -150,7 +158,7 @@ impl Files {
         match &self.0 {
             config::IdentitySource::Keystore { path, .. } => vec![path],
             config::IdentitySource::CertKey { cert, key } => vec![cert, key],
-            config::IdentitySource::None => vec![],
+            config::IdentitySource::Pkcs11 { .. } | config::IdentitySource::None => vec![],
             #[cfg(feature = "acme")]
             config::IdentitySource::Acme(_) => vec![],
         }
@@ -176,7 +184,9 @@ impl IdentitySource for Files {
             config::IdentitySource::CertKey { cert, key } => {
                 format!("{} + {} (cert/key)", cert.display(), key.display())
             }
-            config::IdentitySource::None => "none".to_string(),
+            config::IdentitySource::Pkcs11 { .. } | config::IdentitySource::None => {
+                "none".to_string()
+            }
             #[cfg(feature = "acme")]
             config::IdentitySource::Acme(opts) => format!("{} (ACME)", opts.name),
         }

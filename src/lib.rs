@@ -15,11 +15,15 @@ pub mod client;
 pub mod config;
 pub mod duration;
 pub mod identity;
+#[cfg(feature = "jceks")]
+pub mod jks;
 pub mod lifecycle;
 pub mod logging;
 pub mod memory;
 pub mod metrics;
 pub mod net;
+#[cfg(feature = "pkcs11")]
+pub mod pkcs11;
 #[cfg(feature = "pkcs12")]
 pub mod pkcs12;
 pub mod pprof;

@@ -105,8 +105,8 @@ fn run(args: Vec<std::ffi::OsString>) -> Result<ExitCode, Failure> {
     }
     log::info!("starting ghostunnel in {} mode", raw.mode_name());
     // Announced here, where the reference announces it; applied after the listeners are bound.
-    if !raw.disable_landlock {
-        log::info!("setting up landlock rules to limit process privileges");
+    if let Some(line) = raw.landlock_announcement() {
+        log::info!("{line}");
     }
 
     // 3. Mode validation.

@@ -18,8 +18,11 @@ as_root() {
 # tinyproxy, microsocks: real HTTP CONNECT and SOCKS5 proxies for the --proxy tests.
 # python3-pip: installs the PROXY v2 decoder below. util-linux: unshare for the syslog tests.
 # pebble: the ACME test CA (and pebble-challtestsrv, its DNS) for the ACME tests.
+# softhsm2: a real PKCS#11 token (module and softhsm2-util) for the PKCS#11 tests.
+# default-jre-headless: keytool, which makes the JCEKS/JKS keystores of the keystore tests.
 packages=(openssl ca-certificates systemd sslscan groff-base bash zsh python3
-    python3-prometheus-client python3-pip tinyproxy microsocks util-linux pebble)
+    python3-prometheus-client python3-pip tinyproxy microsocks util-linux pebble softhsm2
+    default-jre-headless)
 missing=()
 if command -v apt-get >/dev/null 2>&1; then
     for p in "${packages[@]}"; do

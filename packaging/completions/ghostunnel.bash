@@ -3,11 +3,11 @@
 # edit: run `cargo run -- --completion-script-bash > packaging/completions/ghostunnel.bash`.
 # Static: completing never runs ghostunnel.
 
-_ghostunnel_global='--help --version --keystore --cert --key --storepass --storepass-file --cacert --use-workload-api --use-workload-api-addr --use-workload-api-timeout --timed-reload --shutdown-timeout --connect-timeout --close-timeout --max-conn-lifetime --max-concurrent-conns --metrics-graphite --metrics-url --metrics-prefix --metrics-interval --status --enable-pprof --enable-shutdown --quiet --skip-resolve --syslog --pkcs11-module --pkcs11-token-label --pkcs11-pin --disable-landlock --check'
+_ghostunnel_global='--help --version --keystore --cert --key --storepass --storepass-file --cacert --use-workload-api --use-workload-api-addr --use-workload-api-timeout --timed-reload --shutdown-timeout --connect-timeout --close-timeout --max-conn-lifetime --max-concurrent-conns --metrics-graphite --metrics-url --metrics-prefix --metrics-interval --status --enable-pprof --enable-shutdown --quiet --skip-resolve --syslog --pkcs11-module --pkcs11-token-label --pkcs11-pin --pkcs11-pin-file --disable-landlock --check'
 _ghostunnel_server='--listen --target --target-status --proxy-protocol --proxy-protocol-mode --unsafe-target --allow-all --allow-cn --allow-ou --allow-dns --allow-uri --allow-spki-pin --allow-policy --allow-query --disable-authentication --auto-acme-cert --auto-acme-email --auto-acme-agree-to-tos --auto-acme-ca --auto-acme-testca'
 _ghostunnel_client='--listen --target --unsafe-listen --override-server-name --proxy --verify-cn --verify-ou --verify-dns --verify-uri --verify-spki-pin --verify-policy --verify-query --disable-authentication'
 # Flags that take a value, with hidden ones and aliases, padded with spaces for matching.
-_ghostunnel_valued=' --allow-cn --allow-dns --allow-dns-san --allow-ip --allow-ip-san --allow-ou --allow-policy --allow-query --allow-spki-pin --allow-uri --allow-uri-san --auto-acme-alt-tls-alpn-port --auto-acme-ca --auto-acme-cert --auto-acme-email --auto-acme-renew-check-interval --auto-acme-testca --cacert --cert --cipher-suites --close-timeout --connect-proxy --connect-timeout --key --keystore --listen --max-concurrent-conns --max-conn-lifetime --max-tls-version --metrics-graphite --metrics-interval --metrics-prefix --metrics-url --override-server-name --pkcs11-module --pkcs11-pin --pkcs11-token-label --proxy --proxy-protocol-mode --quiet --shutdown-timeout --status --storepass --storepass-file --target --target-status --timed-reload --use-workload-api-addr --use-workload-api-timeout --verify-cn --verify-dns --verify-dns-san --verify-ip --verify-ip-san --verify-ou --verify-policy --verify-query --verify-spki-pin --verify-uri --verify-uri-san '
+_ghostunnel_valued=' --allow-cn --allow-dns --allow-dns-san --allow-ip --allow-ip-san --allow-ou --allow-policy --allow-query --allow-spki-pin --allow-uri --allow-uri-san --auto-acme-alt-tls-alpn-port --auto-acme-ca --auto-acme-cert --auto-acme-email --auto-acme-renew-check-interval --auto-acme-testca --cacert --cert --cipher-suites --close-timeout --connect-proxy --connect-timeout --key --keystore --listen --max-concurrent-conns --max-conn-lifetime --max-tls-version --metrics-graphite --metrics-interval --metrics-prefix --metrics-url --override-server-name --pkcs11-module --pkcs11-pin --pkcs11-pin-file --pkcs11-token-label --proxy --proxy-protocol-mode --quiet --shutdown-timeout --status --storepass --storepass-file --target --target-status --timed-reload --use-workload-api-addr --use-workload-api-timeout --verify-cn --verify-dns --verify-dns-san --verify-ip --verify-ip-san --verify-ou --verify-policy --verify-query --verify-spki-pin --verify-uri --verify-uri-san '
 
 # Completes the value "$2" of flag "$1" into COMPREPLY.
 _ghostunnel_value() {
@@ -31,6 +31,9 @@ _ghostunnel_value() {
             mapfile -t COMPREPLY < <(compgen -W 'all conns handshake-errs conn-errs' -- "$2")
             ;;
         --pkcs11-module)
+            mapfile -t COMPREPLY < <(compopt -o filenames 2>/dev/null; compgen -f -- "$2")
+            ;;
+        --pkcs11-pin-file)
             mapfile -t COMPREPLY < <(compopt -o filenames 2>/dev/null; compgen -f -- "$2")
             ;;
         --proxy-protocol-mode)

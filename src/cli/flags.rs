@@ -34,6 +34,7 @@ pub(super) enum Id {
     Pkcs11Module,
     Pkcs11TokenLabel,
     Pkcs11Pin,
+    Pkcs11PinFile,
     DisableLandlock,
     Check,
     CipherSuites,
@@ -109,6 +110,7 @@ impl Id {
             Id::Pkcs11Module => "pkcs11-module",
             Id::Pkcs11TokenLabel => "pkcs11-token-label",
             Id::Pkcs11Pin => "pkcs11-pin",
+            Id::Pkcs11PinFile => "pkcs11-pin-file",
             Id::DisableLandlock => "disable-landlock",
             Id::Check => "check",
             Id::CipherSuites => "cipher-suites",
@@ -160,6 +162,9 @@ pub(super) enum Kind {
     Duration,
     Uint32,
     Str,
+    /// A path that must name an existing file (not a directory) at parse time, even when it
+    /// comes from the environment (`--pkcs11-module`).
+    ExistingFile,
     /// A string parsed as a URL at parse time (`--proxy`).
     Url,
     List,
@@ -261,9 +266,9 @@ impl Flag {
         self.unsupported = true;
         self
     }
-    /// Unsupported unless the build has the feature.
-    const fn unsupported_unless(mut self, built: bool) -> Flag {
-        self.unsupported = !built;
+    /// Unsupported unless the build has the feature (`cfg!(feature = ...)`).
+    const fn supported_if(mut self, feature: bool) -> Flag {
+        self.unsupported = !feature;
         self
     }
     const fn aliases(mut self, a: &'static [&'static str]) -> Flag {
@@ -300,7 +305,16 @@ pub(super) use Scope::*;
 /// message lists.
 pub(super) const QUIET_CLASSES: &[&str] = &["", "all", "conns", "handshake-errs", "conn-errs"];
 
-/// Every flag of docs/behaviour.md §2.3-2.5, in help order, plus `--check` and `--storepass-file`.
+/// Whether this build drives PKCS#11 tokens (cargo feature `pkcs11`).
+const PKCS11: bool = cfg!(feature = "pkcs11");
+
+/// The help text of a PKCS#11 flag, for builds with and without the feature.
+const fn pkcs11_help(with: &'static str, without: &'static str) -> &'static str {
+    if PKCS11 { with } else { without }
+}
+
+/// Every flag of docs/behaviour.md §2.3-2.5, in help order, plus `--check`, `--storepass-file`
+/// and `--pkcs11-pin-file`.
 /// `--help`, `--version`, `--help-long`, `--help-man`, `--help-custom-man` and
 /// `--completion-script-{bash,zsh}` are handled by the parser itself.
 pub(super) const FLAGS: &[Flag] = &[
@@ -364,19 +378,23 @@ pub(super) const FLAGS: &[Flag] = &[
         .placeholder("CLASS"),
     f(Id::SkipResolve, Bool, Global, "Skip resolving target host on startup (useful to start Ghostunnel before network is up)."),
     f(Id::Syslog, Bool, Global, "Send logs to syslog instead of stdout."),
-    f(Id::Pkcs11Module, Str, Global, "Path to PKCS11 module (SO) file (not supported by this build).")
+    f(Id::Pkcs11Module, if PKCS11 { ExistingFile } else { Str }, Global, pkcs11_help("Path to PKCS11 module (SO) file.", "Path to PKCS11 module (SO) file (not supported by this build)."))
         .env("PKCS11_MODULE")
         .placeholder("PATH")
         .file()
-        .unsupported(),
-    f(Id::Pkcs11TokenLabel, Str, Global, "Token label for slot/key in PKCS11 module (not supported by this build).")
+        .supported_if(PKCS11),
+    f(Id::Pkcs11TokenLabel, Str, Global, pkcs11_help("Token label for slot/key in PKCS11 module.", "Token label for slot/key in PKCS11 module (not supported by this build)."))
         .env("PKCS11_TOKEN_LABEL")
         .placeholder("LABEL")
-        .unsupported(),
-    f(Id::Pkcs11Pin, Str, Global, "PIN code for slot/key in PKCS11 module (not supported by this build).")
+        .supported_if(PKCS11),
+    f(Id::Pkcs11Pin, Str, Global, pkcs11_help("PIN code for slot/key in PKCS11 module.", "PIN code for slot/key in PKCS11 module (not supported by this build)."))
         .env("PKCS11_PIN")
         .placeholder("PIN")
-        .unsupported(),
+        .supported_if(PKCS11),
+    f(Id::Pkcs11PinFile, Str, Global, pkcs11_help("Read the PKCS11 PIN from the first line of this file (e.g. a systemd credential), so it never appears in ps.", "Read the PKCS11 PIN from the first line of this file (not supported by this build)."))
+        .placeholder("PATH")
+        .file()
+        .supported_if(PKCS11),
     f(Id::DisableLandlock, Bool, Global, "Disable Landlock sandboxing."),
     f(Id::Check, Bool, Global, "Validate the flags and load every certificate, key and CA file as a start would, print the identity and its expiry, then exit without binding anything."),
     f(Id::CipherSuites, Str, Global, "Set of cipher suites to enable, comma-separated, in order of preference (AES, CHACHA).")
@@ -425,24 +443,24 @@ pub(super) const FLAGS: &[Flag] = &[
     f(Id::DisableAuthentication, Bool, Server, "Disable client authentication, no client certificate will be required."),
     f(Id::AutoAcmeCert, Str, Server, acme_help!("Automatically obtain a certificate via ACME for the specified FQDN"))
         .placeholder("FQDN")
-        .unsupported_unless(ACME),
+        .supported_if(ACME),
     f(Id::AutoAcmeEmail, Str, Server, acme_help!("Email address associated with all ACME requests"))
         .placeholder("EMAIL")
-        .unsupported_unless(ACME),
+        .supported_if(ACME),
     f(Id::AutoAcmeAgreeToTos, Bool, Server, acme_help!("Agree to the Terms of Service of the ACME CA"))
-        .unsupported_unless(ACME),
+        .supported_if(ACME),
     f(Id::AutoAcmeCa, Str, Server, acme_help!("Specify the URL to the ACME CA. Defaults to Let's Encrypt if not specified."))
         .placeholder("https://some-acme-ca.example.com/")
-        .unsupported_unless(ACME),
+        .supported_if(ACME),
     f(Id::AutoAcmeTestca, Str, Server, acme_help!("Specify the URL to the ACME CA's Test/Staging environment. If set, all requests will go to this CA and --auto-acme-ca will be ignored."))
         .placeholder("https://testing.some-acme-ca.example.com/")
-        .unsupported_unless(ACME),
+        .supported_if(ACME),
     f(Id::AutoAcmeRenewCheckInterval, Duration, Server, acme_help!("ACME renewal check interval"))
         .hidden()
-        .unsupported_unless(ACME),
+        .supported_if(ACME),
     f(Id::AutoAcmeAltTlsAlpnPort, Uint32, Server, acme_help!("ACME TLS-ALPN challenge port"))
         .hidden()
-        .unsupported_unless(ACME),
+        .supported_if(ACME),
     // Client mode.
     f(Id::Listen, Str, Client, "Address and port to listen on (can be HOST:PORT, unix:PATH, systemd:NAME or launchd:NAME).")
         .placeholder("ADDR"),

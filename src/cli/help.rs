@@ -8,9 +8,10 @@ use super::flags::{Client, Global, Scope, Server};
 /// `--version`: the reference's shape with our toolchain (docs/behaviour.md §2.1).
 pub(super) fn version() -> String {
     format!(
-        "rev {} built with {} (pkcs11: false, keychain: false)\n",
+        "rev {} built with {} (pkcs11: {}, keychain: false)\n",
         env!("CARGO_PKG_VERSION"),
-        env!("GHOSTUNNEL_TOOLCHAIN")
+        env!("GHOSTUNNEL_TOOLCHAIN"),
+        cfg!(feature = "pkcs11")
     )
 }
 

@@ -1,6 +1,7 @@
 //! The scan: arguments (and environment fallbacks) to raw flag values, with the reference
 //! parser's precedence and messages, then the parse-stage checks. Reads the environment only
-//! through the lookup it is given; owns no I/O besides reading `@path` argument files.
+//! through the lookup it is given; owns no I/O besides reading `@path` argument files and
+//! checking that an existing-file flag's path exists.
 
 use std::collections::HashMap;
 use std::collections::hash_map::Entry;
@@ -10,7 +11,8 @@ use std::os::unix::ffi::OsStrExt;
 use std::path::Path;
 
 use super::flags::{
-    Bool, Client, Duration, Enum, Global, IpList, List, QuietList, Server, Str, Uint32, Url,
+    Bool, Client, Duration, Enum, ExistingFile, Global, IpList, List, QuietList, Server, Str,
+    Uint32, Url,
 };
 use super::flags::{FLAGS, Flag, Id, QUIET_CLASSES, Scope};
 use super::help::{long_help, usage, version};
@@ -360,7 +362,24 @@ fn check_kind(flag: &Flag, value: &str) -> Result<(), String> {
         QuietList => check_enum(QUIET_CLASSES, value),
         Enum(words) => check_enum(words, value),
         Url => check_url(value).map_err(|e| format!("invalid URL: parse {}: {e}", go_quote(value))),
+        ExistingFile => existing_file(value),
         Bool | Str | List => Ok(()),
+    }
+}
+
+/// kingpin's `ExistingFile`: the path must exist and not be a directory (the directory is
+/// named by its last component, as Go's `FileInfo.Name` does).
+fn existing_file(value: &str) -> Result<(), String> {
+    let path = Path::new(value);
+    match std::fs::metadata(path) {
+        Err(_) => Err(format!("path '{value}' does not exist")),
+        Ok(meta) if meta.is_dir() => {
+            let name = path
+                .file_name()
+                .map_or_else(|| value.to_string(), |n| n.to_string_lossy().into_owned());
+            Err(format!("'{name}' is a directory"))
+        }
+        Ok(_) => Ok(()),
     }
 }
 
@@ -533,6 +552,21 @@ impl RawArgs {
     /// `server` or `client`, for the first log line (before mode validation).
     pub fn mode_name(&self) -> &'static str {
         if self.server { "server" } else { "client" }
+    }
+
+    /// The line that announces the sandbox right after the first line, where the reference
+    /// logs it: none with `--disable-landlock`; with a PKCS#11 module (whose code may open
+    /// anything) the note that Landlock is skipped; else that it is being set up.
+    pub fn landlock_announcement(&self) -> Option<&'static str> {
+        if self.disable_landlock {
+            None
+        } else if cfg!(feature = "pkcs11") && !self.str(Id::Pkcs11Module).is_empty() {
+            Some(
+                "note: using pkcs11, skipping landlock setup (landlock is not compatible with pkcs11)",
+            )
+        } else {
+            Some("setting up landlock rules to limit process privileges")
+        }
     }
 
     /// The table row of `id` (the first, for the names server and client share: their rows
@@ -1064,7 +1098,10 @@ mod tests {
                 text.starts_with(&format!(
                     "rev {} built with rustc",
                     env!("CARGO_PKG_VERSION")
-                )) && text.ends_with(" (pkcs11: false, keychain: false)\n"),
+                )) && text.ends_with(&format!(
+                    " (pkcs11: {}, keychain: false)\n",
+                    cfg!(feature = "pkcs11")
+                )),
                 "{text}"
             );
         }
@@ -1289,6 +1326,34 @@ mod tests {
         );
     }
 
+    /// The module path is checked while parsing, from the command line or the environment,
+    /// even when nothing else uses PKCS#11 (a stale `PKCS11_MODULE` breaks every start).
+    #[cfg(feature = "pkcs11")]
+    #[test]
+    fn pkcs11_module_must_exist_at_parse_time() {
+        let with = |extra: &str| {
+            let a = [&SERVER[..], &["--allow-all", extra]].concat();
+            parse_raw(&a).map(drop)
+        };
+        assert_eq!(
+            with("--pkcs11-module=/nonexistent/p11.so"),
+            Err("path '/nonexistent/p11.so' does not exist".to_string())
+        );
+        assert_eq!(
+            with("--pkcs11-module="),
+            Err("path '' does not exist".to_string())
+        );
+        assert_eq!(
+            with("--pkcs11-module=/tmp/"),
+            Err("'tmp' is a directory".to_string())
+        );
+        assert_eq!(with("--pkcs11-module=/etc/hostname"), Ok(()));
+        assert_eq!(
+            parse_env(&SERVER, &[("PKCS11_MODULE", "/nonexistent/p11.so")]).map(drop),
+            Err("path '/nonexistent/p11.so' does not exist".to_string())
+        );
+    }
+
     #[test]
     fn empty_env_is_absent() {
         let vars = [
@@ -1320,10 +1385,15 @@ mod tests {
 
     #[test]
     fn env_for_unsupported_features_fails_clearly() {
-        for (var, flag) in [
-            ("PKCS11_MODULE", Id::Pkcs11Module),
-            ("SPIFFE_ENDPOINT_SOCKET", Id::UseWorkloadApiAddr),
-        ] {
+        let pkcs11 = [("PKCS11_MODULE", Id::Pkcs11Module)];
+        let unsupported = match cfg!(feature = "pkcs11") {
+            true => &[][..],
+            false => &pkcs11[..],
+        };
+        for &(var, flag) in unsupported
+            .iter()
+            .chain(&[("SPIFFE_ENDPOINT_SOCKET", Id::UseWorkloadApiAddr)])
+        {
             let Parsed::Run(r) = parse_env(&SERVER, &[(var, "x")]).unwrap() else {
                 panic!()
             };

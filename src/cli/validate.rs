@@ -65,7 +65,7 @@ impl RawArgs {
         // without the Workload API.
         let set = |id: Id| FLAGS.iter().any(|f| f.id == id && self.is_set(f));
         let moot = |id: Id| match id {
-            Id::Pkcs11Pin | Id::Pkcs11TokenLabel => !set(Id::Pkcs11Module),
+            Id::Pkcs11Pin | Id::Pkcs11PinFile | Id::Pkcs11TokenLabel => !set(Id::Pkcs11Module),
             Id::UseWorkloadApiTimeout => !set(Id::UseWorkloadApi) && !set(Id::UseWorkloadApiAddr),
             _ => false,
         };
@@ -171,19 +171,22 @@ impl RawArgs {
         })
     }
 
-    /// The credential count and pairing rules (docs/behaviour.md §2.7.2 step 1). PKCS#11 and
-    /// the workload API never count here: they were refused as unsupported (and so was ACME in
-    /// a build without it).
+    /// The credential count and pairing rules (docs/behaviour.md §2.7.2 step 1, §3.8). A
+    /// PKCS#11 module counts together with `--cert` (a module alone counts nothing); the
+    /// workload API never counts here: it was refused as unsupported (and so was ACME in a
+    /// build without it).
     fn identity(&self) -> Result<IdentitySource, CliError> {
         let (keystore, cert, key) = (
             self.str(Id::Keystore),
             self.str(Id::Cert),
             self.str(Id::Key),
         );
+        let module = self.str(Id::Pkcs11Module);
         let disable_auth = !self.server && self.bool(Id::DisableAuthentication);
         let acme = self.server && !self.str(Id::AutoAcmeCert).is_empty();
         let count = usize::from(!keystore.is_empty())
             + usize::from(!cert.is_empty() && !key.is_empty())
+            + usize::from(!module.is_empty() && !cert.is_empty())
             + usize::from(disable_auth)
             + usize::from(acme);
         if count == 0 {
@@ -202,7 +205,7 @@ impl RawArgs {
             }
             .into());
         }
-        if cert.is_empty() != key.is_empty() {
+        if cert.is_empty() != key.is_empty() && (module.is_empty() || cert.is_empty()) {
             return Err(
                 "--cert/--key must be set together, unless using PKCS11 for private key".into(),
             );
@@ -211,9 +214,18 @@ impl RawArgs {
         if acme {
             return self.acme_opts().map(IdentitySource::Acme);
         }
-        Ok(if !keystore.is_empty() {
+        Ok(if !module.is_empty() {
+            // With a module, `--keystore` (when it is the only file) is read as the certificate.
+            let cert = if cert.is_empty() { keystore } else { cert };
+            IdentitySource::Pkcs11 {
+                cert: cert.into(),
+                module: module.into(),
+                token_label: self.str(Id::Pkcs11TokenLabel).to_string(),
+                pin: self.pkcs11_pin()?,
+            }
+        } else if !keystore.is_empty() {
             let lower = keystore.to_ascii_lowercase();
-            if lower.ends_with(".jceks") || lower.ends_with(".jks") {
+            if !cfg!(feature = "jceks") && (lower.ends_with(".jceks") || lower.ends_with(".jks")) {
                 return Err("--keystore: JCEKS/JKS keystores are not supported by this build (convert to PKCS#12)".into());
             }
             IdentitySource::Keystore {
@@ -255,16 +267,33 @@ impl RawArgs {
 
     /// `--storepass`, or the first line of `--storepass-file` (never both).
     fn storepass(&self) -> Result<String, CliError> {
-        let file = self.str(Id::StorepassFile);
-        if file.is_empty() {
-            return Ok(self.str(Id::Storepass).to_string());
+        self.secret(Id::Storepass, Id::StorepassFile)
+    }
+
+    /// `--pkcs11-pin`, or the first line of `--pkcs11-pin-file` (never both).
+    fn pkcs11_pin(&self) -> Result<String, CliError> {
+        self.secret(Id::Pkcs11Pin, Id::Pkcs11PinFile)
+    }
+
+    /// A secret given as `value`, or as the first line of the file named by `file` (which keeps
+    /// it out of `ps`); giving both is an error.
+    fn secret(&self, value: Id, file: Id) -> Result<String, CliError> {
+        let path = self.str(file);
+        if path.is_empty() {
+            return Ok(self.str(value).to_string());
         }
-        if self.given.contains_key(&Id::Storepass) {
-            return Err("--storepass and --storepass-file are mutually exclusive".into());
+        if self.given.contains_key(&value) {
+            return Err(format!(
+                "--{} and --{} are mutually exclusive",
+                value.name(),
+                file.name()
+            )
+            .into());
         }
-        let text = std::fs::read_to_string(file).map_err(|e| {
+        let text = std::fs::read_to_string(path).map_err(|e| {
             format!(
-                "--storepass-file: open {file}: {}",
+                "--{}: open {path}: {}",
+                file.name(),
                 crate::net::strip_os_error(&e)
             )
         })?;
@@ -708,17 +737,109 @@ mod tests {
         }
     }
 
+    // ---- PKCS#11 (docs/behaviour.md §3.8) ----
+
+    #[cfg(feature = "pkcs11")]
+    #[test]
+    fn pkcs11_counts_with_cert_and_takes_the_keystore_as_certificate() {
+        use std::path::PathBuf;
+        let module = "--pkcs11-module=/etc/hostname";
+        let pkcs11 = |c: &Config| match &c.identity {
+            IdentitySource::Pkcs11 {
+                cert,
+                module,
+                token_label,
+                pin,
+            } => (
+                cert.clone(),
+                module.clone(),
+                token_label.clone(),
+                pin.clone(),
+            ),
+            other => panic!("{other:?}"),
+        };
+        let bare = |extra: &[&str]| {
+            let a = cat(&BARE, extra);
+            config(&a.iter().map(String::as_str).collect::<Vec<_>>())
+        };
+        // A lone --cert is a credential with a module.
+        let c = bare(&[
+            "--allow-all",
+            "--cert=c.pem",
+            module,
+            "--pkcs11-token-label=t",
+            "--pkcs11-pin=1",
+        ])
+        .unwrap();
+        assert_eq!(
+            pkcs11(&c),
+            (
+                PathBuf::from("c.pem"),
+                PathBuf::from("/etc/hostname"),
+                "t".into(),
+                "1".into()
+            )
+        );
+        // --keystore with a module is the certificate file.
+        let c = server(&["--allow-all", module]).unwrap();
+        assert_eq!(pkcs11(&c).0, PathBuf::from("k.pem"));
+        // A module alone, or with --key only, is no credential.
+        let none = "at least one of --keystore, --cert/--key, --auto-acme-cert, or --keychain-identity/issuer (if supported) flags is required";
+        assert_eq!(bare(&["--allow-all", module]).unwrap_err(), none);
+        assert_eq!(bare(&["--allow-all", module, "--key=k"]).unwrap_err(), none);
+        // --cert and --key with a module count twice.
+        assert_eq!(
+            bare(&["--allow-all", module, "--cert=c", "--key=k"]).unwrap_err(),
+            "--keystore, --cert/--key, --auto-acme-cert, and --keychain-identity/issuer flags are mutually exclusive"
+        );
+        // --key beside another source is unpaired.
+        assert_eq!(
+            server_err(&["--allow-all", module, "--key=k"]),
+            "--cert/--key must be set together, unless using PKCS11 for private key"
+        );
+        // A PIN or label without a module changes nothing.
+        assert!(matches!(
+            server(&["--allow-all", "--pkcs11-pin=1"]).unwrap().identity,
+            IdentitySource::Keystore { .. }
+        ));
+    }
+
+    #[cfg(feature = "pkcs11")]
+    #[test]
+    fn pkcs11_pin_from_a_file() {
+        let dir = std::env::temp_dir().join(format!("gt-pin-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let file = dir.join("pin");
+        std::fs::write(&file, "4321\nignored\n").unwrap();
+        let pin_file = format!("--pkcs11-pin-file={}", file.display());
+        let c = server(&["--allow-all", "--pkcs11-module=/etc/hostname", &pin_file]).unwrap();
+        assert!(matches!(c.identity, IdentitySource::Pkcs11 { ref pin, .. } if pin == "4321"));
+        assert_eq!(
+            server_err(&[
+                "--allow-all",
+                "--pkcs11-module=/etc/hostname",
+                &pin_file,
+                "--pkcs11-pin=1"
+            ]),
+            "--pkcs11-pin and --pkcs11-pin-file are mutually exclusive"
+        );
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+
     // ---- Unsupported features ----
 
     #[test]
     fn unsupported_flags_fail_mode_validation() {
-        for (flag, name) in [
+        let cases = [
             ("--use-workload-api", Id::UseWorkloadApi),
             ("--use-workload-api-addr=unix:/x", Id::UseWorkloadApiAddr),
             ("--pkcs11-module=/x.so", Id::Pkcs11Module),
             ("--allow-policy=b", Id::AllowPolicy),
             ("--allow-query=q", Id::AllowQuery),
-        ] {
+        ];
+        // With the feature, the PKCS#11 flags are ordinary ones (tested below).
+        let supported = |flag: &str| cfg!(feature = "pkcs11") && flag.starts_with("--pkcs11");
+        for (flag, name) in cases.into_iter().filter(|(f, _)| !supported(f)) {
             assert_eq!(
                 server_err(&["--allow-all", flag]),
                 format!("--{} is not supported by this build", name.name()),
@@ -904,14 +1025,23 @@ mod tests {
         assert!(!c.disable_landlock && !c.skip_resolve);
     }
 
+    /// Without the `jceks` feature a Java keystore is refused before anything is read; with
+    /// it, it is an ordinary keystore.
     #[test]
-    fn jks_keystores_refused() {
+    fn jks_keystores_refused_without_the_feature() {
         for ks in ["a.jks", "b.JCEKS", "/x/c.jceks"] {
-            assert_eq!(
-                config(&[&BARE[..], &[&format!("--keystore={ks}"), "--allow-all"]].concat())
-                    .unwrap_err(),
-                "--keystore: JCEKS/JKS keystores are not supported by this build (convert to PKCS#12)"
-            );
+            let result =
+                config(&[&BARE[..], &[&format!("--keystore={ks}"), "--allow-all"]].concat());
+            match cfg!(feature = "jceks") {
+                true => assert!(matches!(
+                    result.unwrap().identity,
+                    IdentitySource::Keystore { .. }
+                )),
+                false => assert_eq!(
+                    result.unwrap_err(),
+                    "--keystore: JCEKS/JKS keystores are not supported by this build (convert to PKCS#12)"
+                ),
+            }
         }
     }
 
