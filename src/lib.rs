@@ -27,3 +27,5 @@ pub mod status;
 pub mod systemd;
 pub mod tls;
 pub mod tunnel;
+#[cfg(feature = "spiffe")]
+pub mod workload;
