@@ -4,7 +4,9 @@
 //!
 //! Owns one background thread ("workload-api") that runs a small single-threaded tokio runtime
 //! for the gRPC stream, and nothing else; the data path only ever reads the latest decoded
-//! update through [`Source::current`], a lock held for a pointer copy. The thread keeps one
+//! update through [`Source::current`], a lock held for a pointer copy. The first update can be
+//! awaited on the caller's thread ([`Source::fetch_first`]) before any thread exists, so that
+//! the background thread starts only once the sandbox is in place. The thread keeps one
 //! `FetchX509SVID` stream open; every message is a complete new state, decoded and checked as
 //! a whole before it replaces the previous one. A failed stream is logged and re-opened after a
 //! linear backoff (1 s, 2 s, … 30 s, reset by any received message) while the last good
@@ -15,6 +17,7 @@ pub mod proto;
 pub mod svid;
 pub mod verify;
 
+use std::ops::ControlFlow;
 use std::sync::{Arc, Condvar, Mutex, MutexGuard, RwLock, Weak};
 use std::time::{Duration, Instant, SystemTime};
 
@@ -204,42 +207,98 @@ struct Inner {
     /// Signalled on every change of `health` (a new update, or watching stopped).
     changed: Condvar,
     on_update: Mutex<Vec<Box<dyn Fn() + Send + Sync>>>,
+    /// The client's runtime until [`Source::start`] hands it to the background thread.
+    runtime: Mutex<Option<tokio::runtime::Runtime>>,
 }
 
 /// A handle on the Workload API client. Cheap to clone; every clone sees the same state. The
-/// background thread ends at the first attempt after the last handle is dropped.
+/// background thread ends at its next attempt after the last handle is dropped.
 #[derive(Clone)]
 pub struct Source {
     inner: Arc<Inner>,
 }
 
+/// How a watch loop ended.
+enum LoopEnd {
+    /// The first good update was installed (only when asked to stop there).
+    First,
+    /// The agent refused the call for good; the text is the gRPC error.
+    Refused(String),
+    /// Every handle on the source is gone.
+    Dropped,
+}
+
 impl Source {
-    /// Starts the client thread; performs no I/O on the calling thread. Must be called after
-    /// the sandbox is applied, like every thread we start.
-    pub fn start(endpoint: Endpoint, provider: Arc<CryptoProvider>) -> Result<Source, String> {
-        let inner = Arc::new(Inner {
-            endpoint,
-            provider,
-            current: RwLock::new(None),
-            health: Mutex::new(Health::default()),
-            changed: Condvar::new(),
-            on_update: Mutex::new(Vec::new()),
-        });
+    /// Prepares the client: no thread is started and no I/O is done.
+    pub fn new(endpoint: Endpoint, provider: Arc<CryptoProvider>) -> Result<Source, String> {
+        // A current-thread runtime starts no thread of its own (no DNS is ever resolved and
+        // no blocking task is spawned), so it can run on the caller's thread before the
+        // sandbox and move to the background thread after.
         let runtime = tokio::runtime::Builder::new_current_thread()
             .enable_io()
             .enable_time()
             .build()
             .map_err(|e| format!("unable to start the workload API client: {e}"))?;
-        let weak = Arc::downgrade(&inner);
-        std::thread::Builder::new()
-            .name("workload-api".into())
-            .spawn(move || run(weak, runtime))
-            .map_err(|e| format!("unable to start the workload API client: {e}"))?;
-        Ok(Source { inner })
+        Ok(Source {
+            inner: Arc::new(Inner {
+                endpoint,
+                provider,
+                current: RwLock::new(None),
+                health: Mutex::new(Health::default()),
+                changed: Condvar::new(),
+                on_update: Mutex::new(Vec::new()),
+                runtime: Mutex::new(Some(runtime)),
+            }),
+        })
     }
 
     pub fn endpoint(&self) -> &Endpoint {
         &self.inner.endpoint
+    }
+
+    /// Waits on the calling thread, which runs the stream itself (retrying like the background
+    /// thread does), for the first good update, at most `timeout` (`None`: for ever). Starts no
+    /// thread. Returns at once if an update is already there; once [`start`](Self::start)ed,
+    /// waits for the background thread instead. The error is the line operators know:
+    /// `timed out or failed waiting for initial SPIFFE Workload API update (…): <cause>`.
+    pub fn fetch_first(&self, timeout: Option<Duration>) -> Result<Arc<X509Context>, String> {
+        if let Some(current) = self.current() {
+            return Ok(current);
+        }
+        let runtime = lock(&self.inner.runtime);
+        let Some(rt) = runtime.as_ref() else {
+            drop(runtime);
+            return self.wait_first(timeout);
+        };
+        let watch = watch_loop(Arc::downgrade(&self.inner), true);
+        let end = rt.block_on(async {
+            match timeout {
+                Some(t) => tokio::time::timeout(t, watch).await.ok(),
+                None => Some(watch.await),
+            }
+        });
+        match (end, self.current()) {
+            (_, Some(current)) => Ok(current),
+            (Some(LoopEnd::Refused(cause)), None) => Err(first_fetch_failed(&cause)),
+            _ => Err(first_fetch_failed("context deadline exceeded")),
+        }
+    }
+
+    /// Starts the background thread that keeps the stream open and installs every update.
+    /// Call it after the sandbox is applied, like every thread we start. A second call does
+    /// nothing.
+    pub fn start(&self) -> Result<(), String> {
+        let Some(runtime) = lock(&self.inner.runtime).take() else {
+            return Ok(());
+        };
+        let weak = Arc::downgrade(&self.inner);
+        std::thread::Builder::new()
+            .name("workload-api".into())
+            .spawn(move || {
+                runtime.block_on(watch_loop(weak, false));
+            })
+            .map(drop)
+            .map_err(|e| format!("unable to start the workload API client: {e}"))
     }
 
     /// The latest good update, `None` before the first one. Any thread, any time; never blocks
@@ -251,9 +310,9 @@ impl Source {
         }
     }
 
-    /// Waits for the first good update, at most `timeout` (`None` waits for ever). Returns at
-    /// once if one is already there. The error is the line operators know:
-    /// `timed out or failed waiting for initial SPIFFE Workload API update (…): <cause>`.
+    /// Once [`start`](Self::start)ed: waits for the first good update from the background
+    /// thread, at most `timeout` (`None` waits for ever), with the errors of
+    /// [`fetch_first`](Self::fetch_first).
     pub fn wait_first(&self, timeout: Option<Duration>) -> Result<Arc<X509Context>, String> {
         let deadline = timeout.map(|t| Instant::now() + t);
         let mut health = lock(&self.inner.health);
@@ -261,18 +320,12 @@ impl Source {
             if let Some(current) = self.current() {
                 return Ok(current);
             }
-            let cause = if health.stopped {
-                health.last_error.as_ref().map(|e| e.0.clone())
-            } else {
-                match deadline {
-                    Some(d) if Instant::now() >= d => Some("context deadline exceeded".into()),
-                    _ => None,
-                }
-            };
-            if let Some(cause) = cause {
-                return Err(format!(
-                    "timed out or failed waiting for initial SPIFFE Workload API update (is the agent reachable and is there a registration entry?): {cause}"
-                ));
+            if health.stopped {
+                let cause = health.last_error.as_ref().map(|e| e.0.clone());
+                return Err(first_fetch_failed(&cause.unwrap_or_default()));
+            }
+            if deadline.is_some_and(|d| Instant::now() >= d) {
+                return Err(first_fetch_failed("context deadline exceeded"));
             }
             health = match deadline {
                 None => self
@@ -303,60 +356,81 @@ impl Source {
     }
 }
 
+fn first_fetch_failed(cause: &str) -> String {
+    format!(
+        "timed out or failed waiting for initial SPIFFE Workload API update (is the agent reachable and is there a registration entry?): {cause}"
+    )
+}
+
 fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
     m.lock().unwrap_or_else(|p| p.into_inner())
 }
 
-/// The client thread: one stream at a time, re-opened after failures until the source is
-/// dropped or the agent refuses the call for good.
-fn run(weak: Weak<Inner>, runtime: tokio::runtime::Runtime) {
+/// One stream at a time, re-opened after failures until the source is dropped or the agent
+/// refuses the call for good; with `until_first`, also ends after the first good update.
+async fn watch_loop(weak: Weak<Inner>, until_first: bool) -> LoopEnd {
     let mut failures = 0u32;
     loop {
-        let Some(inner) = weak.upgrade() else { return };
+        let Some(inner) = weak.upgrade() else {
+            return LoopEnd::Dropped;
+        };
         let endpoint = inner.endpoint.clone();
         drop(inner);
         log::info!("spiffe/debug: Watching X.509 contexts");
         let mut received = false;
-        let end = runtime.block_on(grpc::watch(&endpoint, |bytes| {
+        let end = grpc::watch(&endpoint, |bytes| {
             received = true;
-            if let Some(inner) = weak.upgrade() {
-                install(&inner, bytes);
+            let installed = weak.upgrade().is_some_and(|inner| install(&inner, bytes));
+            if until_first && installed {
+                ControlFlow::Break(())
+            } else {
+                ControlFlow::Continue(())
             }
-        }));
-        let Some(inner) = weak.upgrade() else { return };
+        })
+        .await;
+        if end == WatchError::Stopped {
+            return LoopEnd::First;
+        }
         if received {
             failures = 0;
         }
-        let mut health = lock(&inner.health);
-        health.connected = false;
-        health.last_error = Some((end.to_string(), SystemTime::now()));
-        match end.code() {
-            Some(Code::InvalidArgument) => {
-                log::error!("spiffe/error: Canceling watch: {end}");
-                health.stopped = true;
-                inner.changed.notify_all();
-                return;
-            }
-            Some(Code::Canceled) => {
-                health.stopped = true;
-                inner.changed.notify_all();
-                return;
-            }
-            _ => log::error!("spiffe/error: Failed to watch the Workload API: {end}"),
-        }
         failures = failures.saturating_add(1);
         let wait = backoff(failures);
-        log::info!("spiffe/debug: Retrying watch in {}s", wait.as_secs());
-        health.retry_at = Some(SystemTime::now() + wait);
-        drop(health);
+        let Some(inner) = weak.upgrade() else {
+            return LoopEnd::Dropped;
+        };
+        if let Err(refused) = record_failure(&inner, &end, wait) {
+            return refused;
+        }
         drop(inner);
-        std::thread::sleep(wait);
+        tokio::time::sleep(wait).await;
     }
 }
 
-/// Decodes and checks one message; a good one replaces the current state, a bad one is logged
-/// and leaves it alone.
-fn install(inner: &Inner, bytes: &[u8]) {
+/// Logs and records a failed stream. `Err` when the agent refused the call for good.
+fn record_failure(inner: &Inner, end: &WatchError, wait: Duration) -> Result<(), LoopEnd> {
+    let mut health = lock(&inner.health);
+    health.connected = false;
+    health.last_error = Some((end.to_string(), SystemTime::now()));
+    match end.code() {
+        Some(code @ (Code::InvalidArgument | Code::Canceled)) => {
+            if code == Code::InvalidArgument {
+                log::error!("spiffe/error: Canceling watch: {end}");
+            }
+            health.stopped = true;
+            inner.changed.notify_all();
+            return Err(LoopEnd::Refused(end.to_string()));
+        }
+        _ => log::error!("spiffe/error: Failed to watch the Workload API: {end}"),
+    }
+    log::info!("spiffe/debug: Retrying watch in {}s", wait.as_secs());
+    health.retry_at = Some(SystemTime::now() + wait);
+    Ok(())
+}
+
+/// Decodes and checks one message; a good one replaces the current state (and `true` is
+/// returned), a bad one is logged and leaves it alone.
+fn install(inner: &Inner, bytes: &[u8]) -> bool {
     let parsed = proto::X509SvidResponse::decode(bytes)
         .map_err(|e| format!("cannot decode message: {e}"))
         .and_then(|msg| svid::parse_response(&msg, &inner.provider));
@@ -373,11 +447,13 @@ fn install(inner: &Inner, bytes: &[u8]) {
             for hook in lock(&inner.on_update).iter() {
                 hook();
             }
+            true
         }
         Err(e) => {
             log::error!("spiffe/error: Failed to parse X509-SVID response: {e}");
             health.rejected += 1;
             health.last_error = Some((format!("update refused: {e}"), SystemTime::now()));
+            false
         }
     }
 }

@@ -6,6 +6,7 @@
 
 use std::fmt;
 use std::net::SocketAddr;
+use std::ops::ControlFlow;
 use std::path::PathBuf;
 use std::time::Duration;
 
@@ -80,13 +81,18 @@ impl Code {
     }
 }
 
-/// Why a watch ended. Every watch ends with one of these: the stream is never meant to close.
+/// Why a watch ended: the stream is never meant to close, so every end but [`Stopped`]
+/// (asked for by the caller) is an error.
+///
+/// [`Stopped`]: WatchError::Stopped
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum WatchError {
     /// The agent (or the transport) ended the call with a status.
     Status { code: Code, message: String },
     /// The agent closed the stream with status OK.
     Eof,
+    /// The message handler asked to stop.
+    Stopped,
 }
 
 impl WatchError {
@@ -100,7 +106,7 @@ impl WatchError {
     pub fn code(&self) -> Option<Code> {
         match self {
             WatchError::Status { code, .. } => Some(*code),
-            WatchError::Eof => None,
+            WatchError::Eof | WatchError::Stopped => None,
         }
     }
 }
@@ -112,6 +118,7 @@ impl fmt::Display for WatchError {
                 write!(f, "rpc error: code = {code:?} desc = {message}")
             }
             WatchError::Eof => f.write_str("EOF"),
+            WatchError::Stopped => f.write_str("stopped"),
         }
     }
 }
@@ -156,9 +163,22 @@ async fn connect(endpoint: &Endpoint) -> Result<Box<dyn Io>, WatchError> {
     })
 }
 
+/// Aborts the connection task when the call is done or dropped (e.g. by a timeout), which
+/// closes the socket.
+struct AbortOnDrop(tokio::task::JoinHandle<()>);
+
+impl Drop for AbortOnDrop {
+    fn drop(&mut self) {
+        self.0.abort();
+    }
+}
+
 /// Opens one `FetchX509SVID` stream and hands every message's bytes to `on_message`, in order,
-/// until the stream ends. `on_open` runs once the connection is up and the request sent.
-pub async fn watch(endpoint: &Endpoint, mut on_message: impl FnMut(&[u8])) -> WatchError {
+/// until the stream ends or `on_message` returns `Break` ([`WatchError::Stopped`]).
+pub async fn watch(
+    endpoint: &Endpoint,
+    mut on_message: impl FnMut(&[u8]) -> ControlFlow<()>,
+) -> WatchError {
     let connected = tokio::time::timeout(CONNECT_TIMEOUT, async {
         let io = connect(endpoint).await?;
         h2::client::Builder::new()
@@ -178,18 +198,16 @@ pub async fn watch(endpoint: &Endpoint, mut on_message: impl FnMut(&[u8])) -> Wa
             );
         }
     };
-    // The connection task drives the socket; it ends when the call does (aborted below).
-    let driver = tokio::spawn(async move {
+    // The connection task drives the socket; it ends with the call.
+    let _driver = AbortOnDrop(tokio::spawn(async move {
         let _ = connection.await;
-    });
-    let end = call(client, &mut on_message).await;
-    driver.abort();
-    end
+    }));
+    call(client, &mut on_message).await
 }
 
 async fn call(
     client: h2::client::SendRequest<Bytes>,
-    on_message: &mut impl FnMut(&[u8]),
+    on_message: &mut impl FnMut(&[u8]) -> ControlFlow<()>,
 ) -> WatchError {
     let mut client = match client.ready().await {
         Ok(c) => c,
@@ -268,7 +286,9 @@ async fn call(
             if buf.len() < 5 + len {
                 break;
             }
-            on_message(&buf[5..5 + len]);
+            if on_message(&buf[5..5 + len]).is_break() {
+                return WatchError::Stopped;
+            }
             buf.drain(..5 + len);
         }
     }

@@ -50,7 +50,9 @@ impl Drop for Dir {
 }
 
 fn start(path: &std::path::Path) -> Source {
-    Source::start(Endpoint::Unix(path.to_path_buf()), provider()).unwrap()
+    let source = Source::new(Endpoint::Unix(path.to_path_buf()), provider()).unwrap();
+    source.start().unwrap();
+    source
 }
 
 /// Polls `cond` every 20 ms for at most `limit`.
@@ -161,6 +163,63 @@ fn backoff_is_linear_and_capped() {
         .map(|&n| backoff(n).as_secs())
         .collect();
     assert_eq!(secs, [1, 2, 3, 29, 30, 30, 30]);
+}
+
+/// Threads of this process named `workload-api` (nextest runs each test in its own process).
+fn client_threads() -> usize {
+    std::fs::read_dir("/proc/self/task")
+        .unwrap()
+        .filter_map(|t| std::fs::read_to_string(t.ok()?.path().join("comm")).ok())
+        .filter(|name| name.trim() == "workload-api")
+        .count()
+}
+
+#[test]
+fn fetch_first_runs_on_the_calling_thread_then_start_takes_over() {
+    let dir = Dir::new();
+    let td = TrustDomain::new("example.org");
+    let sock = dir.sock();
+    // The agent appears only after the first attempts failed: the wait retries.
+    let late = std::thread::spawn(move || {
+        std::thread::sleep(Duration::from_millis(300));
+        let mut agent = Agent::start(&sock);
+        agent.push(&td.response(td.svid("/early"), &[]));
+        agent
+    });
+    let source = Source::new(Endpoint::Unix(dir.sock()), provider()).unwrap();
+    let ctx = source.fetch_first(WAIT).unwrap();
+    assert_eq!(ctx.spiffe_id.as_str(), "spiffe://example.org/early");
+    assert_eq!(client_threads(), 0, "no thread before start()");
+    let agent = late.join().unwrap();
+    source.start().unwrap();
+    assert!(eventually(Duration::from_secs(5), || client_threads() == 1));
+    // The background thread opens its own stream.
+    assert!(agent.wait_calls(2, Duration::from_secs(10)));
+    assert!(eventually(Duration::from_secs(10), || source
+        .health()
+        .updates
+        == 2));
+}
+
+#[test]
+fn fetch_first_errors() {
+    let dir = Dir::new();
+    let silent = Agent::start(&dir.sock());
+    let source = Source::new(Endpoint::Unix(dir.sock()), provider()).unwrap();
+    let err = source
+        .fetch_first(Some(Duration::from_millis(300)))
+        .unwrap_err();
+    assert!(err.ends_with("): context deadline exceeded"), "{err}");
+    silent.set_mode(Mode::Deny(3, "security header missing from request".into()));
+    let source = Source::new(Endpoint::Unix(dir.sock()), provider()).unwrap();
+    let err = source.fetch_first(None).unwrap_err();
+    assert!(
+        err.ends_with(
+            "): rpc error: code = InvalidArgument desc = security header missing from request"
+        ),
+        "{err}"
+    );
+    assert_eq!(client_threads(), 0);
 }
 
 #[test]
