@@ -209,6 +209,9 @@ struct Inner {
     on_update: Mutex<Vec<Box<dyn Fn() + Send + Sync>>>,
     /// The client's runtime until [`Source::start`] hands it to the background thread.
     runtime: Mutex<Option<tokio::runtime::Runtime>>,
+    /// The bytes of the message behind `current`: a new stream starts by repeating the state,
+    /// which is then not installed again.
+    last_message: Mutex<Vec<u8>>,
 }
 
 /// A handle on the Workload API client. Cheap to clone; every clone sees the same state. The
@@ -248,6 +251,7 @@ impl Source {
                 changed: Condvar::new(),
                 on_update: Mutex::new(Vec::new()),
                 runtime: Mutex::new(Some(runtime)),
+                last_message: Mutex::new(Vec::new()),
             }),
         })
     }
@@ -429,8 +433,16 @@ fn record_failure(inner: &Inner, end: &WatchError, wait: Duration) -> Result<(),
 }
 
 /// Decodes and checks one message; a good one replaces the current state (and `true` is
-/// returned), a bad one is logged and leaves it alone.
+/// returned), a bad one is logged and leaves it alone. A repeat of the current state (as a
+/// new stream starts) changes nothing.
 fn install(inner: &Inner, bytes: &[u8]) -> bool {
+    let mut last = lock(&inner.last_message);
+    if !last.is_empty() && *last == bytes {
+        let mut health = lock(&inner.health);
+        health.connected = true;
+        health.retry_at = None;
+        return true;
+    }
     let parsed = proto::X509SvidResponse::decode(bytes)
         .map_err(|e| format!("cannot decode message: {e}"))
         .and_then(|msg| svid::parse_response(&msg, &inner.provider));
@@ -440,6 +452,8 @@ fn install(inner: &Inner, bytes: &[u8]) -> bool {
     match parsed {
         Ok(context) => {
             *inner.current.write().unwrap_or_else(|p| p.into_inner()) = Some(Arc::new(context));
+            *last = bytes.to_vec();
+            drop(last);
             health.updates += 1;
             health.last_update = Some(SystemTime::now());
             inner.changed.notify_all();
