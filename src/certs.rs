@@ -74,6 +74,10 @@ pub fn load_identity(
 ) -> Result<Option<Arc<CertifiedKey>>, String> {
     let (blocks, path) = match source {
         IdentitySource::None => return Ok(None),
+        // Not a file source: `identity::from_config` gives it a source of its own.
+        IdentitySource::WorkloadApi { .. } => {
+            return Err("the SPIFFE Workload API is not a certificate file".into());
+        }
         IdentitySource::Keystore { path, password } => (read_keystore(path, password)?, path),
         IdentitySource::CertKey { cert, key } => {
             let mut blocks = read_pem_file(cert)?;

@@ -158,6 +158,13 @@ pub enum IdentitySource {
     Keystore { path: PathBuf, password: String },
     /// `--cert` + `--key`.
     CertKey { cert: PathBuf, key: PathBuf },
+    /// The SPIFFE Workload API (`--use-workload-api`, `--use-workload-api-addr`,
+    /// `SPIFFE_ENDPOINT_SOCKET`): the address as given (parsed, with its error texts, when the
+    /// source is created) and the wait for the first update (`None`: for ever).
+    WorkloadApi {
+        addr: String,
+        timeout: Option<Duration>,
+    },
     /// Client `--disable-authentication`: no certificate.
     None,
 }

@@ -13,6 +13,7 @@
 //! identity keeps serving. Reads no flags and binds no listening socket.
 
 mod grpc;
+mod identity;
 pub mod proto;
 pub mod svid;
 pub mod verify;
@@ -24,6 +25,7 @@ use std::time::{Duration, Instant, SystemTime};
 use rustls::crypto::CryptoProvider;
 
 pub use grpc::{Code, Endpoint, WatchError};
+pub use identity::WorkloadApi;
 pub use svid::{BundleSet, SpiffeId, X509Context};
 
 /// Parses `--use-workload-api-addr` / `SPIFFE_ENDPOINT_SOCKET`: `unix:///abs/path`,

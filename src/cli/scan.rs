@@ -1274,6 +1274,7 @@ mod tests {
             ("PKCS11_MODULE", Id::Pkcs11Module),
             ("PKCS11_TOKEN_LABEL", Id::Pkcs11TokenLabel),
             ("PKCS11_PIN", Id::Pkcs11Pin),
+            #[cfg(not(feature = "spiffe"))]
             ("SPIFFE_ENDPOINT_SOCKET", Id::UseWorkloadApiAddr),
         ] {
             let Parsed::Run(r) = parse_env(&SERVER, &[(var, "x")]).unwrap() else {

@@ -156,17 +156,29 @@ impl RawArgs {
         })
     }
 
-    /// The credential count and pairing rules (docs/behaviour.md §2.7.2 step 1). PKCS#11, ACME and
-    /// the workload API never count here: they were refused as unsupported.
+    /// Whether the SPIFFE Workload API is the source: `--use-workload-api`, or any non-empty
+    /// address, which implies it even over `--no-use-workload-api` (so `SPIFFE_ENDPOINT_SOCKET`
+    /// in the environment is enough; only an explicitly empty `--use-workload-api-addr=` turns
+    /// it off). Always false in a build without the feature, whose flags were refused.
+    fn workload_api(&self) -> bool {
+        self.bool(Id::UseWorkloadApi) || !self.str(Id::UseWorkloadApiAddr).is_empty()
+    }
+
+    /// The credential count and pairing rules (docs/behaviour.md §2.7.2 step 1). PKCS#11 and
+    /// ACME never count here: they were refused as unsupported.
     fn identity(&self) -> Result<IdentitySource, CliError> {
         let (keystore, cert, key) = (
             self.str(Id::Keystore),
             self.str(Id::Cert),
             self.str(Id::Key),
         );
-        let disable_auth = !self.server && self.bool(Id::DisableAuthentication);
+        let workload = self.workload_api();
+        // With the workload API, client `--disable-authentication` only means "present no
+        // certificate" and is no credential of its own.
+        let disable_auth = !self.server && self.bool(Id::DisableAuthentication) && !workload;
         let count = usize::from(!keystore.is_empty())
             + usize::from(!cert.is_empty() && !key.is_empty())
+            + usize::from(workload)
             + usize::from(disable_auth);
         if count == 0 {
             return Err(if self.server {
@@ -202,6 +214,15 @@ impl RawArgs {
             IdentitySource::CertKey {
                 cert: cert.into(),
                 key: key.into(),
+            }
+        } else if workload {
+            IdentitySource::WorkloadApi {
+                addr: self.str(Id::UseWorkloadApiAddr).to_string(),
+                timeout: match self.nanos(Id::UseWorkloadApiTimeout) {
+                    0 => None,
+                    // Negative values failed the parse stage.
+                    n => Some(Duration::from_nanos(u64::try_from(n).unwrap_or(u64::MAX))),
+                },
             }
         } else {
             IdentitySource::None
@@ -297,6 +318,9 @@ impl RawArgs {
                 "--allow-spki-pin is mutually exclusive with other access control flags".into(),
             );
         }
+        if p && self.workload_api() {
+            return Err("--allow-spki-pin is mutually exclusive with --use-workload-api".into());
+        }
         let pins = self.pins(Id::AllowSpkiPin)?;
         let target = self.str(Id::Target);
         if !self.bool(Id::UnsafeTarget) && !Addr::is_safe(target) {
@@ -378,6 +402,11 @@ impl RawArgs {
                 Id::VerifyIp,
             ]))
         } else {
+            if self.workload_api() {
+                return Err(
+                    "--verify-spki-pin is mutually exclusive with --use-workload-api".into(),
+                );
+            }
             if self.any_list(&names) {
                 return Err(
                     "--verify-spki-pin is mutually exclusive with other verification flags".into(),
@@ -633,10 +662,19 @@ mod tests {
 
     #[test]
     fn unsupported_flags_fail_mode_validation() {
+        #[cfg(not(feature = "spiffe"))]
         for (flag, name) in [
             ("--use-workload-api", Id::UseWorkloadApi),
             ("--use-workload-api-addr=unix:/x", Id::UseWorkloadApiAddr),
             ("--use-workload-api-timeout=1m", Id::UseWorkloadApiTimeout),
+        ] {
+            assert_eq!(
+                server_err(&["--allow-all", flag]),
+                format!("--{} is not supported by this build", name.name()),
+                "{flag}"
+            );
+        }
+        for (flag, name) in [
             ("--pkcs11-module=/x.so", Id::Pkcs11Module),
             ("--pkcs11-token-label=t", Id::Pkcs11TokenLabel),
             ("--pkcs11-pin=1", Id::Pkcs11Pin),
