@@ -263,3 +263,25 @@ fn spiffe_flag_validation_texts() {
         .assert_code(1)
         .assert_stderr_contains("--use-workload-api-timeout");
 }
+
+#[test]
+fn spiffe_check_reports_the_svid() {
+    let spire = Spire::new("/ns/prod/server", "/client");
+    let out = Cmd::bare()
+        .args([
+            "--check",
+            "server",
+            "--listen=127.0.0.1:0",
+            "--target=127.0.0.1:1",
+        ])
+        .args(["--use-workload-api-addr", &spire.server_agent.addr()])
+        .args(["--allow-uri", "spiffe://example.org/client"])
+        .run(Duration::from_secs(20));
+    out.assert_code(0)
+        .assert_stdout_contains(&format!(
+            "identity: {} (SPIFFE Workload API)",
+            spire.server_agent.addr()
+        ))
+        .assert_stdout_contains("  SPIFFE ID: spiffe://example.org/ns/prod/server")
+        .assert_stdout_contains("  trust domains: example.org");
+}

@@ -658,6 +658,102 @@ mod tests {
         }
     }
 
+    // ---- SPIFFE Workload API ----
+
+    #[cfg(feature = "spiffe")]
+    fn workload_of(c: &Config) -> (String, Option<Duration>) {
+        match &c.identity {
+            IdentitySource::WorkloadApi { addr, timeout } => (addr.clone(), *timeout),
+            other => panic!("not the workload API: {other:?}"),
+        }
+    }
+
+    #[cfg(feature = "spiffe")]
+    fn env_config(a: &[&str], vars: &[(&str, &str)]) -> Result<Config, String> {
+        match parse_env(a, vars)? {
+            Parsed::Run(raw) => raw.into_config().map_err(|e| e.to_string()),
+            Parsed::Exit { .. } => Err("exit".into()),
+        }
+    }
+
+    #[cfg(feature = "spiffe")]
+    #[test]
+    fn workload_api_is_a_credential_in_both_modes() {
+        let server = [
+            "server",
+            "--listen=:1",
+            "--target=localhost:2",
+            "--allow-all",
+        ];
+        let client = ["client", "--listen=localhost:1", "--target=h:2"];
+        let addr = "--use-workload-api-addr=unix:///run/spire/agent.sock";
+        for base in [&server[..], &client[..]] {
+            let c = config(&[base, &[addr]].concat()).unwrap();
+            assert_eq!(
+                workload_of(&c),
+                (
+                    "unix:///run/spire/agent.sock".into(),
+                    Some(Duration::from_secs(600))
+                )
+            );
+            // Without an address the source still counts; it fails when created.
+            let c = config(&[base, &["--use-workload-api"]].concat()).unwrap();
+            assert_eq!(workload_of(&c).0, "");
+            let c = config(&[base, &[addr, "--use-workload-api-timeout=0"]].concat()).unwrap();
+            assert_eq!(workload_of(&c).1, None);
+        }
+        // The mutual-exclusion texts: the server's does not name the workload API.
+        assert_eq!(
+            config(&[&server[..], &[addr, "--cert=c", "--key=k"]].concat()).unwrap_err(),
+            "--keystore, --cert/--key, --auto-acme-cert, and --keychain-identity/issuer flags are mutually exclusive"
+        );
+        assert_eq!(
+            config(&[&client[..], &[addr, "--keystore=k"]].concat()).unwrap_err(),
+            "--keystore, --cert/--key, --keychain-identity/issuer, --use-workload-api and --disable-authentication flags are mutually exclusive"
+        );
+        // Client --disable-authentication is no credential of its own next to it.
+        let c = config(&[&client[..], &[addr, "--disable-authentication"]].concat()).unwrap();
+        assert_eq!(workload_of(&c).0, "unix:///run/spire/agent.sock");
+    }
+
+    #[cfg(feature = "spiffe")]
+    #[test]
+    fn workload_api_from_the_environment_wins_over_the_negated_flag() {
+        let client = ["client", "--listen=localhost:1", "--target=h:2"];
+        let env = [("SPIFFE_ENDPOINT_SOCKET", "unix:///run/spire/agent.sock")];
+        let c = env_config(&[&client[..], &["--no-use-workload-api"]].concat(), &env).unwrap();
+        assert_eq!(workload_of(&c).0, "unix:///run/spire/agent.sock");
+        // So a leftover variable clashes with files...
+        assert!(
+            env_config(&[&client[..], &["--keystore=k"]].concat(), &env)
+                .unwrap_err()
+                .ends_with("mutually exclusive")
+        );
+        // ...unless the address is explicitly emptied.
+        let c = env_config(
+            &[&client[..], &["--keystore=k", "--use-workload-api-addr="]].concat(),
+            &env,
+        )
+        .unwrap();
+        assert!(matches!(c.identity, IdentitySource::Keystore { .. }));
+    }
+
+    #[cfg(feature = "spiffe")]
+    #[test]
+    fn workload_api_refuses_spki_pins() {
+        let addr = "--use-workload-api-addr=unix:///a.sock";
+        assert_eq!(
+            config(&[&BARE[..], &[addr, &format!("--allow-spki-pin={PIN}")]].concat()).unwrap_err(),
+            "--allow-spki-pin is mutually exclusive with --use-workload-api"
+        );
+        let client = ["client", "--listen=localhost:1", "--target=h:2"];
+        assert_eq!(
+            config(&[&client[..], &[addr, &format!("--verify-spki-pin={PIN}")]].concat())
+                .unwrap_err(),
+            "--verify-spki-pin is mutually exclusive with --use-workload-api"
+        );
+    }
+
     // ---- Unsupported features ----
 
     #[test]
