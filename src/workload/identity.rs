@@ -127,6 +127,9 @@ impl IdentitySource for WorkloadApi {
     /// socket where a restricted process can still reach it (any path works on kernels where
     /// Landlock does not restrict UNIX connects).
     fn sandbox(&self, plan: &mut Plan) {
+        if plan.disabled.is_some() {
+            return;
+        }
         match self.source.endpoint() {
             Endpoint::Tcp(addr) => {
                 plan.connect.insert(addr.port());
