@@ -386,18 +386,19 @@ fn transport_error(e: &h2::Error) -> WatchError {
         }
     }
     match e.get_io() {
-        Some(io) if io.kind() == std::io::ErrorKind::UnexpectedEof => {
+        // The agent closed the connection (h2 reports the stream's end as a broken pipe).
+        Some(io)
+            if matches!(
+                io.kind(),
+                std::io::ErrorKind::UnexpectedEof | std::io::ErrorKind::BrokenPipe
+            ) =>
+        {
             WatchError::status(Code::Unavailable, "error reading from server: EOF")
         }
         Some(io) => WatchError::status(
             Code::Unavailable,
             format!("error reading from server: {}", strip_os_error(io)),
         ),
-        None if e.to_string().contains("connection closed")
-            || e.to_string().contains("broken pipe") =>
-        {
-            WatchError::status(Code::Unavailable, "error reading from server: EOF")
-        }
         None => WatchError::status(
             Code::Unavailable,
             format!("connection error: desc = \"{e}\""),

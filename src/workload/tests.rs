@@ -719,3 +719,24 @@ fn peer_verification_texts() {
     });
     verify(&code_signing.chain).unwrap();
 }
+
+#[test]
+fn agent_dying_mid_stream_reads_as_unavailable() {
+    let dir = Dir::new();
+    let td = TrustDomain::new("example.org");
+    let mut agent = Agent::start(&dir.sock());
+    agent.push(&td.response(td.svid("/x"), &[]));
+    let source = start(&dir.sock());
+    source.wait_first(WAIT).unwrap();
+    drop(agent.kill());
+    assert!(eventually(Duration::from_secs(5), || source
+        .health()
+        .last_error
+        .is_some()));
+    let (error, _) = source.health().last_error.unwrap();
+    assert_eq!(
+        error,
+        "rpc error: code = Unavailable desc = error reading from server: EOF"
+    );
+    assert_eq!(leaf_id(&source), "spiffe://example.org/x");
+}
