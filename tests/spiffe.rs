@@ -285,3 +285,27 @@ fn spiffe_check_reports_the_svid() {
         .assert_stdout_contains("  SPIFFE ID: spiffe://example.org/ns/prod/server")
         .assert_stdout_contains("  trust domains: example.org");
 }
+
+/// A TCP agent: the sandbox grants a connect to its port, so the stream thread (started under
+/// Landlock) reaches it and rotations arrive.
+#[test]
+fn spiffe_tcp_agent_inside_the_sandbox() {
+    let td = TrustDomain::new("example.org");
+    let mut agent = Agent::start_tcp();
+    agent.push(&td.response(td.svid("/server/v1"), &[]));
+    let backend = Backend::echo();
+    let (mut srv, _) = server(&agent, &backend.target(), &["--allow-all"]);
+    let port = agent.addr().rsplit_once(':').unwrap().1.to_string();
+    let out = srv.wait_log("landlock: ", LOG_WAIT);
+    let line = out.lines().find(|l| l.contains("landlock: ")).unwrap();
+    let ports = line
+        .split_once("connect to ports {")
+        .and_then(|(_, rest)| rest.split_once('}'))
+        .map(|(ports, _)| ports.split(", ").collect::<Vec<_>>())
+        .unwrap_or_default();
+    assert!(ports.contains(&port.as_str()), "{line}");
+    // The first stream ran before the sandbox; the thread's own stream comes after it.
+    assert!(agent.wait_calls(2, LOG_WAIT), "{}", srv.describe());
+    agent.push(&td.response(td.svid("/server/v2"), &[]));
+    srv.wait_log("loaded certificate: CN=server/v2", LOG_WAIT);
+}

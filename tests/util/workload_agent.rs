@@ -46,7 +46,10 @@ struct Shared {
 }
 
 pub struct Agent {
+    /// The socket file; empty for a TCP agent.
     path: PathBuf,
+    /// The TCP address of a TCP agent.
+    tcp: Option<std::net::SocketAddr>,
     shared: Arc<Shared>,
     events: tokio::sync::watch::Sender<(u64, Event)>,
     stop: Option<tokio::sync::oneshot::Sender<()>>,
@@ -62,10 +65,24 @@ impl Agent {
         Agent::start_with(path, None, Mode::Serve)
     }
 
+    /// An agent on `127.0.0.1:<free port>` (`tcp://` addresses).
+    pub fn start_tcp() -> Agent {
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind agent port");
+        listener.set_nonblocking(true).expect("nonblocking");
+        let addr = listener.local_addr().unwrap();
+        let mut agent = Agent::spawn(Listener::Tcp(listener), PathBuf::new(), None, Mode::Serve);
+        agent.tcp = Some(addr);
+        agent
+    }
+
     fn start_with(path: &Path, last: Option<Bytes>, mode: Mode) -> Agent {
         let _ = std::fs::remove_file(path);
         let listener = std::os::unix::net::UnixListener::bind(path).expect("bind agent socket");
         listener.set_nonblocking(true).expect("nonblocking");
+        Agent::spawn(Listener::Unix(listener), path.to_path_buf(), last, mode)
+    }
+
+    fn spawn(listener: Listener, path: PathBuf, last: Option<Bytes>, mode: Mode) -> Agent {
         let shared = Arc::new(Shared {
             mode: Mutex::new(mode),
             last: Mutex::new(last.clone()),
@@ -90,7 +107,8 @@ impl Agent {
             })
             .expect("spawn agent");
         Agent {
-            path: path.to_path_buf(),
+            path,
+            tcp: None,
             shared,
             events,
             stop: Some(stop),
@@ -103,9 +121,12 @@ impl Agent {
         &self.path
     }
 
-    /// The `unix://` address of the agent.
+    /// The agent's address: `unix:///…` or `tcp://127.0.0.1:…`.
     pub fn addr(&self) -> String {
-        format!("unix://{}", self.path.display())
+        match self.tcp {
+            Some(addr) => format!("tcp://{addr}"),
+            None => format!("unix://{}", self.path.display()),
+        }
     }
 
     /// Publishes an update to every open stream and to later calls.
@@ -176,7 +197,9 @@ impl Agent {
         if let Some(t) = self.thread.take() {
             let _ = t.join();
         }
-        let _ = std::fs::remove_file(&self.path);
+        if self.tcp.is_none() {
+            let _ = std::fs::remove_file(&self.path);
+        }
     }
 }
 
@@ -186,21 +209,41 @@ impl Drop for Agent {
     }
 }
 
+enum Listener {
+    Unix(std::os::unix::net::UnixListener),
+    Tcp(std::net::TcpListener),
+}
+
 async fn serve(
-    listener: std::os::unix::net::UnixListener,
+    listener: Listener,
     shared: Arc<Shared>,
     events: tokio::sync::watch::Receiver<(u64, Event)>,
     mut stop: tokio::sync::oneshot::Receiver<()>,
 ) {
-    let listener = tokio::net::UnixListener::from_std(listener).expect("agent listener");
+    enum Tokio {
+        Unix(tokio::net::UnixListener),
+        Tcp(tokio::net::TcpListener),
+    }
+    let listener = match listener {
+        Listener::Unix(l) => Tokio::Unix(tokio::net::UnixListener::from_std(l).unwrap()),
+        Listener::Tcp(l) => Tokio::Tcp(tokio::net::TcpListener::from_std(l).unwrap()),
+    };
     // Every connection task is aborted when the agent stops, closing its socket.
     let mut tasks = tokio::task::JoinSet::new();
     loop {
         tokio::select! {
             _ = &mut stop => break,
-            accepted = listener.accept() => {
-                let Ok((socket, _)) = accepted else { continue };
-                tasks.spawn(connection(socket, shared.clone(), events.clone()));
+            accepted = async {
+                match &listener {
+                    Tokio::Unix(l) => l.accept().await.map(|(s, _)| {
+                        tasks.spawn(connection(s, shared.clone(), events.clone()));
+                    }),
+                    Tokio::Tcp(l) => l.accept().await.map(|(s, _)| {
+                        tasks.spawn(connection(s, shared.clone(), events.clone()));
+                    }),
+                }
+            } => {
+                let _ = accepted;
             }
         }
     }
@@ -209,7 +252,7 @@ async fn serve(
 }
 
 async fn connection(
-    socket: tokio::net::UnixStream,
+    socket: impl tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin,
     shared: Arc<Shared>,
     events: tokio::sync::watch::Receiver<(u64, Event)>,
 ) {
