@@ -395,6 +395,10 @@ fn transport_error(e: &h2::Error) -> WatchError {
         {
             WatchError::status(Code::Unavailable, "error reading from server: EOF")
         }
+        Some(io) if io.kind() == std::io::ErrorKind::ConnectionReset => WatchError::status(
+            Code::Unavailable,
+            "error reading from server: read: connection reset by peer",
+        ),
         Some(io) => WatchError::status(
             Code::Unavailable,
             format!("error reading from server: {}", strip_os_error(io)),

@@ -734,9 +734,14 @@ fn agent_dying_mid_stream_reads_as_unavailable() {
         .last_error
         .is_some()));
     let (error, _) = source.health().last_error.unwrap();
-    assert_eq!(
-        error,
-        "rpc error: code = Unavailable desc = error reading from server: EOF"
+    // A close or a reset, depending on what the agent had not read yet.
+    assert!(
+        [
+            "rpc error: code = Unavailable desc = error reading from server: EOF",
+            "rpc error: code = Unavailable desc = error reading from server: read: connection reset by peer",
+        ]
+        .contains(&error.as_str()),
+        "{error}"
     );
     assert_eq!(leaf_id(&source), "spiffe://example.org/x");
 }
