@@ -164,6 +164,9 @@ pub enum IdentitySource {
     WorkloadApi {
         addr: String,
         timeout: Option<Duration>,
+        /// Client `--disable-authentication`: the SVID is still awaited (its bundles verify
+        /// the server) but never presented.
+        present_no_certificate: bool,
     },
     /// Client `--disable-authentication`: no certificate.
     None,

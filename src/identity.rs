@@ -162,8 +162,12 @@ pub fn from_config(config: &Config) -> Result<Arc<dyn IdentitySource>, CertError
         files @ (config::IdentitySource::Keystore { .. }
         | config::IdentitySource::CertKey { .. }) => Arc::new(Files(files.clone())),
         #[cfg(feature = "spiffe")]
-        config::IdentitySource::WorkloadApi { addr, timeout } => Arc::new(
-            crate::workload::WorkloadApi::new(config, addr, *timeout)
+        config::IdentitySource::WorkloadApi {
+            addr,
+            timeout,
+            present_no_certificate,
+        } => Arc::new(
+            crate::workload::WorkloadApi::new(config, addr, *timeout, *present_no_certificate)
                 .map_err(CertError::Identity)?,
         ),
         // The flags were refused as unsupported before a configuration existed.

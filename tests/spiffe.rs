@@ -309,3 +309,34 @@ fn spiffe_tcp_agent_inside_the_sandbox() {
     agent.push(&td.response(td.svid("/server/v2"), &[]));
     srv.wait_log("loaded certificate: CN=server/v2", LOG_WAIT);
 }
+
+/// Client `--disable-authentication` with the Workload API: the SVID's bundles still verify the
+/// server, but no client certificate is presented.
+#[test]
+fn spiffe_client_without_authentication_presents_no_svid() {
+    let spire = Spire::new("/server", "/client");
+    let backend = Backend::echo();
+    let (_open, open_addr) = server(
+        &spire.server_agent,
+        &backend.target(),
+        &["--disable-authentication"],
+    );
+    let (mut strict, strict_addr) = server(
+        &spire.server_agent,
+        &backend.target(),
+        &["--allow-uri", "spiffe://example.org/client"],
+    );
+    let anonymous = [
+        "--disable-authentication",
+        "--verify-uri",
+        "spiffe://example.org/server",
+    ];
+    let (_c1, to_open) = client(&spire.client_agent, open_addr, &anonymous);
+    let mut s = tcp_connect(to_open);
+    assert_echo(&mut s, b"no certificate needed");
+    let (_c2, to_strict) = client(&spire.client_agent, strict_addr, &anonymous);
+    let mut s = tcp_connect(to_strict);
+    let _ = s.write_all(b"x");
+    assert!(read_to_end_lossy(&mut s).0.is_empty());
+    strict.wait_log("error on TLS handshake from 127.0.0.1:", LOG_WAIT);
+}

@@ -223,6 +223,7 @@ impl RawArgs {
                     // Negative values failed the parse stage.
                     n => Some(Duration::from_nanos(u64::try_from(n).unwrap_or(u64::MAX))),
                 },
+                present_no_certificate: !self.server && self.bool(Id::DisableAuthentication),
             }
         } else {
             IdentitySource::None
@@ -663,7 +664,7 @@ mod tests {
     #[cfg(feature = "spiffe")]
     fn workload_of(c: &Config) -> (String, Option<Duration>) {
         match &c.identity {
-            IdentitySource::WorkloadApi { addr, timeout } => (addr.clone(), *timeout),
+            IdentitySource::WorkloadApi { addr, timeout, .. } => (addr.clone(), *timeout),
             other => panic!("not the workload API: {other:?}"),
         }
     }
@@ -711,9 +712,24 @@ mod tests {
             config(&[&client[..], &[addr, "--keystore=k"]].concat()).unwrap_err(),
             "--keystore, --cert/--key, --keychain-identity/issuer, --use-workload-api and --disable-authentication flags are mutually exclusive"
         );
-        // Client --disable-authentication is no credential of its own next to it.
+        // Client --disable-authentication is no credential of its own next to it; it only
+        // keeps the SVID from being presented.
         let c = config(&[&client[..], &[addr, "--disable-authentication"]].concat()).unwrap();
-        assert_eq!(workload_of(&c).0, "unix:///run/spire/agent.sock");
+        assert!(matches!(
+            c.identity,
+            IdentitySource::WorkloadApi {
+                present_no_certificate: true,
+                ..
+            }
+        ));
+        let c = config(&[&client[..], &[addr]].concat()).unwrap();
+        assert!(matches!(
+            c.identity,
+            IdentitySource::WorkloadApi {
+                present_no_certificate: false,
+                ..
+            }
+        ));
     }
 
     #[cfg(feature = "spiffe")]

@@ -30,12 +30,19 @@ pub struct WorkloadApi {
     timeout: Option<Duration>,
     /// Client mode words a failed first update as the reference's dialer does.
     client: bool,
+    /// Client `--disable-authentication`: the SVID is awaited but not presented.
+    present_no_certificate: bool,
 }
 
 impl WorkloadApi {
     /// Parses the address (its errors are the startup error texts, e.g. `workload endpoint
     /// socket address is not configured`) and prepares the client; no I/O, no thread.
-    pub fn new(config: &Config, addr: &str, timeout: Option<Duration>) -> Result<Self, String> {
+    pub fn new(
+        config: &Config,
+        addr: &str,
+        timeout: Option<Duration>,
+        present_no_certificate: bool,
+    ) -> Result<Self, String> {
         if addr.is_empty() {
             return Err("workload endpoint socket address is not configured".into());
         }
@@ -47,6 +54,7 @@ impl WorkloadApi {
             provider,
             timeout,
             client: matches!(config.mode, Mode::Client(_)),
+            present_no_certificate,
         })
     }
 
@@ -77,7 +85,9 @@ impl IdentitySource for WorkloadApi {
 
     /// The first call (at startup, on the main thread, before the sandbox) waits for the
     /// first update for at most `--use-workload-api-timeout`, running the stream on this
-    /// thread; later calls return the latest update at once.
+    /// thread; later calls return the latest update at once. A client with
+    /// `--disable-authentication` waits the same (the bundles verify the server) and presents
+    /// nothing.
     fn load(&self, _provider: &CryptoProvider) -> Result<Option<Arc<CertifiedKey>>, CertError> {
         let context = self.source.fetch_first(self.timeout).map_err(|e| {
             CertError::Identity(if self.client {
@@ -86,6 +96,9 @@ impl IdentitySource for WorkloadApi {
                 e
             })
         })?;
+        if self.present_no_certificate {
+            return Ok(None);
+        }
         Ok(Some(context.identity.clone()))
     }
 
