@@ -78,6 +78,10 @@ pub fn load_identity(
         IdentitySource::Acme(_) => {
             return Err("ACME certificates come from the ACME source, not from files".into());
         }
+        // Not a file source: `identity::from_config` gives it a source of its own.
+        IdentitySource::WorkloadApi { .. } => {
+            return Err("the SPIFFE Workload API is not a certificate file".into());
+        }
         IdentitySource::Keystore { path, password } => (read_keystore(path, password)?, path),
         IdentitySource::CertKey { cert, key } => {
             let mut blocks = read_pem_file(cert)?;

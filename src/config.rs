@@ -170,6 +170,16 @@ pub enum IdentitySource {
         /// `--pkcs11-pin` or the first line of `--pkcs11-pin-file`.
         pin: String,
     },
+    /// The SPIFFE Workload API (`--use-workload-api`, `--use-workload-api-addr`,
+    /// `SPIFFE_ENDPOINT_SOCKET`): the address as given (parsed, with its error texts, when the
+    /// source is created) and the wait for the first update (`None`: for ever).
+    WorkloadApi {
+        addr: String,
+        timeout: Option<Duration>,
+        /// Client `--disable-authentication`: the SVID is still awaited (its bundles verify
+        /// the server) but never presented.
+        present_no_certificate: bool,
+    },
     /// Client `--disable-authentication`: no certificate.
     None,
     /// `--auto-acme-cert` and its companions: a certificate from an ACME CA.

@@ -21,9 +21,11 @@ use std::io;
 use std::path::Path;
 use std::sync::Arc;
 
+use rustls::client::danger::ServerCertVerifier;
 use rustls::crypto::CryptoProvider;
 use rustls::pki_types::CertificateDer;
 use rustls::server::ResolvesServerCert;
+use rustls::server::danger::ClientCertVerifier;
 use rustls::sign::CertifiedKey;
 
 use crate::certs::{self, CertError};
@@ -87,6 +89,17 @@ pub trait IdentitySource: Send + Sync {
         None
     }
 
+    /// Peer verification that replaces chain-and-host-name checking against
+    /// [`trust_anchors`](Self::trust_anchors), for a source with a trust model of its own: the
+    /// SPIFFE Workload API verifies X.509-SVIDs (a `spiffe://` ID in the URI SAN) against the
+    /// bundle of the peer's trust domain and never looks at host names. The authorizer still
+    /// decides after it, and resumed sessions are re-checked through it like full handshakes.
+    /// The verifiers read the source's current trust on every handshake. `None` (the default)
+    /// keeps web PKI verification.
+    fn peer_verifiers(&self) -> Option<PeerVerifiers> {
+        None
+    }
+
     /// Starts whatever makes the source change by itself (a Workload API stream, ACME
     /// renewal). Called once, after the sandbox and before the proxy serves. A background
     /// thread keeps `rebuild` and calls [`Rebuild::now`] after each update: the TLS contexts
@@ -131,6 +144,17 @@ pub trait IdentitySource: Send + Sync {
     }
 }
 
+/// A source's own peer verification ([`IdentitySource::peer_verifiers`]): without CA names in
+/// the certificate request, without authorization (the TLS contexts add the authorizer), and
+/// for the client side without host name checks.
+#[derive(Clone)]
+pub struct PeerVerifiers {
+    /// Server mode: checks client certificates.
+    pub clients: Arc<dyn ClientCertVerifier>,
+    /// Client mode: checks the server's certificate.
+    pub servers: Arc<dyn ServerCertVerifier>,
+}
+
 /// Builds the identity source the configuration asks for. Every source is chosen here.
 pub fn from_config(config: &Config) -> Result<Arc<dyn IdentitySource>, CertError> {
     Ok(match &config.identity {
@@ -147,6 +171,22 @@ pub fn from_config(config: &Config) -> Result<Arc<dyn IdentitySource>, CertError
                 "--pkcs11-module is not supported by this build".to_string(),
             ));
         }
+        #[cfg(feature = "spiffe")]
+        config::IdentitySource::WorkloadApi {
+            addr,
+            timeout,
+            present_no_certificate,
+        } => Arc::new(
+            crate::workload::WorkloadApi::new(config, addr, *timeout, *present_no_certificate)
+                .map_err(CertError::Identity)?,
+        ),
+        // The flags were refused as unsupported before a configuration existed.
+        #[cfg(not(feature = "spiffe"))]
+        config::IdentitySource::WorkloadApi { .. } => {
+            return Err(CertError::Identity(
+                "--use-workload-api is not supported by this build".into(),
+            ));
+        }
     })
 }
 
@@ -158,7 +198,9 @@ impl Files {
         match &self.0 {
             config::IdentitySource::Keystore { path, .. } => vec![path],
             config::IdentitySource::CertKey { cert, key } => vec![cert, key],
-            config::IdentitySource::Pkcs11 { .. } | config::IdentitySource::None => vec![],
+            config::IdentitySource::Pkcs11 { .. }
+            | config::IdentitySource::None
+            | config::IdentitySource::WorkloadApi { .. } => vec![],
             #[cfg(feature = "acme")]
             config::IdentitySource::Acme(_) => vec![],
         }
@@ -184,9 +226,9 @@ impl IdentitySource for Files {
             config::IdentitySource::CertKey { cert, key } => {
                 format!("{} + {} (cert/key)", cert.display(), key.display())
             }
-            config::IdentitySource::Pkcs11 { .. } | config::IdentitySource::None => {
-                "none".to_string()
-            }
+            config::IdentitySource::Pkcs11 { .. }
+            | config::IdentitySource::None
+            | config::IdentitySource::WorkloadApi { .. } => "none".to_string(),
             #[cfg(feature = "acme")]
             config::IdentitySource::Acme(opts) => format!("{} (ACME)", opts.name),
         }

@@ -41,3 +41,5 @@ pub mod systemd;
 pub mod tls;
 pub mod tlsparity;
 pub mod tunnel;
+#[cfg(feature = "spiffe")]
+pub mod workload;

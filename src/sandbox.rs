@@ -313,6 +313,36 @@ mod tests {
         Plan::from_config(&config, &*identity, &*authz, abstract_notify)
     }
 
+    /// The Workload API agent: its TCP port, or its socket's directory; a directory missing at
+    /// startup is not granted and the rest of the plan stands.
+    #[cfg(feature = "spiffe")]
+    #[test]
+    fn workload_api_grants() {
+        let base = ["client", "--listen=localhost:1", "--target=h:2"];
+        let tcp = plan(
+            &[&base[..], &["--use-workload-api-addr=tcp://127.0.0.1:8081"]].concat(),
+            None,
+        );
+        assert!(tcp.connect.contains(&8081), "{tcp:?}");
+        let dir = std::env::temp_dir();
+        let unix = format!(
+            "--use-workload-api-addr=unix://{}/agent.sock",
+            dir.display()
+        );
+        let unix = plan(&[&base[..], &[unix.as_str()]].concat(), None);
+        assert!(unix.read_only.contains(&dir), "{unix:?}");
+        let missing = plan(
+            &[
+                &base[..],
+                &["--use-workload-api-addr=unix:///nonexistent-gt-dir/agent.sock"],
+            ]
+            .concat(),
+            None,
+        );
+        assert!(!missing.read_only.contains(Path::new("/nonexistent-gt-dir")));
+        assert_eq!(missing.disabled, None);
+    }
+
     /// `SSL_CERT_FILE=` (set but empty) is an unset variable: it used to grant read access to
     /// the working directory (the "parent" of an empty path), while the trust store ignored it.
     #[test]

@@ -304,6 +304,7 @@ pub fn server(
     let versions = versions(&config.tls.max_version)
         .unwrap_or_else(|_| versions(&crate::config::MaxTlsVersion::Tls13).unwrap_or_default());
     let challenge = source.alpn_challenge();
+    let peers = source.peer_verifiers();
     Reloadable::new(Box::new(move || {
         let material = Material::load(&*source, cacert.as_deref(), &system, &provider)?;
         let Some(identity) = material.identity else {
@@ -317,6 +318,7 @@ pub fn server(
             material.roots,
             &provider,
             authz.clone(),
+            peers.as_ref().map(|p| p.clients.clone()),
         )?);
         let mut tls = ServerConfig::builder_with_provider(provider.clone())
             .with_protocol_versions(versions)
@@ -366,15 +368,21 @@ pub fn client(
     let sessions: Arc<dyn rustls::client::ClientSessionStore> =
         Arc::new(rustls::client::ClientSessionMemoryCache::new(256));
     let resume = config.tls.resumption;
+    let peers = source.peer_verifiers();
     Reloadable::new(Box::new(move || {
         let material = Material::load(&*source, cacert.as_deref(), &system, &provider)?;
         let verifier: Arc<dyn ServerCertVerifier> = match &verify {
             ClientVerify::Pins(pins) => Arc::new(PinVerifier::new(pins.clone(), &provider)),
             ClientVerify::Standard(_) => {
-                let webpki =
-                    WebPkiServerVerifier::builder_with_provider(material.roots, provider.clone())
-                        .build()
-                        .map_err(|e| CertError::Tls(format!("unable to build TLS config: {e}")))?;
+                let webpki: Arc<dyn ServerCertVerifier> = match &peers {
+                    Some(peers) => peers.servers.clone(),
+                    None => WebPkiServerVerifier::builder_with_provider(
+                        material.roots,
+                        provider.clone(),
+                    )
+                    .build()
+                    .map_err(|e| CertError::Tls(format!("unable to build TLS config: {e}")))?,
+                };
                 Arc::new(ServerAclVerifier {
                     webpki,
                     authz: authz.clone(),
@@ -455,6 +463,15 @@ pub fn describe(e: &Error) -> String {
     if let Some(text) = crate::tlsparity::describe(e) {
         return text;
     }
+    #[cfg(feature = "spiffe")]
+    if let Error::InvalidCertificate(rustls::CertificateError::Other(other)) = e {
+        if let Some(r) = other
+            .0
+            .downcast_ref::<crate::workload::svid::SvidRejected>()
+        {
+            return r.0.clone();
+        }
+    }
     e.to_string()
 }
 
@@ -480,20 +497,26 @@ enum ClientAuthMode {
 }
 
 impl ClientAuthVerifier {
+    /// `source_verifier` is the identity source's own chain verification, used instead of
+    /// the web PKI one over `roots` when present.
     fn new(
         auth: &ServerAuth,
         roots: Arc<RootCertStore>,
         provider: &Arc<CryptoProvider>,
         authz: Arc<dyn Authorizer>,
+        source_verifier: Option<Arc<dyn ClientCertVerifier>>,
     ) -> Result<Self, CertError> {
         let mode = match auth {
             ServerAuth::Disabled => ClientAuthMode::Disabled,
             ServerAuth::Pins(pins) => ClientAuthMode::Pins(pins.clone()),
             ServerAuth::AllowAll | ServerAuth::Acl(_) => ClientAuthMode::Chain {
                 roots: roots.clone(),
-                webpki: WebPkiClientVerifier::builder_with_provider(roots, provider.clone())
-                    .build()
-                    .map_err(|e| CertError::Tls(format!("unable to build TLS config: {e}")))?,
+                webpki: match source_verifier {
+                    Some(verifier) => verifier,
+                    None => WebPkiClientVerifier::builder_with_provider(roots, provider.clone())
+                        .build()
+                        .map_err(|e| CertError::Tls(format!("unable to build TLS config: {e}")))?,
+                },
                 authz,
             },
         };
@@ -632,10 +655,11 @@ impl ServerCertVerifier for PinVerifier {
     }
 }
 
-/// Standard chain + hostname verification, then the authorizer (`--verify-*`).
+/// Standard chain + hostname verification (or the identity source's own verification), then
+/// the authorizer (`--verify-*`).
 #[derive(Debug)]
 struct ServerAclVerifier {
-    webpki: Arc<WebPkiServerVerifier>,
+    webpki: Arc<dyn ServerCertVerifier>,
     authz: Arc<dyn Authorizer>,
 }
 

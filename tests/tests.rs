@@ -22,6 +22,8 @@ mod proxy_protocol;
 mod sandbox;
 mod scanner;
 mod server;
+#[cfg(feature = "spiffe")]
+mod spiffe;
 mod status;
 mod systemd;
 mod validation;

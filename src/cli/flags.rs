@@ -262,6 +262,11 @@ impl Flag {
         self.file = true;
         self
     }
+    /// Unsupported when the cargo feature behind it is off (`supported` is its `cfg!`).
+    const fn unsupported_unless(mut self, supported: bool) -> Flag {
+        self.unsupported = !supported;
+        self
+    }
     const fn unsupported(mut self) -> Flag {
         self.unsupported = true;
         self
@@ -340,15 +345,27 @@ pub(super) const FLAGS: &[Flag] = &[
         .env("CACERT_PATH")
         .placeholder("CACERT")
         .file(),
-    f(Id::UseWorkloadApi, Bool, Global, "If true, certificate and root CAs are retrieved via the SPIFFE Workload API (not supported by this build).")
-        .unsupported(),
-    f(Id::UseWorkloadApiAddr, Str, Global, "If set, certificates and root CAs are retrieved via the SPIFFE Workload API at the specified address (not supported by this build).")
+    f(Id::UseWorkloadApi, Bool, Global, if cfg!(feature = "spiffe") {
+        "If true, certificate and root CAs are retrieved via the SPIFFE Workload API."
+    } else {
+        "If true, certificate and root CAs are retrieved via the SPIFFE Workload API (not supported by this build)."
+    })
+        .unsupported_unless(cfg!(feature = "spiffe")),
+    f(Id::UseWorkloadApiAddr, Str, Global, if cfg!(feature = "spiffe") {
+        "If set, certificates and root CAs are retrieved via the SPIFFE Workload API at the specified address (implies --use-workload-api)."
+    } else {
+        "If set, certificates and root CAs are retrieved via the SPIFFE Workload API at the specified address (not supported by this build)."
+    })
         .env("SPIFFE_ENDPOINT_SOCKET")
         .placeholder("ADDR")
-        .unsupported(),
-    f(Id::UseWorkloadApiTimeout, Duration, Global, "Timeout for the initial SPIFFE Workload API certificate fetch; 0 waits indefinitely (not supported by this build).")
+        .unsupported_unless(cfg!(feature = "spiffe")),
+    f(Id::UseWorkloadApiTimeout, Duration, Global, if cfg!(feature = "spiffe") {
+        "Timeout for the initial SPIFFE Workload API certificate fetch; 0 waits indefinitely."
+    } else {
+        "Timeout for the initial SPIFFE Workload API certificate fetch; 0 waits indefinitely (not supported by this build)."
+    })
         .default("10m")
-        .unsupported(),
+        .unsupported_unless(cfg!(feature = "spiffe")),
     f(Id::TimedReload, Duration, Global, "Reload keystores every given interval (e.g. 300s), refresh listener/client on changes.")
         .default("0"),
     f(Id::ShutdownTimeout, Duration, Global, "Process will wait for this duration to allow open connections to finish.")

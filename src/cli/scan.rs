@@ -1385,15 +1385,14 @@ mod tests {
 
     #[test]
     fn env_for_unsupported_features_fails_clearly() {
-        let pkcs11 = [("PKCS11_MODULE", Id::Pkcs11Module)];
-        let unsupported = match cfg!(feature = "pkcs11") {
-            true => &[][..],
-            false => &pkcs11[..],
-        };
-        for &(var, flag) in unsupported
-            .iter()
-            .chain(&[("SPIFFE_ENDPOINT_SOCKET", Id::UseWorkloadApiAddr)])
-        {
+        let mut unsupported = Vec::new();
+        if !cfg!(feature = "pkcs11") {
+            unsupported.push(("PKCS11_MODULE", Id::Pkcs11Module));
+        }
+        if !cfg!(feature = "spiffe") {
+            unsupported.push(("SPIFFE_ENDPOINT_SOCKET", Id::UseWorkloadApiAddr));
+        }
+        for (var, flag) in unsupported {
             let Parsed::Run(r) = parse_env(&SERVER, &[(var, "x")]).unwrap() else {
                 panic!()
             };

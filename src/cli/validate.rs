@@ -171,10 +171,18 @@ impl RawArgs {
         })
     }
 
+    /// Whether the SPIFFE Workload API is the source: `--use-workload-api`, or any non-empty
+    /// address, which implies it even over `--no-use-workload-api` (so `SPIFFE_ENDPOINT_SOCKET`
+    /// in the environment is enough; only an explicitly empty `--use-workload-api-addr=` turns
+    /// it off). Always false in a build without the feature, whose flags were refused.
+    fn workload_api(&self) -> bool {
+        self.bool(Id::UseWorkloadApi) || !self.str(Id::UseWorkloadApiAddr).is_empty()
+    }
+
     /// The credential count and pairing rules (docs/behaviour.md §2.7.2 step 1, §3.8). A
     /// PKCS#11 module counts together with `--cert` (a module alone counts nothing); the
-    /// workload API never counts here: it was refused as unsupported (and so was ACME in a
-    /// build without it).
+    /// workload API counts in a build with it (without, its flags were refused as unsupported,
+    /// and so were ACME's).
     fn identity(&self) -> Result<IdentitySource, CliError> {
         let (keystore, cert, key) = (
             self.str(Id::Keystore),
@@ -182,11 +190,15 @@ impl RawArgs {
             self.str(Id::Key),
         );
         let module = self.str(Id::Pkcs11Module);
-        let disable_auth = !self.server && self.bool(Id::DisableAuthentication);
+        let workload = self.workload_api();
+        // With the workload API, client `--disable-authentication` only means "present no
+        // certificate" and is no credential of its own.
+        let disable_auth = !self.server && self.bool(Id::DisableAuthentication) && !workload;
         let acme = self.server && !self.str(Id::AutoAcmeCert).is_empty();
         let count = usize::from(!keystore.is_empty())
             + usize::from(!cert.is_empty() && !key.is_empty())
             + usize::from(!module.is_empty() && !cert.is_empty())
+            + usize::from(workload)
             + usize::from(disable_auth)
             + usize::from(acme);
         if count == 0 {
@@ -236,6 +248,16 @@ impl RawArgs {
             IdentitySource::CertKey {
                 cert: cert.into(),
                 key: key.into(),
+            }
+        } else if workload {
+            IdentitySource::WorkloadApi {
+                addr: self.str(Id::UseWorkloadApiAddr).to_string(),
+                timeout: match self.nanos(Id::UseWorkloadApiTimeout) {
+                    0 => None,
+                    // Negative values failed the parse stage.
+                    n => Some(Duration::from_nanos(u64::try_from(n).unwrap_or(u64::MAX))),
+                },
+                present_no_certificate: !self.server && self.bool(Id::DisableAuthentication),
             }
         } else {
             IdentitySource::None
@@ -367,6 +389,9 @@ impl RawArgs {
                 "--allow-spki-pin is mutually exclusive with other access control flags".into(),
             );
         }
+        if p && self.workload_api() {
+            return Err("--allow-spki-pin is mutually exclusive with --use-workload-api".into());
+        }
         let pins = self.pins(Id::AllowSpkiPin)?;
         let target = self.str(Id::Target);
         if !self.bool(Id::UnsafeTarget) && !Addr::is_safe(target) {
@@ -456,6 +481,11 @@ impl RawArgs {
                 Id::VerifyIp,
             ]))
         } else {
+            if self.workload_api() {
+                return Err(
+                    "--verify-spki-pin is mutually exclusive with --use-workload-api".into(),
+                );
+            }
             if self.any_list(&names) {
                 return Err(
                     "--verify-spki-pin is mutually exclusive with other verification flags".into(),
@@ -826,20 +856,139 @@ mod tests {
         let _ = std::fs::remove_dir_all(&dir);
     }
 
+    // ---- SPIFFE Workload API ----
+
+    #[cfg(feature = "spiffe")]
+    fn workload_of(c: &Config) -> (String, Option<Duration>) {
+        match &c.identity {
+            IdentitySource::WorkloadApi { addr, timeout, .. } => (addr.clone(), *timeout),
+            other => panic!("not the workload API: {other:?}"),
+        }
+    }
+
+    #[cfg(feature = "spiffe")]
+    fn env_config(a: &[&str], vars: &[(&str, &str)]) -> Result<Config, String> {
+        match parse_env(a, vars)? {
+            Parsed::Run(raw) => raw.into_config().map_err(|e| e.to_string()),
+            Parsed::Exit { .. } => Err("exit".into()),
+        }
+    }
+
+    #[cfg(feature = "spiffe")]
+    #[test]
+    fn workload_api_is_a_credential_in_both_modes() {
+        let server = [
+            "server",
+            "--listen=:1",
+            "--target=localhost:2",
+            "--allow-all",
+        ];
+        let client = ["client", "--listen=localhost:1", "--target=h:2"];
+        let addr = "--use-workload-api-addr=unix:///run/spire/agent.sock";
+        for base in [&server[..], &client[..]] {
+            let c = config(&[base, &[addr]].concat()).unwrap();
+            assert_eq!(
+                workload_of(&c),
+                (
+                    "unix:///run/spire/agent.sock".into(),
+                    Some(Duration::from_secs(600))
+                )
+            );
+            // Without an address the source still counts; it fails when created.
+            let c = config(&[base, &["--use-workload-api"]].concat()).unwrap();
+            assert_eq!(workload_of(&c).0, "");
+            let c = config(&[base, &[addr, "--use-workload-api-timeout=0"]].concat()).unwrap();
+            assert_eq!(workload_of(&c).1, None);
+        }
+        // The mutual-exclusion texts: the server's does not name the workload API.
+        assert_eq!(
+            config(&[&server[..], &[addr, "--cert=c", "--key=k"]].concat()).unwrap_err(),
+            "--keystore, --cert/--key, --auto-acme-cert, and --keychain-identity/issuer flags are mutually exclusive"
+        );
+        assert_eq!(
+            config(&[&client[..], &[addr, "--keystore=k"]].concat()).unwrap_err(),
+            "--keystore, --cert/--key, --keychain-identity/issuer, --use-workload-api and --disable-authentication flags are mutually exclusive"
+        );
+        // Client --disable-authentication is no credential of its own next to it; it only
+        // keeps the SVID from being presented.
+        let c = config(&[&client[..], &[addr, "--disable-authentication"]].concat()).unwrap();
+        assert!(matches!(
+            c.identity,
+            IdentitySource::WorkloadApi {
+                present_no_certificate: true,
+                ..
+            }
+        ));
+        let c = config(&[&client[..], &[addr]].concat()).unwrap();
+        assert!(matches!(
+            c.identity,
+            IdentitySource::WorkloadApi {
+                present_no_certificate: false,
+                ..
+            }
+        ));
+    }
+
+    #[cfg(feature = "spiffe")]
+    #[test]
+    fn workload_api_from_the_environment_wins_over_the_negated_flag() {
+        let client = ["client", "--listen=localhost:1", "--target=h:2"];
+        let env = [("SPIFFE_ENDPOINT_SOCKET", "unix:///run/spire/agent.sock")];
+        let c = env_config(&[&client[..], &["--no-use-workload-api"]].concat(), &env).unwrap();
+        assert_eq!(workload_of(&c).0, "unix:///run/spire/agent.sock");
+        // So a leftover variable clashes with files...
+        assert!(
+            env_config(&[&client[..], &["--keystore=k"]].concat(), &env)
+                .unwrap_err()
+                .ends_with("mutually exclusive")
+        );
+        // ...unless the address is explicitly emptied.
+        let c = env_config(
+            &[&client[..], &["--keystore=k", "--use-workload-api-addr="]].concat(),
+            &env,
+        )
+        .unwrap();
+        assert!(matches!(c.identity, IdentitySource::Keystore { .. }));
+    }
+
+    #[cfg(feature = "spiffe")]
+    #[test]
+    fn workload_api_refuses_spki_pins() {
+        let addr = "--use-workload-api-addr=unix:///a.sock";
+        assert_eq!(
+            config(&[&BARE[..], &[addr, &format!("--allow-spki-pin={PIN}")]].concat()).unwrap_err(),
+            "--allow-spki-pin is mutually exclusive with --use-workload-api"
+        );
+        let client = ["client", "--listen=localhost:1", "--target=h:2"];
+        assert_eq!(
+            config(&[&client[..], &[addr, &format!("--verify-spki-pin={PIN}")]].concat())
+                .unwrap_err(),
+            "--verify-spki-pin is mutually exclusive with --use-workload-api"
+        );
+    }
+
     // ---- Unsupported features ----
 
     #[test]
     fn unsupported_flags_fail_mode_validation() {
-        let cases = [
+        let workload = [
             ("--use-workload-api", Id::UseWorkloadApi),
             ("--use-workload-api-addr=unix:/x", Id::UseWorkloadApiAddr),
+        ];
+        let workload = if cfg!(feature = "spiffe") {
+            &[][..]
+        } else {
+            &workload[..]
+        };
+        let cases = [
             ("--pkcs11-module=/x.so", Id::Pkcs11Module),
             ("--allow-policy=b", Id::AllowPolicy),
             ("--allow-query=q", Id::AllowQuery),
         ];
         // With the feature, the PKCS#11 flags are ordinary ones (tested below).
         let supported = |flag: &str| cfg!(feature = "pkcs11") && flag.starts_with("--pkcs11");
-        for (flag, name) in cases.into_iter().filter(|(f, _)| !supported(f)) {
+        let cases = cases.into_iter().chain(workload.iter().copied());
+        for (flag, name) in cases.filter(|(f, _)| !supported(f)) {
             assert_eq!(
                 server_err(&["--allow-all", flag]),
                 format!("--{} is not supported by this build", name.name()),
@@ -855,6 +1004,7 @@ mod tests {
         ] {
             assert!(server(&["--allow-all", flag]).is_ok(), "{flag}");
         }
+        #[cfg(not(feature = "spiffe"))]
         assert_eq!(
             server_err(&[
                 "--allow-all",

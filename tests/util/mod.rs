@@ -9,6 +9,8 @@ pub mod daemon;
 pub mod http;
 pub mod pki;
 pub mod tls;
+#[cfg(feature = "spiffe")]
+pub mod workload_agent;
 
 pub use backend::*;
 pub use daemon::*;
