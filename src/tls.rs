@@ -386,6 +386,8 @@ pub fn client(
                 Arc::new(ServerAclVerifier {
                     webpki,
                     authz: authz.clone(),
+                    // An identity source's own verification (SPIFFE IDs) replaces host names.
+                    check_name: peers.is_none(),
                 })
             }
         };
@@ -661,6 +663,8 @@ impl ServerCertVerifier for PinVerifier {
 struct ServerAclVerifier {
     webpki: Arc<dyn ServerCertVerifier>,
     authz: Arc<dyn Authorizer>,
+    /// Whether the server name is checked against the leaf (standard web PKI verification).
+    check_name: bool,
 }
 
 impl ServerCertVerifier for ServerAclVerifier {
@@ -673,7 +677,9 @@ impl ServerCertVerifier for ServerAclVerifier {
         now: UnixTime,
     ) -> Result<ServerCertVerified, Error> {
         // Validity and name first, as the reference checks them before the chain.
-        crate::tlsparity::check_server_name(end_entity, server_name, now)?;
+        if self.check_name {
+            crate::tlsparity::check_server_name(end_entity, server_name, now)?;
+        }
         let verified = self.webpki.verify_server_cert(
             end_entity,
             intermediates,
