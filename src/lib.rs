@@ -17,6 +17,8 @@ pub mod metrics;
 pub mod net;
 #[cfg(feature = "pkcs12")]
 pub mod pkcs12;
+#[cfg(feature = "opa")]
+pub mod policy;
 pub mod proxy;
 pub mod relay;
 pub mod report;
