@@ -138,6 +138,30 @@ fn worked_example_input_matches_the_reference_capture() {
     assert_eq!(input_document(&der).to_json(), expected);
 }
 
+/// A leaf with every decoded extension family (policies, mappings, policy constraints,
+/// name constraints, CRL distribution points, AIA, unknown EKU, URIs of every shape, a
+/// multi-valued subject with repeated CNs), RSA key, 136-bit serial, captured from the
+/// reference the same way.
+#[test]
+fn extensions_input_matches_the_reference_capture() {
+    let pem = include_str!("testdata/extensions.pem");
+    let b64: String = pem.lines().filter(|l| !l.starts_with("-----")).collect();
+    let der = super::der_from_base64(&b64);
+    let expected = include_str!("testdata/extensions.json").trim_end();
+    let got = input_document(&der).to_json();
+    if got != expected {
+        // Name the first differing field before failing on the whole document.
+        let (Json::Obj(ours), theirs) = (certificate(&der), expected) else {
+            unreachable!()
+        };
+        for (k, v) in ours {
+            let needle = format!("\"{k}\":{}", v.to_json());
+            assert!(theirs.contains(&needle), "{k} differs: ours {needle}");
+        }
+    }
+    assert_eq!(got, expected);
+}
+
 fn field<'a>(j: &'a Json, key: &str) -> &'a Json {
     match j {
         Json::Obj(fields) => &fields.iter().find(|(k, _)| *k == key).unwrap().1,
