@@ -120,6 +120,14 @@ fn prepare(bundle: &str, query: &str) -> Result<Prepared, LoadError> {
     engine.set_strict_builtin_errors(false);
     // `print` output is collected per evaluation and dropped with the evaluation's copy.
     engine.set_gather_prints(true);
+    // The reference's engine reports no runtime information to policies.
+    engine
+        .add_extension(
+            "opa.runtime".into(),
+            0,
+            Box::new(|_| Ok(regorus::Value::new_object())),
+        )
+        .map_err(|e| LoadError(e.to_string()))?;
     // Dry run without input: parses and checks the query against the modules, resolves
     // every function the modules call, and evaluates the data-only parts once.
     let mut probe = engine.clone();

@@ -268,6 +268,7 @@ fn decision_rule_needs_one_binding_free_true() {
         ("data.t", false),
         ("false", false),
         ("data.t.nothing", false),
+        ("opa.runtime() == {}", true),
     ];
     for (query, allow) in table {
         let p = Policy::load(&dir, query).unwrap_or_else(|e| panic!("{query}: {e}"));
