@@ -130,9 +130,10 @@ fn prepare(bundle: &str, query: &str) -> Result<Prepared, LoadError> {
         .map_err(|e| LoadError(e.to_string()))?;
     // Dry run without input: parses and checks the query against the modules, resolves
     // every function the modules call, and evaluates the data-only parts once.
-    let mut probe = engine.clone();
-    probe.set_execution_timer_config(timer(DRY_RUN_LIMIT));
-    if let Err(e) = probe.eval_query(query.to_string(), false) {
+    // It also leaves the engine prepared (modules analysed once), so the per-evaluation
+    // copies start from that.
+    engine.set_execution_timer_config(timer(DRY_RUN_LIMIT));
+    if let Err(e) = engine.eval_query(query.to_string(), false) {
         let text = e.to_string();
         if !is_runtime_only(&text) {
             return Err(LoadError::query(&text));

@@ -396,12 +396,15 @@ fn bundle_engine(path: &str, files: Vec<File>) -> Result<Engine, LoadError> {
         b == "data.json" || b == "data.yaml" || b == "data.yml"
     }) {
         let text = String::from_utf8_lossy(&f.bytes);
-        let mut value = if f.rel.ends_with(".json") {
-            Value::from_json_str(&text)
-        } else {
-            Value::from_yaml_str(&text)
+        if !f.rel.ends_with(".json") {
+            // No YAML parser in this build (its size); `opa build` writes JSON data anyway.
+            return Err(failed(format!(
+                "{}: YAML data files are not supported by this build (use data.json)",
+                f.display
+            )));
         }
-        .map_err(|e| failed(format!("{}: {e}", f.display)))?;
+        let mut value =
+            Value::from_json_str(&text).map_err(|e| failed(format!("{}: {e}", f.display)))?;
         let dir: Vec<&str> = match f.rel.rsplit_once('/') {
             Some((d, _)) => d.split('/').filter(|c| !c.is_empty()).collect(),
             None => Vec::new(),
