@@ -1,6 +1,6 @@
-//! Authorization of the peer's leaf certificate: the `--allow-*`/`--verify-*` ACL (SPEC 5.1,
-//! 5.2), SPKI pins (5.3) and URI wildcard patterns (5.4). Pure functions over DER bytes; owns
-//! no TLS state and no I/O.
+//! Authorization of the peer's leaf certificate: the `--allow-*`/`--verify-*` ACL
+//! (docs/behaviour.md §5.1, 5.2), SPKI pins (5.3) and URI wildcard patterns (5.4). Pure functions
+//! over DER bytes; owns no TLS state and no I/O.
 
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 
@@ -13,7 +13,7 @@ use x509_cert::ext::pkix::name::GeneralName;
 
 use crate::config::Acl;
 
-/// The rejection text for a failed ACL check (SPEC 5.1).
+/// The rejection text for a failed ACL check (docs/behaviour.md §5.1).
 pub const UNAUTHORIZED: &str = "unauthorized: invalid principal, or principal not allowed";
 
 const OID_CN: &str = "2.5.4.3";
@@ -109,8 +109,8 @@ fn base64_error_offset(s: &str) -> usize {
     data_end - data_end % 4
 }
 
-/// Checks the leaf against the pins: `Ok` if any matches, else the SPEC 5.3 runtime text
-/// (`unauthorized: pin verification failed`, `unauthorized: failed to parse certificate: …`).
+/// Checks the leaf against the pins: `Ok` if any matches, else the docs/behaviour.md §5.3 runtime
+/// text (`unauthorized: pin verification failed`, `unauthorized: failed to parse certificate: …`).
 pub fn check_pins(pins: &[SpkiPin], leaf_der: &[u8]) -> Result<(), String> {
     if leaf_der.is_empty() {
         return Err("unauthorized: no certificate presented".to_string());
@@ -173,7 +173,8 @@ enum Segment {
 }
 
 impl UriPattern {
-    /// Compiles a pattern; errors are the SPEC 5.4 texts (e.g. `input pattern was empty string`).
+    /// Compiles a pattern; errors are the docs/behaviour.md §5.4 texts (e.g. `input pattern was
+    /// empty string`).
     pub fn compile(s: &str) -> Result<UriPattern, String> {
         if s.is_empty() {
             return Err("input pattern was empty string".to_string());
@@ -315,7 +316,7 @@ impl Names {
             if oid != OID_CN && oid != OID_OU {
                 continue;
             }
-            let Some(value) = directory_string(&atv.value) else {
+            let Some(value) = crate::certs::attribute_string(&atv.value) else {
                 continue;
             };
             match oid == OID_CN {
@@ -350,26 +351,6 @@ pub fn subject_alt_names(cert: &Certificate) -> Vec<GeneralName> {
         .filter_map(|e| SubjectAltName::from_der(e.extn_value.as_bytes()).ok())
         .flat_map(|san| san.0)
         .collect()
-}
-
-/// A subject attribute value as a string (the string types Go accepts).
-fn directory_string(value: &der::Any) -> Option<String> {
-    use der::{Tag, Tagged};
-    let bytes = value.value();
-    match value.tag() {
-        Tag::Utf8String | Tag::PrintableString | Tag::Ia5String | Tag::NumericString => {
-            std::str::from_utf8(bytes).ok().map(str::to_string)
-        }
-        Tag::TeletexString => Some(bytes.iter().map(|&b| char::from(b)).collect()),
-        Tag::BmpString => {
-            let units: Vec<u16> = bytes
-                .chunks_exact(2)
-                .map(|c| u16::from_be_bytes([c[0], c[1]]))
-                .collect();
-            String::from_utf16(&units).ok()
-        }
-        _ => None,
-    }
 }
 
 /// A SAN iPAddress: 4 octets for IPv4, 16 for IPv6, anything else is not an address.
@@ -448,7 +429,7 @@ mod tests {
         assert!(SpkiPin::parse("sha256:47DEQpj8HBSa+/TImW+5JCeuQeRkm5NMpJWZG3hSuFU=:").is_err());
     }
 
-    /// The SPEC 5.3 openssl pipeline for `algo` over the certificate in `cert`.
+    /// The docs/behaviour.md §5.3 openssl pipeline for `algo` over the certificate in `cert`.
     fn openssl_pin(cert: &std::path::Path, algo: &str) -> String {
         sh(&format!(
             "openssl x509 -in '{}' -pubkey -noout | openssl pkey -pubin -outform der | \
@@ -653,6 +634,38 @@ mod tests {
             };
             assert_eq!(check_acl(&no, &der).unwrap_err(), UNAUTHORIZED, "{wrong}");
         }
+    }
+
+    /// The leaf of `leaf()` with its CN replaced by a BMPString of `bytes` (the signature no
+    /// longer matches, which the ACL never looks at).
+    fn leaf_with_bmp_cn(bytes: &[u8]) -> Vec<u8> {
+        let mut cert = Certificate::from_der(&leaf()).unwrap();
+        for rdn in cert.tbs_certificate.subject.0.iter_mut() {
+            let mut atvs: Vec<_> = rdn.0.iter().cloned().collect();
+            for atv in atvs.iter_mut().filter(|a| a.oid.to_string() == OID_CN) {
+                atv.value = der::Any::new(der::Tag::BmpString, bytes).unwrap();
+            }
+            rdn.0 = der::asn1::SetOfVec::try_from(atvs).unwrap();
+        }
+        cert.to_der().unwrap()
+    }
+
+    /// Go refuses a BMPString of odd length, so such a CN never matches `--allow-cn`; the ACL
+    /// used to drop the stray byte and accept "ab".
+    #[test]
+    fn acl_cn_odd_length_bmp_string_is_not_a_name() {
+        let allow_ab = Acl {
+            cn: vec!["ab".into()],
+            ..acl()
+        };
+        assert_eq!(
+            check_acl(&allow_ab, &leaf_with_bmp_cn(&[0, b'a', 0, b'b'])),
+            Ok(())
+        );
+        assert_eq!(
+            check_acl(&allow_ab, &leaf_with_bmp_cn(&[0, b'a', 0, b'b', 0])).unwrap_err(),
+            UNAUTHORIZED
+        );
     }
 
     #[test]

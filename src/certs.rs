@@ -1,7 +1,7 @@
 //! Certificate material: loading the identity from `--keystore` (PEM, DER or PKCS#12) or
-//! `--cert`/`--key` (SPEC 3.2-3.4), the CA bundle or system trust store (3.5), and rendering
-//! certificate subjects for logs (13.4). Reads files; owns no sockets and no TLS sessions.
-//! Every call re-reads its files, so a reload is just another call.
+//! `--cert`/`--key` (docs/behaviour.md §3.2-3.4), the CA bundle or system trust store (3.5), and
+//! rendering certificate subjects for logs (13.4). Reads files; owns no sockets and no TLS
+//! sessions. Every call re-reads its files, so a reload is just another call.
 
 use std::collections::HashSet;
 use std::fs::File;
@@ -20,9 +20,9 @@ use rustls::sign::{CertifiedKey, SigningKey};
 use x509_cert::Certificate;
 use x509_cert::attr::AttributeTypeAndValue;
 
-use crate::config::IdentitySource;
+use crate::config::{IdentitySource, SystemTrust};
 
-/// Files are read up to this size (SPEC 3.2).
+/// Files are read up to this size (docs/behaviour.md §3.2).
 const MAX_FILE_SIZE: u64 = 50 * 1024 * 1024;
 
 /// Where Go looks for the system bundle on Linux, in order; the first readable one wins.
@@ -38,11 +38,34 @@ const SYSTEM_CERT_FILES: &[&str] = &[
 /// Directories whose files are added to the system store when `SSL_CERT_DIR` is unset.
 const SYSTEM_CERT_DIRS: &[&str] = &["/etc/ssl/certs", "/etc/pki/tls/certs"];
 
-/// Loads the identity. `Ok(None)` for [`IdentitySource::None`]. Errors are the SPEC 3.6 `<e>`
-/// texts, e.g. `reading certificate file "<p>": open <p>: no such file or directory` or
-/// `parsing X509 key pair: tls: private key does not match public key`. An expired or
-/// not-yet-valid leaf is rejected with `certificate "<p>" has expired (not after <time>)` or
-/// `certificate "<p>" is not yet valid (not before <time>)`.
+/// A failure at the certificate-loading boundary: building the TLS contexts at start or on a
+/// reload, and `--check`. `Display` is the `<e>` that users see today in
+/// `error: unable to load certificates: <e>` and `error reloading TLS configuration: <e>`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum CertError {
+    /// The identity (keystore, cert/key, or a back-end's) could not be loaded or used.
+    Identity(String),
+    /// The trust anchors (`--cacert`, the system store, or a back-end's bundle).
+    Trust(String),
+    /// The loaded material does not make a TLS configuration.
+    Tls(String),
+}
+
+impl std::fmt::Display for CertError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            CertError::Identity(e) | CertError::Trust(e) | CertError::Tls(e) => f.write_str(e),
+        }
+    }
+}
+
+impl std::error::Error for CertError {}
+
+/// Loads the identity. `Ok(None)` for [`IdentitySource::None`]. Errors are the docs/behaviour.md
+/// §3.6 `<e>` texts, e.g. `reading certificate file "<p>": open <p>: no such file or directory` or
+/// `parsing X509 key pair: tls: private key does not match public key`. An expired or not-yet-valid
+/// leaf is rejected with `certificate "<p>" has expired (not after <time>)` or `certificate "<p>"
+/// is not yet valid (not before <time>)`.
 ///
 /// May be called from any thread at any time; it re-reads every file.
 pub fn load_identity(
@@ -69,7 +92,10 @@ pub fn load_identity(
 /// `loading trust store: open <p>: no such file or directory`.
 ///
 /// May be called from any thread at any time; it re-reads every file.
-pub fn load_trust(path: Option<&Path>) -> Result<Vec<CertificateDer<'static>>, String> {
+pub fn load_trust(
+    path: Option<&Path>,
+    system: &SystemTrust,
+) -> Result<Vec<CertificateDer<'static>>, String> {
     let result = match path {
         Some(path) => read_file(path).and_then(|data| {
             let certs = certs_from_pem(&data);
@@ -78,10 +104,7 @@ pub fn load_trust(path: Option<&Path>) -> Result<Vec<CertificateDer<'static>>, S
                 false => Ok(certs),
             }
         }),
-        None => system_trust(
-            std::env::var_os("SSL_CERT_FILE").filter(|v| !v.is_empty()),
-            std::env::var_os("SSL_CERT_DIR").filter(|v| !v.is_empty()),
-        ),
+        None => system_trust(system.file.clone().map(Into::into), system.dir.clone()),
     };
     result.map_err(|e| format!("loading trust store: {e}"))
 }
@@ -92,8 +115,8 @@ pub fn not_after(cert_der: &[u8]) -> Option<SystemTime> {
     Some(cert.tbs_certificate.validity.not_after.to_system_time())
 }
 
-/// The subject of a DER certificate in the reference's RFC 2253-like form (SPEC 13.4), e.g.
-/// `CN=server,OU=servers,O=Acme,C=US`. Unparseable input renders as an empty string.
+/// The subject of a DER certificate in the reference's RFC 2253-like form (docs/behaviour.md
+/// §13.4), e.g. `CN=server,OU=servers,O=Acme,C=US`. Unparseable input renders as an empty string.
 pub fn subject_string(cert_der: &[u8]) -> String {
     match Certificate::from_der(cert_der) {
         Ok(cert) => render_name(&cert.tbs_certificate.subject),
@@ -161,7 +184,7 @@ enum Format {
     Der,
 }
 
-/// SPEC 3.3: the extension first, then the magic bytes.
+/// docs/behaviour.md §3.3: the extension first, then the magic bytes.
 fn detect_format(path: &Path, data: &[u8]) -> Result<Format, String> {
     let ext = path
         .extension()
@@ -555,7 +578,7 @@ fn system_trust(
 // ---------------------------------------------------------------------------------------------
 // Subject rendering (Go pkix.Name.String)
 
-/// Standard attributes in render order, with their names (SPEC 13.4).
+/// Standard attributes in render order, with their names (docs/behaviour.md §13.4).
 const NAMED: &[(&str, &str)] = &[
     ("2.5.4.5", "SERIALNUMBER"),
     ("2.5.4.3", "CN"),
@@ -578,7 +601,7 @@ pub(crate) fn render_name(name: &x509_cert::name::Name) -> String {
         let values: Vec<String> = atvs
             .iter()
             .filter(|atv| atv.oid.to_string() == *oid)
-            .filter_map(|atv| attribute_string(atv))
+            .filter_map(|atv| attribute_string(&atv.value))
             .map(|v| format!("{label}={}", escape_value(&v)))
             .collect();
         let values = match *label {
@@ -594,7 +617,7 @@ pub(crate) fn render_name(name: &x509_cert::name::Name) -> String {
         if NAMED.iter().any(|(o, _)| *o == oid) {
             continue;
         }
-        rdns.push(match attribute_string(atv) {
+        rdns.push(match attribute_string(&atv.value) {
             Some(v) => format!("{oid}=#{}", hex(&go_marshal_string(&v))),
             None => match atv.value.to_der() {
                 Ok(der) => format!("{oid}=#{}", hex(&der)),
@@ -605,10 +628,11 @@ pub(crate) fn render_name(name: &x509_cert::name::Name) -> String {
     rdns.join(",")
 }
 
-/// Decodes an attribute value the way Go's `parseASN1String` does.
-fn attribute_string(atv: &AttributeTypeAndValue) -> Option<String> {
-    let bytes = atv.value.value();
-    match atv.value.tag() {
+/// Decodes an attribute value the way Go's `parseASN1String` does: the one decoder for subject
+/// rendering and the ACL's CN/OU. `None` for what Go refuses, e.g. an odd-length BMPString.
+pub(crate) fn attribute_string(value: &der::Any) -> Option<String> {
+    let bytes = value.value();
+    match value.tag() {
         Tag::Utf8String | Tag::PrintableString | Tag::Ia5String | Tag::NumericString => {
             std::str::from_utf8(bytes).ok().map(str::to_string)
         }
@@ -1319,14 +1343,14 @@ mod tests {
         let (ca, leaf) = ca_and_leaf(&rcgen::PKCS_ECDSA_P256_SHA256, &leaf_spec());
         let bundle = dir.join("bundle.pem");
         std::fs::write(&bundle, format!("{}{}{}", ca.key_pem, ca.pem, leaf.pem)).unwrap();
-        let certs = load_trust(Some(&bundle)).unwrap();
+        let certs = load_trust(Some(&bundle), &SystemTrust::default()).unwrap();
         assert_eq!(certs.len(), 2);
         assert_eq!(certs[0].as_ref(), ca.der.as_slice());
 
         let keys = dir.join("keys.pem");
         std::fs::write(&keys, &ca.key_pem).unwrap();
         assert_eq!(
-            load_trust(Some(&keys)).unwrap_err(),
+            load_trust(Some(&keys), &SystemTrust::default()).unwrap_err(),
             "loading trust store: unable to read certificates from CA bundle"
         );
         let garbage = dir.join("garbage.pem");
@@ -1336,11 +1360,11 @@ mod tests {
         )
         .unwrap();
         assert_eq!(
-            load_trust(Some(&garbage)).unwrap_err(),
+            load_trust(Some(&garbage), &SystemTrust::default()).unwrap_err(),
             "loading trust store: unable to read certificates from CA bundle"
         );
         assert_eq!(
-            load_trust(Some(Path::new("/nonexist"))).unwrap_err(),
+            load_trust(Some(Path::new("/nonexist")), &SystemTrust::default()).unwrap_err(),
             "loading trust store: open /nonexist: no such file or directory"
         );
     }

@@ -12,7 +12,10 @@ use der::asn1::{ObjectIdentifier, UintRef};
 use x509_cert::Certificate;
 use x509_cert::ext::pkix::name::GeneralName;
 
-use crate::config::{Config, IdentitySource, Mode};
+use crate::authz::Authorizer;
+use crate::certs::CertError;
+use crate::config::{Config, Mode};
+use crate::identity::IdentitySource;
 use crate::net::{self, Addr, AddrKind};
 use crate::{auth, certs};
 
@@ -80,7 +83,12 @@ pub fn probe_listen(addr: &Addr) -> io::Result<Option<String>> {
 /// The report for a configuration whose start-up loading already succeeded. Re-reads the
 /// identity and trust files with the same loaders to describe them. `now` decides expiry. The
 /// listener probes and their warnings are the caller's (`probe_listen`).
-pub fn report(config: &Config, now: SystemTime) -> Result<Report, String> {
+pub fn report(
+    config: &Config,
+    source: &dyn IdentitySource,
+    authz: &dyn Authorizer,
+    now: SystemTime,
+) -> Result<Report, CertError> {
     let mut r = Report::default();
     let mode = match config.mode {
         Mode::Server(_) => "server",
@@ -96,25 +104,21 @@ pub fn report(config: &Config, now: SystemTime) -> Result<Report, String> {
     }
 
     let provider = crate::tls::provider(&config.tls);
-    let (source, path) = match &config.identity {
-        IdentitySource::Keystore { path, .. } => ("keystore", path.display().to_string()),
-        IdentitySource::CertKey { cert, key } => (
-            "cert/key",
-            format!("{} + {}", cert.display(), key.display()),
-        ),
-        IdentitySource::None => ("none", String::new()),
-    };
-    match certs::load_identity(&config.identity, &provider)? {
-        None => r
-            .lines
-            .push("identity: none (--disable-authentication)".to_string()),
+    let location = source.location();
+    let path = location
+        .rsplit_once(" (")
+        .map_or(location.as_str(), |(path, _)| path);
+    r.lines.push(format!("identity: {location}"));
+    match source.load(&provider)? {
+        None => {}
         Some(identity) => {
-            r.lines.push(format!("identity: {path} ({source})"));
-            let leaf =
-                Certificate::from_der(&identity.cert[0]).map_err(|e| format!("x509: {e}"))?;
+            let leaf = Certificate::from_der(&identity.cert[0])
+                .map_err(|e| CertError::Identity(format!("x509: {e}")))?;
             describe_leaf(&mut r.lines, &leaf, now);
             r.lines
                 .push(format!("  chain: {} certificate(s)", identity.cert.len()));
+            r.lines
+                .extend(source.check_lines().into_iter().map(|l| format!("  {l}")));
             for (i, der) in identity.cert.iter().enumerate() {
                 let Ok(cert) = Certificate::from_der(der) else {
                     continue;
@@ -128,7 +132,11 @@ pub fn report(config: &Config, now: SystemTime) -> Result<Report, String> {
         }
     }
 
-    let trust = certs::load_trust(config.cacert.as_deref())?;
+    let trust = match source.trust_anchors() {
+        Some(anchors) => anchors,
+        None => certs::load_trust(config.cacert.as_deref(), &config.system_trust)
+            .map_err(CertError::Trust)?,
+    };
     match &config.cacert {
         Some(ca) => {
             r.lines.push(format!(
@@ -154,6 +162,7 @@ pub fn report(config: &Config, now: SystemTime) -> Result<Report, String> {
         )),
     }
 
+    r.lines.extend(authz.check_lines());
     r.lines.push("ok".to_string());
     Ok(r)
 }

@@ -1,6 +1,6 @@
-//! Client mode: plaintext in, mutual TLS out (SPEC 6.3, 7.2). Each accepted connection dials
-//! `--target`, completes the TLS handshake (verifying the server) under `--connect-timeout`,
-//! then the pipe runs.
+//! Client mode: plaintext in, mutual TLS out (docs/behaviour.md §6.3, §7.2). Each accepted
+//! connection dials `--target`, completes the TLS handshake (verifying the server) under
+//! `--connect-timeout`, then the pipe runs.
 
 use std::sync::Arc;
 use std::time::Instant;

@@ -3,6 +3,7 @@
 //! `cli.rs` turns the command line into a [`Config`]; everything downstream reads only this.
 //! Mutually exclusive choices are enums, so nothing after parsing re-checks flag combinations.
 
+use std::ffi::OsString;
 use std::net::IpAddr;
 use std::path::PathBuf;
 use std::time::Duration;
@@ -10,6 +11,7 @@ use std::time::Duration;
 use crate::auth::{SpkiPin, UriPattern};
 use crate::net::Addr;
 use crate::report::HttpUrl;
+use crate::tunnel::ProxyUrl;
 
 /// Everything a run needs, fully validated.
 #[derive(Debug)]
@@ -22,6 +24,8 @@ pub struct Config {
     pub identity: IdentitySource,
     /// `--cacert`; `None` means the system trust store.
     pub cacert: Option<PathBuf>,
+    /// Where the system trust store is read from when there is no `--cacert`.
+    pub system_trust: SystemTrust,
     pub timeouts: Timeouts,
     /// `--max-concurrent-conns`; 0 means unlimited.
     pub max_concurrent_conns: u32,
@@ -39,7 +43,7 @@ pub struct Config {
     pub metrics: MetricsOpts,
 }
 
-/// `--metrics-*` (SPEC 8.5).
+/// `--metrics-*` (docs/behaviour.md §8.5).
 #[derive(Debug)]
 pub struct MetricsOpts {
     /// `--metrics-graphite`: a TCP `host:port`.
@@ -53,7 +57,7 @@ pub struct MetricsOpts {
 }
 
 impl Config {
-    /// Whether anything observes metrics; when not, nothing is recorded (SPEC 7.5).
+    /// Whether anything observes metrics; when not, nothing is recorded (docs/behaviour.md §7.5).
     pub fn metrics_observed(&self) -> bool {
         self.status.is_some() || self.metrics.graphite.is_some() || self.metrics.url.is_some()
     }
@@ -71,11 +75,11 @@ pub struct ServerOpts {
     pub auth: ServerAuth,
     /// `--proxy-protocol` (= `Conn`) or `--proxy-protocol-mode`.
     pub proxy_protocol: Option<ProxyProtocolMode>,
-    /// `--target-status`: the backend check is an HTTP GET of this URL (SPEC 8.4).
+    /// `--target-status`: the backend check is an HTTP GET of this URL (docs/behaviour.md §8.4).
     pub target_status: Option<HttpUrl>,
 }
 
-/// How the server authenticates and authorizes clients (SPEC 4.2, 5.5).
+/// How the server authenticates and authorizes clients (docs/behaviour.md §4.2, §5.5).
 #[derive(Debug, Clone)]
 pub enum ServerAuth {
     /// `--disable-authentication`: no client certificate requested.
@@ -94,10 +98,31 @@ pub struct ClientOpts {
     pub override_server_name: Option<String>,
     pub verify: ClientVerify,
     /// `--proxy`.
-    pub proxy: Option<String>,
+    pub proxy: Option<ProxySetting>,
 }
 
-/// How the client checks the server (SPEC 4.3, 5.2).
+/// `--proxy`, parsed once while validating. A URL that passes the parse-time check but that no
+/// dialer can use (an unknown scheme, a bad escape in the credentials) keeps its error here:
+/// the reference reports it when the dialer is built, after the certificates have loaded, so
+/// startup raises it at that point with that step's messages.
+#[derive(Debug, Clone)]
+pub struct ProxySetting {
+    /// The URL as given, for the (redacted) startup log line.
+    pub raw: String,
+    pub url: Result<ProxyUrl, String>,
+}
+
+/// `SSL_CERT_FILE` and `SSL_CERT_DIR`, read once at startup. An empty variable counts as unset,
+/// for loading the store and for the sandbox alike.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct SystemTrust {
+    /// `SSL_CERT_FILE`: a bundle read instead of the distribution's.
+    pub file: Option<PathBuf>,
+    /// `SSL_CERT_DIR`: colon-separated directories read instead of the distribution's.
+    pub dir: Option<OsString>,
+}
+
+/// How the client checks the server (docs/behaviour.md §4.3, §5.2).
 #[derive(Debug, Clone)]
 pub enum ClientVerify {
     /// Chain and hostname verification, then the ACL if it is not empty.
@@ -126,7 +151,7 @@ impl Acl {
     }
 }
 
-/// Where the identity comes from (SPEC 3.1).
+/// Where the identity comes from (docs/behaviour.md §3.1).
 #[derive(Debug, Clone)]
 pub enum IdentitySource {
     /// `--keystore` (+ `--storepass`).
@@ -137,7 +162,7 @@ pub enum IdentitySource {
     None,
 }
 
-/// Deadlines for one connection and for the drain (SPEC 2.3, 7.3, 12.2).
+/// Deadlines for one connection and for the drain (docs/behaviour.md §2.3, §7.3, §12.2).
 #[derive(Debug, Clone, Copy)]
 pub struct Timeouts {
     /// `--connect-timeout`: handshake + dial budget. A negative flag value becomes zero, which
@@ -151,13 +176,40 @@ pub struct Timeouts {
     pub shutdown: Option<Duration>,
 }
 
-/// TLS knobs (SPEC 2.6, 4.1).
+/// TLS knobs (docs/behaviour.md §2.6, §4.1).
 #[derive(Debug, Clone)]
 pub struct TlsPolicy {
-    /// `--max-tls-version` raw value ("" = TLS 1.3); checked when the TLS config is built.
-    pub max_version: String,
+    /// `--max-tls-version`.
+    pub max_version: MaxTlsVersion,
     /// `--cipher-suites` groups, in order, validated.
     pub cipher_suites: Vec<CipherGroup>,
+    /// Client mode keeps a TLS session cache, unless `GHOSTUNNEL_TLS_RESUMPTION` is `off`,
+    /// `0`, `no` or `false` (the reference's client keeps none: every connection is a full
+    /// handshake).
+    pub resumption: bool,
+}
+
+/// `--max-tls-version`, any case. The reference accepts any word while parsing and refuses an
+/// unknown one only when it builds the TLS configuration, so the word is kept for that error.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub enum MaxTlsVersion {
+    /// Absent or `TLS1.3`: TLS 1.3 preferred, TLS 1.2 accepted.
+    #[default]
+    Tls13,
+    /// `TLS1.2`.
+    Tls12,
+    /// Anything else, as written.
+    Unsupported(String),
+}
+
+impl MaxTlsVersion {
+    pub fn parse(s: &str) -> MaxTlsVersion {
+        match s.to_ascii_uppercase().as_str() {
+            "" | "TLS1.3" => MaxTlsVersion::Tls13,
+            "TLS1.2" => MaxTlsVersion::Tls12,
+            _ => MaxTlsVersion::Unsupported(s.to_string()),
+        }
+    }
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -173,7 +225,7 @@ pub enum ProxyProtocolMode {
     TlsFull,
 }
 
-/// `--quiet` classes (SPEC 13.2).
+/// `--quiet` classes (docs/behaviour.md §13.2).
 #[derive(Debug, Clone, Copy, Default)]
 pub struct Quiet {
     pub all: bool,
@@ -182,7 +234,7 @@ pub struct Quiet {
     pub handshake_errs: bool,
 }
 
-/// `--status` with its scheme remembered (SPEC 8.1).
+/// `--status` with its scheme remembered (docs/behaviour.md §8.1).
 #[derive(Debug)]
 pub struct StatusAddr {
     pub addr: Addr,

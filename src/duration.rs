@@ -1,12 +1,12 @@
-//! Go-compatible durations and sizes: the `--*-timeout` grammar (SPEC 2.2) and the duration
-//! and byte formats of the connection log lines (SPEC 13.3).
+//! Go-compatible durations and sizes: the `--*-timeout` grammar (docs/behaviour.md §2.2) and the
+//! duration and byte formats of the connection log lines (docs/behaviour.md §13.3).
 
 use std::time::Duration;
 
 /// Parses a Go duration (`300s`, `1.5h`, `1h30m`, `-1s`, `0`) into signed nanoseconds, with
 /// exactly the grammar and overflow rules of Go's `time.ParseDuration`:
 /// `[-+]?([0-9]*(\.[0-9]*)?[a-z]+)+`, units `ns us µs μs ms s m h`, a bare `0` allowed.
-/// Every error reads `time: invalid duration "<s>"` (SPEC 2.2).
+/// Every error reads `time: invalid duration "<s>"` (docs/behaviour.md §2.2).
 pub fn parse_go_duration(s: &str) -> Result<i128, String> {
     let err = || format!("time: invalid duration \"{s}\"");
     let (neg, mut rest) = match s.as_bytes().first() {

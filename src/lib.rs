@@ -5,12 +5,15 @@
 #![deny(unsafe_code)]
 
 pub mod auth;
+pub mod authz;
 pub mod certs;
 pub mod check;
 pub mod cli;
 pub mod client;
 pub mod config;
 pub mod duration;
+pub mod identity;
+pub mod lifecycle;
 pub mod logging;
 pub mod memory;
 pub mod metrics;
@@ -21,11 +24,13 @@ pub mod pkcs12;
 pub mod policy;
 pub mod proxy;
 pub mod relay;
+pub mod reload;
 pub mod report;
 pub mod sandbox;
 pub mod server;
 pub mod signals;
 pub mod status;
+pub mod sync;
 pub mod systemd;
 pub mod tls;
 pub mod tunnel;

@@ -1,5 +1,5 @@
-//! The process logger (SPEC 13): `[<pid>] YYYY/MM/DD hh:mm:ss.µµµµµµ <message>` lines on
-//! stdout or to the local syslog socket, filtered by the `--quiet` classes.
+//! The process logger (docs/behaviour.md §13): `[<pid>] YYYY/MM/DD hh:mm:ss.µµµµµµ <message>` lines
+//! on stdout or to the local syslog socket, filtered by the `--quiet` classes.
 //!
 //! Call sites pick a class with the log target: [`CONNS`], [`CONN_ERRS`], [`HANDSHAKE_ERRS`];
 //! anything else is suppressed only by `--quiet=all`. They also pick a level: `error!` for
@@ -8,8 +8,8 @@
 //! routine lines. The level never changes the text; when stdout is connected to the journal
 //! (`JOURNAL_STREAM`), it becomes an sd-daemon(3) `<N>` prefix in place of our pid and
 //! timestamp (journald records both itself), so `journalctl -p warning` works. `--syslog`
-//! sends every line at severity info, as the reference does (SPEC 13.1): syslog filters
-//! written for it keep matching.
+//! sends every line at severity info, as the reference does (docs/behaviour.md §13.1): syslog
+//! filters written for it keep matching.
 
 use std::io::Write;
 use std::os::fd::AsFd;
@@ -147,7 +147,8 @@ fn timestamp() -> String {
     )
 }
 
-/// Broken-down local time, through the C library's zone handling.
+/// Broken-down local time, through the C library's zone handling: the one `localtime_r` call
+/// of the crate (log lines, syslog, `/_status` times).
 pub struct LocalTime {
     pub year: i32,
     pub month: u32,
@@ -156,14 +157,20 @@ pub struct LocalTime {
     pub min: u32,
     pub sec: u32,
     pub micros: u32,
+    pub nanos: u32,
+    /// Seconds east of UTC.
+    pub utc_offset: i64,
 }
 
 impl LocalTime {
     pub fn now() -> LocalTime {
-        let now = std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .unwrap_or_default();
-        let secs = now.as_secs() as libc::time_t;
+        LocalTime::at(std::time::SystemTime::now())
+    }
+
+    /// `t` in the local zone; times before 1970 count as the epoch.
+    pub fn at(t: std::time::SystemTime) -> LocalTime {
+        let since = t.duration_since(std::time::UNIX_EPOCH).unwrap_or_default();
+        let secs = since.as_secs() as libc::time_t;
         // SAFETY: localtime_r writes only into the zeroed `tm` we own; `secs` outlives the call.
         #[allow(unsafe_code)]
         let tm = unsafe {
@@ -178,12 +185,14 @@ impl LocalTime {
             hour: tm.tm_hour as u32,
             min: tm.tm_min as u32,
             sec: tm.tm_sec as u32,
-            micros: now.subsec_micros(),
+            micros: since.subsec_micros(),
+            nanos: since.subsec_nanos(),
+            utc_offset: tm.tm_gmtoff,
         }
     }
 }
 
-/// A connection to the local syslog socket (SPEC 13.1).
+/// A connection to the local syslog socket (docs/behaviour.md §13.1).
 struct Syslog {
     socket: std::sync::Mutex<SyslogSocket>,
     tag: String,
@@ -252,9 +261,7 @@ impl Syslog {
             std::process::id(),
             line
         );
-        let Ok(mut socket) = self.socket.lock() else {
-            return;
-        };
+        let mut socket = crate::sync::lock(&self.socket);
         // A restarted syslog daemon leaves our socket dead: reconnect once and resend.
         if socket.send(msg.as_bytes()).is_err() {
             if let Ok(fresh) = Self::open() {

@@ -1,18 +1,23 @@
 //! ghostunnel: a TLS proxy with mutual authentication, drop-in compatible with Ghostunnel on
-//! Linux. `run` reads like the lifecycle of SPEC 1: every step happens here, in order.
+//! Linux. `run` reads like the lifecycle: every step happens here, numbered in the order it runs;
+//! what a step needs from a back-end goes through `identity.rs` and `authz.rs`, never through here.
 
 #![deny(unsafe_code)]
 
 use std::process::ExitCode;
 use std::sync::Arc;
-use std::time::{Instant, SystemTime};
 
 use rustls::pki_types::ServerName;
 
-use ghostunnel::config::{Config, IdentitySource, Mode, StatusScheme};
+use ghostunnel::authz::{self, Authorizer};
+use ghostunnel::certs::CertError;
+use ghostunnel::config::{Config, Mode, StatusScheme};
+use ghostunnel::identity::{self, IdentitySource};
+use ghostunnel::lifecycle::{Announcer, Lifecycle, Phase};
 use ghostunnel::metrics::Metrics;
-use ghostunnel::net::{self, AddrKind, Listener};
+use ghostunnel::net::{self, AddrKind, ListenError, Listener};
 use ghostunnel::proxy::{Connector, Proxy};
+use ghostunnel::reload::Reloader;
 use ghostunnel::{
     check, cli, client, logging, report, sandbox, server, signals, status, systemd, tls, tunnel,
 };
@@ -28,7 +33,7 @@ fn main() -> ExitCode {
 
 /// A startup failure, reported once: lines for the logger, then one line on stderr.
 enum Failure {
-    /// Parse stage (SPEC 2.7.1): stderr only.
+    /// Parse stage (docs/behaviour.md §2.7.1): stderr only.
     Usage(String),
     /// Logger setup: stderr only.
     Logger(String),
@@ -64,9 +69,8 @@ impl Failure {
 }
 
 fn run(args: Vec<std::ffi::OsString>) -> Result<ExitCode, Failure> {
-    // 1-2. Parse the command line and run the parse-stage checks.
-    let env = |name: &str| std::env::var(name).ok().filter(|v| !v.is_empty());
-    let raw = match cli::parse(args, &env).map_err(Failure::Usage)? {
+    // 1. Parse the command line and run the parse-stage checks.
+    let raw = match cli::parse_process_args(args).map_err(|e| Failure::Usage(e.to_string()))? {
         cli::Parsed::Run(raw) => raw,
         cli::Parsed::Exit { text, stdout } => {
             if stdout {
@@ -78,7 +82,7 @@ fn run(args: Vec<std::ffi::OsString>) -> Result<ExitCode, Failure> {
         }
     };
 
-    // 4-5. Logger. `--check` sets none: its report is the output, so the steps below log
+    // 2. Logger. `--check` sets none: its report is the output, so the steps below log
     // nothing and a failure prints only its `error: <e>` line.
     let check = raw.check;
     if !check {
@@ -86,24 +90,20 @@ fn run(args: Vec<std::ffi::OsString>) -> Result<ExitCode, Failure> {
     }
     log::info!("starting ghostunnel in {} mode", raw.mode_name());
 
-    // 8. Mode validation.
+    // 3. Mode validation.
     let config = raw
         .into_config()
-        .map_err(|e| Failure::startup(format!("error: {e}"), e))?;
+        .map_err(|e| Failure::startup(format!("error: {e}"), e.to_string()))?;
     let config = Arc::new(config);
 
-    // 9-12. Credentials, target and TLS contexts; then the listener.
-    log::info!(
-        "{}",
-        match config.identity {
-            IdentitySource::Keystore { .. } => "using keystore file on disk as certificate source",
-            IdentitySource::CertKey { .. } => "using cert/key files on disk as certificate source",
-            IdentitySource::None => "no cert source configured -- running without certificate",
-        }
-    );
-    // Read before the sandbox hides /proc.
+    // 4. The identity source and the authorizer.
+    let identity = identity::from_config(&config).map_err(cert_failure)?;
+    let authz = authz::from_config(&config);
+    log::info!("{}", identity.describe());
+
+    // 5. Metrics (only when something observes them; otherwise nothing records) and the
+    // connection accounting. The host name is read before the sandbox hides /proc.
     let hostname = status::hostname();
-    // Metrics exist only when something observes them (SPEC 7.5); otherwise nothing records.
     let metrics = config.metrics_observed().then(|| {
         Arc::new(Metrics::new(
             &config.metrics.prefix,
@@ -113,189 +113,73 @@ fn run(args: Vec<std::ffi::OsString>) -> Result<ExitCode, Failure> {
     ghostunnel::memory::limit_arenas();
     let proxy = Proxy::new(config.max_concurrent_conns, metrics.clone());
     let https = https_client(&config)?;
-    let parts = match &config.mode {
-        Mode::Server(opts) => {
-            let tls = tls::server(config.clone(), &opts.auth).map_err(cert_failure)?;
-            prepare_target(&config)?;
-            check_max_tls(&config, "error trying to read CA bundle: ")?;
-            let https = https.clone();
-            let tls = Arc::new(tls);
-            let connector = server::Server {
-                tls: tls.clone(),
-                target: config.target.clone(),
-                timeouts: config.timeouts,
-                proxy_protocol: opts.proxy_protocol,
-            };
-            let (target, connect) = (config.target.clone(), config.timeouts.connect);
-            let backend_check: Box<BackendCheck> = match opts.target_status.clone() {
-                Some(url) => Box::new(move || {
-                    let dial = || net::dial(&target, Instant::now() + connect);
-                    report::target_status(&url, dial, https.as_ref(), connect)
-                }),
-                None => Box::new(move || {
-                    net::dial(&target, Instant::now() + connect)
-                        .map(drop)
-                        .map_err(|e| e.to_string())
-                }),
-            };
-            let (reloader, status_tls, identity) = follow_reloads(tls, metrics.clone());
-            ModeParts {
-                connector: Arc::new(connector),
-                reloader,
-                backend_check,
-                status_tls,
-                identity,
-            }
-        }
-        Mode::Client(opts) => {
-            let name = match (&opts.override_server_name, &config.target.kind) {
-                (Some(name), _) => name.clone(),
-                (None, AddrKind::Tcp { host, .. }) => host.clone(),
-                (None, _) => String::new(),
-            };
-            let server_name = ServerName::try_from(name.clone()).map_err(|e| {
-                let e = format!("invalid server name '{name}': {e}");
-                Failure::startup(format!("error: unable to build dialer: {e}"), e)
-            })?;
-            let tls =
-                tls::client(config.clone(), &opts.verify, server_name).map_err(cert_failure)?;
-            prepare_target(&config)?;
-            check_max_tls(&config, "error: unable to build dialer: ")?;
-            let tunnel = opts
-                .proxy
-                .as_deref()
-                .map(tunnel::ProxyUrl::parse)
-                .transpose()
-                .map_err(|e| Failure::Startup {
-                    logged: vec![
-                        format!("error: error configuring proxy: {e}"),
-                        format!("error: unable to build dialer: {e}"),
-                    ],
-                    printed: e,
-                })?;
-            if let Some(url) = &opts.proxy {
-                log::info!("using proxy {}", tunnel::redacted(url));
-            }
-            let tls = Arc::new(tls);
-            let connector = Arc::new(client::Client {
-                tls: tls.clone(),
-                target: config.target.clone(),
-                timeouts: config.timeouts,
-                proxy: tunnel,
-            });
-            let (dialer, connect, p) = (connector.clone(), config.timeouts.connect, proxy.clone());
-            let (reloader, status_tls, identity) = follow_reloads(tls, metrics.clone());
-            ModeParts {
-                connector,
-                reloader,
-                backend_check: Box::new(move || {
-                    dialer.dial(Instant::now() + connect, &p).map(drop)
-                }),
-                status_tls,
-                identity,
-            }
-        }
-    };
 
-    // `--check` ends here: everything a start loads has loaded, and nothing is bound, sandboxed,
-    // notified or started.
+    // 6. TLS contexts (credentials and trust loaded), the target resolved, the mode's
+    // connector and backend check.
+    let mode = mode_parts(&config, &identity, &authz, &proxy, https.clone())?;
+    let reloader = Reloader::new(
+        mode.contexts,
+        identity.clone(),
+        authz.clone(),
+        metrics.clone(),
+    );
+
+    // 7. `--check` ends here: everything a start loads has loaded, and nothing is bound,
+    // sandboxed, notified or started.
     if check {
-        return check_report(&config);
+        return check_report(&config, &*identity, &*authz);
     }
 
-    // 12. The listener.
+    // 8. The listener.
     let listener =
-        Arc::new(Listener::bind(&config.listen).map_err(|e| listen_failure(&config, &e))?);
+        Arc::new(Listener::bind(&config.listen).map_err(|e| listen_failure(&config, e))?);
 
-    if let Some(m) = &metrics {
-        m.set_cert_not_after((parts.identity)().1);
-    }
-
-    // 13. The status port. On failure the main listener goes too (a UNIX socket file would
+    // 9. The status port. On failure the main listener goes too (a UNIX socket file would
     // otherwise stay behind).
     let status_listener = match &config.status {
         Some(status) => Some(Listener::bind(&status.addr).map(Arc::new).map_err(|e| {
             listener.unlink();
-            status_failure(&e)
+            Failure::from(ListenError::Status(e))
         })?),
         None => None,
     };
 
-    // Connect the notify socket before the sandbox.
+    // 10. The systemd notify socket, connected before the sandbox.
     let notifier = Arc::new(systemd::Notifier::from_env());
 
-    // 6. The sandbox, on this thread before any other thread exists: everything later
-    // (reloads, dials, the drain) must fit the plan.
-    let sandbox = if config.disable_landlock {
-        "landlock: disabled by --disable-landlock".to_string()
-    } else {
-        log::info!("setting up landlock rules to limit process privileges");
-        let notify = std::env::var("NOTIFY_SOCKET").ok();
-        let state = sandbox::Plan::from_config(&config, notify.as_deref()).apply();
-        if state.starts_with("warning:") {
-            log::warn!("{state}");
-        } else {
-            log::info!("{state}");
-        }
-        state
-    };
+    // 11. The sandbox, on this thread before any other thread exists: everything later
+    // (reloads, dials, the drain, back-end threads) must fit the plan.
+    let plan = sandbox::Plan::from_config(&config, &*identity, &*authz, notifier.is_abstract());
+    let sandbox = plan.apply();
+    sandbox.log();
 
-    // 14-16. Serve: status port, READY, signal handling and the reload timer.
-    let summary = format!(
-        "{} proxying {} => {}",
-        if matches!(config.mode, Mode::Server(_)) {
-            "server"
-        } else {
-            "client"
-        },
-        config.listen,
-        config.target
-    );
-    let (sd, counted) = (notifier.clone(), proxy.clone());
-    let lifecycle = Arc::new(status::Lifecycle::new(Box::new(move |phase| {
-        match phase {
-            status::Phase::Listening => sd.send("READY=1"),
-            status::Phase::Reloading => sd.reloading(),
-            status::Phase::Stopping => sd.send("STOPPING=1"),
-            status::Phase::Initializing => return,
-        }
-        let open = counted.open_connections();
-        sd.send(&format!(
-            "STATUS={} | {summary} | {open} open connections",
-            phase.as_str()
-        ));
-    })));
+    // 12. Lifecycle and signal controller; the status server and metrics pushes start.
+    let announcer = Announcer::new(notifier.clone(), proxy.clone(), summary(&config));
+    let lifecycle = Arc::new(Lifecycle::new(announcer));
     let controller = Arc::new(signals::Controller::new(
         proxy.clone(),
         lifecycle.clone(),
-        parts.reloader,
+        reloader.clone(),
         listener.clone(),
     ));
     if let (Some(status_listener), Some(status)) = (&status_listener, &config.status) {
-        let shutdown_controller = controller.clone();
         let info = status::StatusInfo {
             listen: config.listen.raw.clone(),
             target: config.target.raw.clone(),
             hostname,
-            sandbox,
+            sandbox: sandbox.to_string(),
             connect_timeout: config.timeouts.connect,
-            backend_check: parts.backend_check,
-            tls: match (status.scheme, &status.addr.kind) {
-                (StatusScheme::None | StatusScheme::Https, AddrKind::Tcp { .. }) => {
-                    Some(parts.status_tls)
-                }
-                _ => None,
-            },
-            shutdown: config
-                .enable_shutdown
-                .then(|| -> Box<dyn Fn() + Send + Sync> {
-                    Box::new(move || shutdown_controller.shutdown("shutdown request processing"))
-                }),
-            identity: parts.identity,
-            open_connections: {
-                let p = proxy.clone();
-                Box::new(move || p.open_connections())
-            },
+            backend: mode.backend,
+            tls: matches!(
+                (status.scheme, &status.addr.kind),
+                (
+                    StatusScheme::None | StatusScheme::Https,
+                    AddrKind::Tcp { .. }
+                )
+            ),
+            reloader: reloader.clone(),
+            shutdown: config.enable_shutdown.then(|| controller.clone()),
+            proxy: proxy.clone(),
             metrics: metrics.clone().unwrap_or_else(|| {
                 // Unreachable: `--status` makes metrics observed. A fresh registry keeps the
                 // endpoint answering rather than panicking.
@@ -303,43 +187,45 @@ fn run(args: Vec<std::ffi::OsString>) -> Result<ExitCode, Failure> {
             }),
         };
         status::serve(status_listener.clone(), lifecycle.clone(), Arc::new(info))
-            .map_err(|e| Failure::startup(format!("error: {e}"), e.to_string()))?;
+            .map_err(thread_failure)?;
     }
     if let Some(m) = &metrics {
         if let Some(addr) = &config.metrics.graphite {
             log::info!("metrics enabled; reporting metrics via TCP to {addr}");
             report::start_graphite(addr.clone(), config.metrics.interval, m.clone())
-                .map_err(|e| Failure::startup(format!("error: {e}"), e.to_string()))?;
+                .map_err(thread_failure)?;
         }
         if let Some(url) = &config.metrics.url {
             log::info!("metrics enabled; reporting metrics via POST to {}", url.raw);
             report::start_url_push(url.clone(), https, config.metrics.interval, m.clone())
-                .map_err(|e| Failure::startup(format!("error: {e}"), e.to_string()))?;
+                .map_err(thread_failure)?;
         }
     }
-    let started = signals::start(controller.clone()).and_then(|()| match config.timed_reload {
-        Some(every) => signals::start_timer(every, controller.clone()),
-        None => Ok(()),
-    });
-    if let Err(e) = started {
-        return Err(Failure::startup(format!("error: {e}"), e.to_string()));
+
+    // 13. Signals, the reload timer, and the identity source's own updates.
+    signals::start(controller.clone()).map_err(thread_failure)?;
+    if let Some(every) = config.timed_reload {
+        signals::start_timer(every, controller.clone()).map_err(thread_failure)?;
     }
-    // The phase first: whoever takes the log line as readiness must find `/_status` listening.
-    lifecycle.enter(status::Phase::Listening);
+    reloader.start().map_err(thread_failure)?;
+
+    // 14. READY. The phase first: whoever takes the log line as readiness must find
+    // `/_status` listening.
+    lifecycle.enter(Phase::Listening);
     log::info!("listening for connections on {}", config.listen);
     if let Some(period) = systemd::watchdog_interval() {
-        let p = proxy.clone();
-        let alive = Box::new(move || p.responsive(period));
-        if let Err(e) = systemd::start_watchdog(notifier.clone(), period, alive) {
+        if let Err(e) = systemd::start_watchdog(notifier.clone(), period, proxy.clone()) {
             log::warn!("warning: unable to start the watchdog: {e}");
         }
     }
-    proxy.serve(&listener, parts.connector);
 
-    // 12.2. Drain: the listener is closed (a UNIX socket file removed), pipes finish.
+    // 15. Serve until shutdown.
+    proxy.serve(&listener, mode.connector);
+
+    // 16. Drain: the listener is closed (a UNIX socket file removed), pipes finish. The
+    // status server keeps answering (`stopping`) during the drain; a UNIX status socket file
+    // we created goes now, as the reference's does when its status server closes.
     listener.unlink();
-    // The status server keeps answering (`stopping`) during the drain; a UNIX status socket
-    // file we created goes now, as the reference's does when its status server closes.
     if let Some(l) = &status_listener {
         l.unlink();
     }
@@ -358,51 +244,120 @@ fn run(args: Vec<std::ffi::OsString>) -> Result<ExitCode, Failure> {
     }
 }
 
-/// The `/_status` backend check: `Err` carries the text for `backend_error`.
-type BackendCheck = dyn Fn() -> Result<(), String> + Send + Sync;
-
 /// What a mode contributes to the shared lifecycle.
 struct ModeParts {
     connector: Arc<dyn Connector>,
-    reloader: Arc<signals::ReloadFn>,
-    /// The `/_status` backend check (SPEC 8.4).
-    backend_check: Box<BackendCheck>,
-    /// The status port's TLS configuration, following reloads.
-    status_tls: Box<StatusTls>,
-    /// The served identity's subject and notAfter, following reloads.
-    identity: Box<IdentityView>,
+    /// The reloadable TLS contexts, handed to the reloader.
+    contexts: tls::Contexts,
+    /// The `/_status` backend check.
+    backend: status::BackendCheck,
 }
 
-type StatusTls = dyn Fn() -> Option<Arc<rustls::ServerConfig>> + Send + Sync;
-type IdentityView = dyn Fn() -> (String, Option<SystemTime>) + Send + Sync;
-
-/// The parts of [`ModeParts`] that follow a reloadable context: the reload action (which also
-/// refreshes the certificate expiry metric), the status port's configuration and the served
-/// identity.
-fn follow_reloads<C: AsRef<tls::Served> + Send + Sync + 'static>(
-    tls: Arc<tls::Reloadable<C>>,
-    metrics: Option<Arc<Metrics>>,
-) -> (Arc<signals::ReloadFn>, Box<StatusTls>, Box<IdentityView>) {
-    let (t1, t2, t3) = (tls.clone(), tls.clone(), tls);
-    let reloader = move || {
-        t1.reload()?;
-        let current = t1.current();
-        let now: &tls::Served = (*current).as_ref();
-        if let Some(m) = &metrics {
-            m.set_cert_not_after(now.not_after);
+/// Step 6 for either mode: the TLS contexts, the target resolved and logged, the connector.
+fn mode_parts(
+    config: &Arc<Config>,
+    identity: &Arc<dyn IdentitySource>,
+    authz: &Arc<dyn Authorizer>,
+    proxy: &Arc<Proxy>,
+    https: Option<Arc<rustls::ClientConfig>>,
+) -> Result<ModeParts, Failure> {
+    let timeout = config.timeouts.connect;
+    match &config.mode {
+        Mode::Server(opts) => {
+            let tls = tls::server(config, &opts.auth, identity.clone(), authz.clone())
+                .map_err(cert_failure)?;
+            prepare_target(config)?;
+            check_max_tls(config, "error trying to read CA bundle: ")?;
+            let tls = Arc::new(tls);
+            let connector = server::Server {
+                tls: tls.clone(),
+                target: config.target.clone(),
+                timeouts: config.timeouts,
+                proxy_protocol: opts.proxy_protocol,
+            };
+            let target = config.target.clone();
+            let backend = match opts.target_status.clone() {
+                Some(url) => status::BackendCheck::TargetStatus {
+                    url,
+                    target,
+                    https,
+                    timeout,
+                },
+                None => status::BackendCheck::Dial { target, timeout },
+            };
+            Ok(ModeParts {
+                connector: Arc::new(connector),
+                contexts: tls::Contexts::Server(tls),
+                backend,
+            })
         }
-        Ok(now.subject.clone())
+        Mode::Client(opts) => {
+            let name = match (&opts.override_server_name, &config.target.kind) {
+                (Some(name), _) => name.clone(),
+                (None, AddrKind::Tcp { host, .. }) => host.clone(),
+                (None, _) => String::new(),
+            };
+            let server_name = ServerName::try_from(name.clone()).map_err(|e| {
+                let e = format!("invalid server name '{name}': {e}");
+                Failure::startup(format!("error: unable to build dialer: {e}"), e)
+            })?;
+            let tls = tls::client(
+                config,
+                &opts.verify,
+                server_name,
+                identity.clone(),
+                authz.clone(),
+            )
+            .map_err(cert_failure)?;
+            prepare_target(config)?;
+            check_max_tls(config, "error: unable to build dialer: ")?;
+            let tunnel = opts
+                .proxy
+                .as_ref()
+                .map(|p| p.url.clone())
+                .transpose()
+                .map_err(|e| Failure::Startup {
+                    logged: vec![
+                        format!("error: error configuring proxy: {e}"),
+                        format!("error: unable to build dialer: {e}"),
+                    ],
+                    printed: e,
+                })?;
+            if let Some(p) = &opts.proxy {
+                log::info!("using proxy {}", tunnel::redacted(&p.raw));
+            }
+            let tls = Arc::new(tls);
+            let connector = Arc::new(client::Client {
+                tls: tls.clone(),
+                target: config.target.clone(),
+                timeouts: config.timeouts,
+                proxy: tunnel,
+            });
+            Ok(ModeParts {
+                connector: connector.clone(),
+                contexts: tls::Contexts::Client(tls),
+                backend: status::BackendCheck::TlsDial {
+                    client: connector,
+                    proxy: proxy.clone(),
+                    timeout,
+                },
+            })
+        }
+    }
+}
+
+/// `<mode> proxying <listen> => <target>`, for systemd's `STATUS=`.
+fn summary(config: &Config) -> String {
+    let mode = match config.mode {
+        Mode::Server(_) => "server",
+        Mode::Client(_) => "client",
     };
-    let identity = move || {
-        let current = t3.current();
-        let now: &tls::Served = (*current).as_ref();
-        (now.subject.clone(), now.not_after)
-    };
-    (
-        Arc::new(reloader),
-        Box::new(move || (*t2.current()).as_ref().status.clone()),
-        Box::new(identity),
-    )
+    format!("{mode} proxying {} => {}", config.listen, config.target)
+}
+
+/// A thread that could not be started.
+fn thread_failure(e: std::io::Error) -> Failure {
+    Failure::startup(format!("error: {e}"), e.to_string())
 }
 
 /// The TLS client for `https://` in `--metrics-url` or `--target-status`, built (trust store
@@ -419,44 +374,38 @@ fn https_client(config: &Config) -> Result<Option<Arc<rustls::ClientConfig>>, Fa
     })
 }
 
-/// The listener could not be opened (SPEC 2.7.3).
-fn listen_failure(config: &Config, e: &std::io::Error) -> Failure {
-    let e = net::strip_os_error(e);
-    let (step, mode) = match config.mode {
-        Mode::Server(_) => ("error trying to listen", "server"),
-        Mode::Client(_) => ("error opening socket", "client"),
-    };
-    Failure::Startup {
-        logged: vec![
-            format!("{step}: {e}"),
-            format!("error from {mode} listen: {e}"),
-        ],
-        printed: e,
-    }
+/// `--listen` could not be opened.
+fn listen_failure(config: &Config, error: std::io::Error) -> Failure {
+    let server = matches!(config.mode, Mode::Server(_));
+    Failure::from(ListenError::Listen { server, error })
 }
 
-/// The status port could not be opened (SPEC 2.7.3).
-fn status_failure(e: &std::io::Error) -> Failure {
-    let e = format!("unable to bind on status port: {}", net::strip_os_error(e));
-    Failure::Startup {
-        logged: vec![
-            format!("error: {e}"),
-            format!("error serving /_status: {e}"),
-        ],
-        printed: e,
+impl From<ListenError> for Failure {
+    fn from(e: ListenError) -> Failure {
+        Failure::Startup {
+            logged: e.log_lines(),
+            printed: e.to_string(),
+        }
     }
 }
 
 /// `--check`, after the loading steps of a start succeeded: probes the listeners without
 /// binding them (failing as the bind would), then prints the report to stdout and its
 /// warnings to stderr. Exit 0.
-fn check_report(config: &Config) -> Result<ExitCode, Failure> {
-    let listen = check::probe_listen(&config.listen).map_err(|e| listen_failure(config, &e))?;
+fn check_report(
+    config: &Config,
+    identity: &dyn IdentitySource,
+    authz: &dyn Authorizer,
+) -> Result<ExitCode, Failure> {
+    let listen = check::probe_listen(&config.listen).map_err(|e| listen_failure(config, e))?;
     let status = match &config.status {
-        Some(status) => check::probe_listen(&status.addr).map_err(|e| status_failure(&e))?,
+        Some(status) => {
+            check::probe_listen(&status.addr).map_err(|e| Failure::from(ListenError::Status(e)))?
+        }
         None => None,
     };
-    let mut report = check::report(config, std::time::SystemTime::now()).map_err(cert_failure)?;
+    let now = std::time::SystemTime::now();
+    let mut report = check::report(config, identity, authz, now).map_err(cert_failure)?;
     report.warnings.extend(listen.into_iter().chain(status));
     for warning in &report.warnings {
         eprintln!("warning: {warning}");
@@ -467,12 +416,15 @@ fn check_report(config: &Config) -> Result<ExitCode, Failure> {
     Ok(ExitCode::SUCCESS)
 }
 
-/// A certificate or trust-store load failure (SPEC 3.6).
-fn cert_failure(e: String) -> Failure {
-    Failure::startup(format!("error: unable to load certificates: {e}"), e)
+/// A certificate or trust-store load failure.
+fn cert_failure(e: CertError) -> Failure {
+    Failure::startup(
+        format!("error: unable to load certificates: {e}"),
+        e.to_string(),
+    )
 }
 
-/// Resolves `--target` once at startup unless skipped (SPEC 6.5), and logs it.
+/// Resolves `--target` once at startup unless skipped (docs/behaviour.md §6.5), and logs it.
 fn prepare_target(config: &Config) -> Result<(), Failure> {
     let via_proxy = matches!(&config.mode, Mode::Client(c) if c.proxy.is_some());
     if let AddrKind::Tcp { host, port } = &config.target.kind {
@@ -489,7 +441,7 @@ fn prepare_target(config: &Config) -> Result<(), Failure> {
     Ok(())
 }
 
-/// `--max-tls-version` is checked when the TLS configuration is built (SPEC 2.6).
+/// `--max-tls-version` is checked when the TLS configuration is built (docs/behaviour.md §2.6).
 fn check_max_tls(config: &Config, log_prefix: &str) -> Result<(), Failure> {
     tls::versions(&config.tls.max_version)
         .map(drop)

@@ -1,5 +1,5 @@
-//! The metrics registry and its three wire formats (SPEC 7.5, 8.5): JSON (`/_metrics`,
-//! `--metrics-url`), Prometheus text (`/_metrics/prometheus`) and Graphite lines.
+//! The metrics registry and its three wire formats (docs/behaviour.md §7.5, §8.5): JSON
+//! (`/_metrics`, `--metrics-url`), Prometheus text (`/_metrics/prometheus`) and Graphite lines.
 //!
 //! Owns the counters, gauges and timers the proxy updates, and rendering them. Owns no sockets
 //! and no threads: `status.rs` serves the formats and `report.rs` pushes them. The registry
@@ -20,9 +20,11 @@
 //! `_total` suffix (`ghostunnel_bytes_forwarded_total`), instants are `gauge`s in unix seconds
 //! named `_timestamp_seconds` (`ghostunnel_cert_not_after_timestamp_seconds`).
 
-use std::sync::Mutex;
 use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, OnceLock};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use crate::authz::Authorizer;
 
 /// How many recent samples a timer keeps for its percentiles (the reference's reservoir size).
 pub const RESERVOIR: usize = 1028;
@@ -68,6 +70,8 @@ pub struct Metrics {
     reload_last_success: AtomicI64,
     /// `cert.not_after`: unix seconds of the served certificate's notAfter, 0 if none.
     cert_not_after: AtomicI64,
+    /// The authorizer whose own counters (`Authorizer::counters`) are exported too.
+    authz: OnceLock<Arc<dyn Authorizer>>,
 }
 
 impl Metrics {
@@ -90,7 +94,20 @@ impl Metrics {
             reload_failure: AtomicU64::new(0),
             reload_last_success: AtomicI64::new(0),
             cert_not_after: AtomicI64::new(0),
+            authz: OnceLock::new(),
         }
+    }
+
+    /// Exports `authz`'s counters with every rendering from now on (set once, at startup).
+    pub fn count_for(&self, authz: Arc<dyn Authorizer>) {
+        let _ = self.authz.set(authz);
+    }
+
+    /// Whether `name` is one of the authorizer's counters.
+    fn is_authz_counter(&self, name: &str) -> bool {
+        self.authz
+            .get()
+            .is_some_and(|a| a.counters().iter().any(|(n, _)| *n == name))
     }
 
     /// Adds one to a counter (relaxed: counters need no ordering with anything else).
@@ -142,6 +159,15 @@ impl Metrics {
             ("reload.last_success", g(&self.reload_last_success)),
             ("cert.not_after", g(&self.cert_not_after)),
         ]
+        .into_iter()
+        .chain(
+            self.authz
+                .get()
+                .into_iter()
+                .flat_map(|a| a.counters())
+                .map(|(name, v)| (name, Value::Counter(v))),
+        )
+        .collect()
     }
 
     fn dotted(&self, name: &str) -> String {
@@ -152,8 +178,8 @@ impl Metrics {
         }
     }
 
-    /// The JSON array of SPEC 8.5: `{"hostname","metric","timestamp","value"}` objects; timers
-    /// expand to count, min, max, mean and percentiles (nanoseconds).
+    /// The JSON array of docs/behaviour.md §8.5: `{"hostname","metric","timestamp","value"}`
+    /// objects; timers expand to count, min, max, mean and percentiles (nanoseconds).
     pub fn json(&self) -> String {
         let now = unix_secs(SystemTime::now());
         let host = crate::status::json_str(&self.hostname);
@@ -199,6 +225,10 @@ impl Metrics {
             match (dotted_name, value) {
                 // Series this port adds: Prometheus conventions.
                 ("bytes.forwarded" | "bytes.returned" | "reload.success" | "reload.failure", v) => {
+                    let name = format!("{base}_total");
+                    family(&help, &name, "counter", &single(&name, v.to_string()));
+                }
+                (name, v @ Value::Counter(_)) if self.is_authz_counter(name) => {
                     let name = format!("{base}_total");
                     family(&help, &name, "counter", &single(&name, v.to_string()));
                 }
@@ -248,8 +278,9 @@ impl Metrics {
         out
     }
 
-    /// Graphite plaintext lines (SPEC 8.5) for one flush. `previous` holds each series' count
-    /// at the last flush, for the per-second rates, and is updated; `secs` is the flush period.
+    /// Graphite plaintext lines (docs/behaviour.md §8.5) for one flush. `previous` holds each
+    /// series' count at the last flush, for the per-second rates, and is updated; `secs` is the
+    /// flush period.
     pub fn graphite(&self, previous: &mut Vec<(String, u64)>, secs: f64) -> String {
         let now = unix_secs(SystemTime::now());
         let mut out = String::new();
@@ -338,10 +369,7 @@ impl Timer {
         let ns = u64::try_from(d.as_nanos()).unwrap_or(u64::MAX);
         self.count.fetch_add(1, Ordering::Relaxed);
         self.sum.fetch_add(ns, Ordering::Relaxed);
-        let mut r = match self.recent.lock() {
-            Ok(g) => g,
-            Err(p) => p.into_inner(),
-        };
+        let mut r = crate::sync::lock(&self.recent);
         if r.samples.len() < RESERVOIR {
             r.samples.push(ns);
         } else {
@@ -355,10 +383,7 @@ impl Timer {
         let count = self.count.load(Ordering::Relaxed);
         let sum = self.sum.load(Ordering::Relaxed);
         let (mut sorted, (rate1, rate5, rate15)) = {
-            let mut r = match self.recent.lock() {
-                Ok(g) => g,
-                Err(p) => p.into_inner(),
-            };
+            let mut r = crate::sync::lock(&self.recent);
             let rates = r.rates.advance(count, Instant::now());
             (r.samples.clone(), rates)
         };

@@ -1,6 +1,6 @@
-//! Addresses and sockets: the `--listen`/`--target`/`--status` grammar (SPEC 6.1), the safety
-//! prefixes (6.4), listeners (6.2), dialing (6.3) and the [`Stream`] type that the proxy moves
-//! bytes over. Owns no TLS and no policy.
+//! Addresses and sockets: the `--listen`/`--target`/`--status` grammar (docs/behaviour.md §6.1),
+//! the safety prefixes (6.4), listeners (6.2), dialing (6.3) and the [`Stream`] type that the proxy
+//! moves bytes over. Owns no TLS and no policy.
 
 use std::fmt;
 use std::io::{self, Read, Write};
@@ -27,7 +27,7 @@ pub enum AddrKind {
     Launchd(String),
 }
 
-/// Literal prefixes that make an address "safe" (SPEC 6.4).
+/// Literal prefixes that make an address "safe" (docs/behaviour.md §6.4).
 const SAFE_PREFIXES: [&str; 6] = [
     "unix:",
     "systemd:",
@@ -71,7 +71,7 @@ impl Addr {
         })
     }
 
-    /// Whether the literal string starts with one of the safe prefixes (SPEC 6.4).
+    /// Whether the literal string starts with one of the safe prefixes (docs/behaviour.md §6.4).
     pub fn is_safe(raw: &str) -> bool {
         SAFE_PREFIXES.iter().any(|p| raw.starts_with(p))
     }
@@ -168,7 +168,7 @@ fn lookup_cause(e: &io::Error) -> String {
     }
 }
 
-/// Picks the first IPv4 address, else the first IPv6 (SPEC 6.2).
+/// Picks the first IPv4 address, else the first IPv6 (docs/behaviour.md §6.2).
 pub fn pick_listen_addr(addrs: &[SocketAddr]) -> SocketAddr {
     *addrs.iter().find(|a| a.is_ipv4()).unwrap_or(&addrs[0])
 }
@@ -267,10 +267,7 @@ impl Listener {
     /// Any thread, any number of times.
     pub fn unlink(&self) {
         if let Listener::Unix { unlink, .. } = self {
-            let path = match unlink.lock() {
-                Ok(mut p) => p.take(),
-                Err(p) => p.into_inner().take(),
-            };
+            let path = crate::sync::lock(unlink).take();
             if let Some(path) = path {
                 let _ = std::fs::remove_file(path);
             }
@@ -300,6 +297,115 @@ pub(crate) fn op_error(op: &str, addr: &str, call: &str, e: io::Error) -> io::Er
     io::Error::new(e.kind(), format!("{op} {addr}: {call}: {cause}"))
 }
 
+/// Why [`read_http_head`] found no complete HTTP head.
+#[derive(Debug)]
+pub enum HeadError {
+    /// The limit was reached without the blank line that ends a head.
+    TooLarge,
+    /// The peer closed the connection first.
+    Eof,
+    /// `before_read` gave up: its deadline passed.
+    Deadline,
+    Io(io::Error),
+}
+
+/// The one HTTP head reader (status requests, the report client's responses, HTTP CONNECT
+/// replies): reads from `s` into `buf` until `buf` holds a complete head, ended by a blank line
+/// (CRLF or bare LF line ends, as Go and httparse accept), and returns the head's length; bytes
+/// after it stay in `buf`. Reads at most `chunk` bytes at a time: 1 where the bytes after the
+/// head belong to someone else (a CONNECT tunnel). Fails once `limit` bytes hold no head.
+/// `before_read(buffered)` runs before every read, `buffered` saying whether part of the head
+/// arrived; it sets the read timeout and returns `false` when its deadline has passed.
+pub fn read_http_head<S: Read>(
+    s: &mut S,
+    buf: &mut Vec<u8>,
+    limit: usize,
+    chunk: usize,
+    before_read: &mut dyn FnMut(bool) -> bool,
+) -> Result<usize, HeadError> {
+    let mut scratch = [0u8; 2048];
+    let chunk = chunk.clamp(1, scratch.len());
+    loop {
+        if let Some(len) = head_len(buf) {
+            return Ok(len);
+        }
+        if buf.len() >= limit {
+            return Err(HeadError::TooLarge);
+        }
+        if !before_read(!buf.is_empty()) {
+            return Err(HeadError::Deadline);
+        }
+        match s.read(&mut scratch[..chunk]) {
+            Ok(0) => return Err(HeadError::Eof),
+            Ok(n) => buf.extend_from_slice(&scratch[..n]),
+            Err(e) => return Err(HeadError::Io(e)),
+        }
+    }
+}
+
+/// The length of the head at the start of `buf`, through its blank line, if it is complete.
+fn head_len(buf: &[u8]) -> Option<usize> {
+    let mut from = 0;
+    while let Some(i) = buf[from..].iter().position(|&b| b == b'\n') {
+        let after = from + i + 1;
+        match &buf[after..] {
+            [b'\n', ..] => return Some(after + 1),
+            [b'\r', b'\n', ..] => return Some(after + 2),
+            _ => from = after,
+        }
+    }
+    None
+}
+
+/// A listener that could not be opened (or, for `--check`, would not open): the listeners'
+/// startup boundary. `Display` is the text printed as `error: <e>`; [`log_lines`] are the
+/// reference's log lines for it.
+///
+/// [`log_lines`]: ListenError::log_lines
+#[derive(Debug)]
+pub enum ListenError {
+    /// `--listen`, in server or client mode.
+    Listen { server: bool, error: io::Error },
+    /// `--status`.
+    Status(io::Error),
+}
+
+impl ListenError {
+    /// The lines logged before the error is printed.
+    pub fn log_lines(&self) -> Vec<String> {
+        match self {
+            ListenError::Listen { server, error } => {
+                let (step, mode) = match server {
+                    true => ("error trying to listen", "server"),
+                    false => ("error opening socket", "client"),
+                };
+                let e = strip_os_error(error);
+                vec![
+                    format!("{step}: {e}"),
+                    format!("error from {mode} listen: {e}"),
+                ]
+            }
+            ListenError::Status(_) => vec![
+                format!("error: {self}"),
+                format!("error serving /_status: {self}"),
+            ],
+        }
+    }
+}
+
+impl fmt::Display for ListenError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            ListenError::Listen { error, .. } => f.write_str(&strip_os_error(error)),
+            ListenError::Status(e) => {
+                write!(f, "unable to bind on status port: {}", strip_os_error(e))
+            }
+        }
+    }
+}
+
+impl std::error::Error for ListenError {}
+
 /// `Connection refused (os error 111)` → `connection refused`, as Go prints errno texts.
 pub fn strip_os_error(e: &io::Error) -> String {
     let s = e.to_string();
@@ -325,8 +431,8 @@ pub fn timed_io_error(e: &io::Error) -> String {
     }
 }
 
-/// Dials a TCP or UNIX target before `deadline` (SPEC 6.3). TCP names are resolved on every
-/// dial and every address is tried in turn.
+/// Dials a TCP or UNIX target before `deadline` (docs/behaviour.md §6.3). TCP names are resolved on
+/// every dial and every address is tried in turn.
 pub fn dial(addr: &Addr, deadline: Instant) -> io::Result<Stream> {
     let remaining = || {
         deadline
@@ -423,7 +529,7 @@ impl Stream {
         }
     }
 
-    /// `tcp:1.2.3.4:5` / `unix:/path` / `unix:@` for the remote end (SPEC 13.3).
+    /// `tcp:1.2.3.4:5` / `unix:/path` / `unix:@` for the remote end (docs/behaviour.md §13.3).
     pub fn peer_display(&self) -> String {
         match self {
             Stream::Tcp(s) => match s.peer_addr() {
@@ -499,6 +605,26 @@ impl AsRawFd for Stream {
 
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn http_head_ends_at_the_first_blank_line_and_keeps_what_follows() {
+        let mut input: &[u8] = b"HTTP/1.1 200 OK\r\nA: b\r\n\r\ntunnelled";
+        let mut buf = Vec::new();
+        let len = read_http_head(&mut input, &mut buf, 8192, 1, &mut |_| true).unwrap();
+        assert_eq!(&buf[..len], b"HTTP/1.1 200 OK\r\nA: b\r\n\r\n");
+        assert_eq!(
+            input, b"tunnelled",
+            "one byte at a time reads nothing past the head"
+        );
+        assert_eq!(head_len(b"GET / HTTP/1.0\n\nx"), Some(16));
+        assert_eq!(head_len(b"GET / HTTP/1.0\r\nHost: a\r\n"), None);
+        let mut big: &[u8] = &[b'a'; 100];
+        let too_large = read_http_head(&mut big, &mut Vec::new(), 10, 4, &mut |_| true);
+        assert!(matches!(too_large, Err(HeadError::TooLarge)));
+        let mut short: &[u8] = b"HTTP/1.1 200";
+        let eof = read_http_head(&mut short, &mut Vec::new(), 100, 4, &mut |_| true);
+        assert!(matches!(eof, Err(HeadError::Eof)));
+    }
+
     use super::*;
 
     #[test]

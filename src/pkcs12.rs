@@ -1,7 +1,7 @@
-//! PKCS#12 (`.p12`/`.pfx`) decoding for `--keystore` (SPEC 3.4), on RustCrypto parts: the
-//! `pkcs12` crate's ASN.1 types and KDF, `pkcs5` for PBES2, and des/rc2/cbc/hmac for the legacy
-//! PKCS#12 PBE schemes. Owns only byte-level decoding: it returns the certificate and private
-//! key DER blobs in file order and never matches keys to certificates (that is `certs.rs`).
+//! PKCS#12 (`.p12`/`.pfx`) decoding for `--keystore` (docs/behaviour.md §3.4), on RustCrypto parts:
+//! the `pkcs12` crate's ASN.1 types and KDF, `pkcs5` for PBES2, and des/rc2/cbc/hmac for the legacy
+//! PKCS#12 PBE schemes. Owns only byte-level decoding: it returns the certificate and private key
+//! DER blobs in file order and never matches keys to certificates (that is `certs.rs`).
 
 use cbc::cipher::block_padding::Pkcs7;
 use cbc::cipher::{BlockDecryptMut, InnerIvInit, KeyIvInit};
@@ -18,7 +18,7 @@ use pkcs12::pfx::Pfx;
 use pkcs12::safe_bag::{SafeBag, SafeContents};
 use x509_cert::spki::AlgorithmIdentifierOwned;
 
-/// The cause text for a failed MAC check or decryption (SPEC 3.4).
+/// The cause text for a failed MAC check or decryption (docs/behaviour.md §3.4).
 pub const INCORRECT_PASSWORD: &str = "pkcs12: decryption password incorrect";
 
 const ID_DATA: ObjectIdentifier = ObjectIdentifier::new_unwrap("1.2.840.113549.1.7.1");
@@ -34,7 +34,7 @@ const ID_SHA512: ObjectIdentifier = ObjectIdentifier::new_unwrap("2.16.840.1.101
 /// The decoded contents of a keystore, in file order.
 #[derive(Debug, Default)]
 pub struct Contents {
-    /// DER certificates; the first one is the leaf (SPEC 3.4).
+    /// DER certificates; the first one is the leaf (docs/behaviour.md §3.4).
     pub certs: Vec<Vec<u8>>,
     /// PKCS#8 `PrivateKeyInfo` DER blobs.
     pub keys: Vec<Vec<u8>>,

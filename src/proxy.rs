@@ -1,4 +1,5 @@
-//! The accept loop, the worker pool, the concurrency limit and the drain (SPEC 7.1, 12.2).
+//! The accept loop, the worker pool, the concurrency limit and the drain (docs/behaviour.md §7.1,
+//! §12.2).
 //!
 //! The main thread blocks in `accept()`; each accepted socket goes to a pooled OS thread (small
 //! stack, reused while connections keep coming) that runs the mode's [`Connector`]. Owns no TLS
@@ -7,6 +8,7 @@
 use std::collections::VecDeque;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Condvar, Mutex, MutexGuard};
+
 use std::time::{Duration, Instant};
 
 use crate::config::Timeouts;
@@ -15,6 +17,7 @@ use crate::logging::{CONN_ERRS, CONNS};
 use crate::metrics::Metrics;
 use crate::net::{Listener, Stream};
 use crate::relay::{self, CopyLimits, Endpoint};
+use crate::sync::{self, lock};
 
 /// Worker threads need little stack: rustls and the relay keep their buffers on the heap.
 const WORKER_STACK: usize = 256 * 1024;
@@ -52,7 +55,7 @@ pub struct Proxy {
     active: AtomicUsize,
     /// The most connections open at once since the count was last zero.
     peak: AtomicUsize,
-    /// `None` when nothing observes metrics: then nothing is recorded (SPEC 7.5).
+    /// `None` when nothing observes metrics: then nothing is recorded (docs/behaviour.md §7.5).
     metrics: Option<Arc<Metrics>>,
 }
 
@@ -162,7 +165,7 @@ impl Proxy {
                 Metrics::inc(&m.accept_error);
             }
             log::error!(target: CONN_ERRS, "error accepting connection: {error}");
-            // 5 ms, doubling per consecutive error, up to 1 s (SPEC 7.1).
+            // 5 ms, doubling per consecutive error, up to 1 s (docs/behaviour.md §7.1).
             backoff = (backoff * 2).clamp(Duration::from_millis(5), Duration::from_secs(1));
             std::thread::sleep(backoff);
         }
@@ -172,10 +175,7 @@ impl Proxy {
     fn take_slot(&self) -> bool {
         let mut open = lock(&self.open);
         while self.max_conns != 0 && *open >= self.max_conns && !self.is_shutting_down() {
-            open = match self.slot_freed.wait(open) {
-                Ok(g) => g,
-                Err(p) => p.into_inner(),
-            };
+            open = sync::wait(&self.slot_freed, open);
         }
         if self.is_shutting_down() {
             return false;
@@ -206,22 +206,22 @@ impl Proxy {
         let mut open = lock(&self.open);
         while *open > 0 {
             open = match deadline {
-                None => match self.drained.wait(open) {
-                    Ok(g) => g,
-                    Err(p) => p.into_inner(),
-                },
+                None => sync::wait(&self.drained, open),
                 Some(d) => {
                     let Some(left) = d.checked_duration_since(Instant::now()) else {
                         return false;
                     };
-                    match self.drained.wait_timeout(open, left) {
-                        Ok((g, _)) => g,
-                        Err(p) => p.into_inner().0,
-                    }
+                    sync::wait_timeout(&self.drained, open, left).0
                 }
             };
         }
         true
+    }
+}
+
+impl crate::systemd::Liveness for Proxy {
+    fn alive(&self, within: Duration) -> bool {
+        self.responsive(within)
     }
 }
 
@@ -237,14 +237,6 @@ impl Drop for Slot {
         }
         self.0.active.fetch_sub(1, Ordering::Relaxed);
         self.0.release_slot();
-    }
-}
-
-/// Locks a mutex whose data stays consistent even if a holder panicked (plain counters).
-fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
-    match m.lock() {
-        Ok(g) => g,
-        Err(p) => p.into_inner(),
     }
 }
 
@@ -322,13 +314,10 @@ fn worker(state: &(Mutex<PoolState>, Condvar)) {
                 }
                 st.idle += 1;
                 let wait = if settled { WORKER_IDLE } else { WORKER_SETTLE };
-                let (g, timeout) = match cvar.wait_timeout(st, wait) {
-                    Ok(r) => r,
-                    Err(p) => p.into_inner(),
-                };
+                let (g, timed_out) = sync::wait_timeout(cvar, st, wait);
                 st = g;
                 st.idle -= 1;
-                if timeout.timed_out() && st.jobs.is_empty() {
+                if timed_out && st.jobs.is_empty() {
                     if settled {
                         return leave(st);
                     }
@@ -358,8 +347,8 @@ fn leave(mut st: MutexGuard<'_, PoolState>) {
 }
 
 /// Runs the copy phase between two connected endpoints, with the `opening pipe` and
-/// `closed pipe` lines (SPEC 13.3). `started` is when the connection was accepted. Counts the
-/// connection as a success, and its bytes and any timeout when it closes.
+/// `closed pipe` lines (docs/behaviour.md §13.3). `started` is when the connection was accepted.
+/// Counts the connection as a success, and its bytes and any timeout when it closes.
 pub fn pipe(
     inbound: &mut Endpoint,
     outbound: &mut Endpoint,

@@ -1,5 +1,5 @@
 //! One thread drives one connection: the TLS handshake under a deadline, then both copy
-//! directions with poll(2) over non-blocking sockets (SPEC 7.2, 7.3).
+//! directions with poll(2) over non-blocking sockets (docs/behaviour.md §7.2, §7.3).
 //!
 //! Half-close is real: EOF from one side becomes `shutdown(SHUT_WR)` (plain) or `close_notify`
 //! then FIN (TLS) towards the other, and the reverse direction keeps flowing until it ends too or
@@ -96,6 +96,47 @@ pub fn handshake(
             if let Err(e) = conn.process_new_packets() {
                 // Best effort: tell the peer why (the alert rustls queued).
                 let _ = conn.write_tls(sock);
+                return Err(HandshakeError::Tls(e));
+            }
+        }
+    }
+}
+
+/// Reads a TLS ClientHello on a non-blocking socket before `deadline`, for a server that picks
+/// its configuration from it (ACME TLS-ALPN-01 challenges); the handshake then continues with
+/// [`handshake`] on the connection made from the result. Abandons early on `cancel`.
+pub fn read_client_hello(
+    sock: &mut Stream,
+    deadline: Instant,
+    cancel: &AtomicBool,
+) -> Result<rustls::server::Accepted, HandshakeError> {
+    sock.set_nonblocking(true).map_err(HandshakeError::Io)?;
+    let mut acceptor = rustls::server::Acceptor::default();
+    loop {
+        let now = Instant::now();
+        if now >= deadline || cancel.load(Ordering::Relaxed) {
+            return Err(HandshakeError::Timeout);
+        }
+        let mut fds = [libc::pollfd {
+            fd: sock.as_raw_fd(),
+            events: libc::POLLIN,
+            revents: 0,
+        }];
+        poll(&mut fds, Some((deadline - now).min(SHUTDOWN_CHECK))).map_err(HandshakeError::Io)?;
+        if fds[0].revents == 0 {
+            continue;
+        }
+        match acceptor.read_tls(sock) {
+            Ok(0) => return Err(HandshakeError::Eof),
+            Ok(_) => {}
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => continue,
+            Err(e) => return Err(HandshakeError::Io(e)),
+        }
+        match acceptor.accept() {
+            Ok(Some(accepted)) => return Ok(accepted),
+            Ok(None) => {}
+            Err((e, mut alert)) => {
+                let _ = alert.write_all(sock);
                 return Err(HandshakeError::Tls(e));
             }
         }
@@ -249,7 +290,7 @@ impl Endpoint {
             return match self.sock.read(buf) {
                 Ok(0) => {
                     self.read_eof = true;
-                    // Plain source: its read side is done (SPEC 7.3).
+                    // Plain source: its read side is done (docs/behaviour.md §7.3).
                     let _ = self.sock.shutdown(Shutdown::Read);
                     Ok(Some(0))
                 }
@@ -548,7 +589,7 @@ fn pump(
     }
 }
 
-/// Resets and broken pipes end a copy without a log line (SPEC 7.3).
+/// Resets and broken pipes end a copy without a log line (docs/behaviour.md §7.3).
 fn is_quiet_error(e: &io::Error) -> bool {
     matches!(
         e.kind(),

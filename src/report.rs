@@ -1,5 +1,5 @@
-//! Talking HTTP and Graphite *out* of the process (SPEC 8.4, 8.5): the `--metrics-graphite`
-//! and `--metrics-url` push threads, and the `--target-status` health check.
+//! Talking HTTP and Graphite *out* of the process (docs/behaviour.md §8.4, §8.5): the
+//! `--metrics-graphite` and `--metrics-url` push threads, and the `--target-status` health check.
 //!
 //! Owns a tiny blocking HTTP/1.1 client (one request per connection, `Connection: close`,
 //! response heads parsed by httparse) over our own [`Stream`], optionally inside the rustls we
@@ -15,7 +15,7 @@ use rustls::pki_types::ServerName;
 use rustls::{ClientConfig, ClientConnection, StreamOwned};
 
 use crate::metrics::Metrics;
-use crate::net::{self, Addr, AddrKind, Stream};
+use crate::net::{self, Addr, AddrKind, HeadError, Stream};
 
 /// A parsed `http://` or `https://` URL of `--metrics-url` or `--target-status`.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -143,32 +143,30 @@ fn exchange<S: Read + Write>(
     s.write_all(&out)?;
     s.flush()?;
     let mut buf = Vec::with_capacity(1024);
-    loop {
-        let mut headers = [httparse::EMPTY_HEADER; 64];
-        let mut resp = httparse::Response::new(&mut headers);
-        match resp.parse(&buf) {
-            Ok(httparse::Status::Complete(_)) => {
-                return resp
-                    .code
-                    .ok_or_else(|| io::Error::other("malformed HTTP response"));
-            }
-            Ok(httparse::Status::Partial) => {}
-            Err(e) => return Err(io::Error::other(format!("malformed HTTP response: {e}"))),
+    let head = net::read_http_head(s, &mut buf, 16 * 1024, 2048, &mut |_| true);
+    let mut headers = [httparse::EMPTY_HEADER; 64];
+    let mut resp = httparse::Response::new(&mut headers);
+    match resp.parse(&buf) {
+        Ok(httparse::Status::Complete(_)) => {
+            return resp
+                .code
+                .ok_or_else(|| io::Error::other("malformed HTTP response"));
         }
-        if buf.len() > 16 * 1024 {
-            return Err(io::Error::other("malformed HTTP response: head too large"));
-        }
-        let mut chunk = [0u8; 2048];
-        match s.read(&mut chunk)? {
-            0 => return Err(io::Error::new(io::ErrorKind::UnexpectedEof, "EOF")),
-            n => buf.extend_from_slice(&chunk[..n]),
-        }
+        Ok(httparse::Status::Partial) => {}
+        Err(e) => return Err(io::Error::other(format!("malformed HTTP response: {e}"))),
     }
+    Err(match head {
+        Err(HeadError::Eof) => io::Error::new(io::ErrorKind::UnexpectedEof, "EOF"),
+        Err(HeadError::Io(e)) => e,
+        Err(HeadError::TooLarge | HeadError::Deadline) | Ok(_) => {
+            io::Error::other("malformed HTTP response: head too large")
+        }
+    })
 }
 
-/// The `--target-status` check (SPEC 8.4): GET the URL over a connection made by `dial` (the
-/// backend dialer); anything but 200 fails. The reference sets no timeout beyond the dial's;
-/// here reads are bounded by `timeout` too, so a hung backend cannot pin a status thread.
+/// The `--target-status` check (docs/behaviour.md §8.4): GET the URL over a connection made by
+/// `dial` (the backend dialer); anything but 200 fails. The reference sets no timeout beyond the
+/// dial's; here reads are bounded by `timeout` too, so a hung backend cannot pin a status thread.
 pub fn target_status(
     url: &HttpUrl,
     dial: impl FnOnce() -> io::Result<Stream>,

@@ -1,5 +1,5 @@
-//! The Landlock sandbox (SPEC 11): a [`Plan`] derived from the validated configuration, applied
-//! best-effort on the main thread before any other thread exists.
+//! The Landlock sandbox (docs/behaviour.md §11): a [`Plan`] derived from the validated
+//! configuration, applied best-effort on the main thread before any other thread exists.
 //!
 //! Owns building and applying the ruleset from a `Plan`; never reads flags. Listeners are bound
 //! before the sandbox, so the plan grants no TCP bind at all.
@@ -12,9 +12,10 @@ use landlock::{
     RulesetStatus, Scope, path_beneath_rules,
 };
 
-use crate::config::{Config, IdentitySource, Mode};
+use crate::authz::Authorizer;
+use crate::config::{Config, Mode};
+use crate::identity::IdentitySource;
 use crate::net::AddrKind;
-use crate::tunnel::ProxyUrl;
 
 /// The ABI we ask for; older kernels get the subset they support.
 const ABI_WANTED: ABI = ABI::V7;
@@ -30,20 +31,93 @@ pub struct Plan {
     pub connect: BTreeSet<u16>,
     /// Whether abstract UNIX sockets must stay reachable (an abstract `NOTIFY_SOCKET`).
     pub allow_abstract_unix: bool,
+    /// Why Landlock is not applied at all (`--disable-landlock`, or a back-end that cannot
+    /// work inside it); `None` applies the plan.
+    pub disabled: Option<Disabled>,
+}
+
+/// Why the sandbox is off.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Disabled {
+    /// `--disable-landlock`: the operator's choice, not logged.
+    ByFlag,
+    /// A back-end needs access no plan can describe; the reason is logged as a warning.
+    Needed(String),
+}
+
+/// What applying the plan achieved: the line logged at startup and shown as `sandbox` in
+/// `/_status`. The result, not its text, says whether it is a warning.
+#[derive(Debug)]
+pub enum Outcome {
+    /// Landlock restricts the process (fully, partially, or not at all on an old kernel).
+    Applied(RulesetStatus, BTreeSet<u16>),
+    /// Not applied, on purpose.
+    Disabled(Disabled),
+    /// Landlock was asked for but could not be set up; the process runs unsandboxed.
+    Failed(landlock::RulesetError),
+}
+
+impl Outcome {
+    /// Whether the outcome is logged as a warning.
+    pub fn is_warning(&self) -> bool {
+        matches!(
+            self,
+            Outcome::Failed(_) | Outcome::Disabled(Disabled::Needed(_))
+        )
+    }
+
+    /// Logs the outcome at its level; a sandbox disabled by flag logs nothing.
+    pub fn log(&self) {
+        match self {
+            Outcome::Disabled(Disabled::ByFlag) => {}
+            o if o.is_warning() => log::warn!("{o}"),
+            o => log::info!("{o}"),
+        }
+    }
+}
+
+impl std::fmt::Display for Outcome {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Outcome::Applied(RulesetStatus::FullyEnforced, connect) => write!(
+                f,
+                "landlock: fully enforced (filesystem, network: connect to ports {connect:?} only, scoping)"
+            ),
+            Outcome::Applied(RulesetStatus::PartiallyEnforced, _) => f.write_str(
+                "landlock: partially enforced (the kernel lacks some Landlock features)",
+            ),
+            Outcome::Applied(RulesetStatus::NotEnforced, _) => {
+                f.write_str("landlock: not enforced (Landlock is unavailable in this kernel)")
+            }
+            Outcome::Disabled(Disabled::ByFlag) => {
+                f.write_str("landlock: disabled by --disable-landlock")
+            }
+            Outcome::Disabled(Disabled::Needed(why)) => {
+                write!(f, "warning: landlock disabled: {why}")
+            }
+            Outcome::Failed(e) => write!(f, "warning: unable to set up landlock: {e}"),
+        }
+    }
 }
 
 impl Plan {
-    /// Derives the plan. `notify_socket` is the value of `NOTIFY_SOCKET`, if any.
-    pub fn from_config(config: &Config, notify_socket: Option<&str>) -> Plan {
+    /// Derives the plan from the configuration and what the identity source and the
+    /// authorizer ask for. `abstract_notify` says the systemd notify socket is abstract.
+    pub fn from_config(
+        config: &Config,
+        identity: &dyn IdentitySource,
+        authz: &dyn Authorizer,
+        abstract_notify: bool,
+    ) -> Plan {
         let mut plan = Plan::default();
-        // Certificate, key and CA files: their directories (so rename rotation plus reload
-        // works) and, for symlinks, the directory of the resolved target.
-        let files: Vec<&Path> = match &config.identity {
-            IdentitySource::Keystore { path, .. } => vec![path],
-            IdentitySource::CertKey { cert, key } => vec![cert, key],
-            IdentitySource::None => vec![],
-        };
-        for file in files.into_iter().chain(config.cacert.as_deref()) {
+        if config.disable_landlock {
+            plan.disabled = Some(Disabled::ByFlag);
+        }
+        identity.sandbox(&mut plan);
+        authz.sandbox(&mut plan);
+        // The CA file: its directory (so rename rotation plus reload works) and, for a
+        // symlink, the directory of the resolved target.
+        if let Some(file) = config.cacert.as_deref() {
             plan.add_file_dir(file);
         }
         if config.cacert.is_none() {
@@ -57,12 +131,12 @@ impl Plan {
             ] {
                 plan.read_only.insert(dir.into());
             }
-            if let Ok(file) = std::env::var("SSL_CERT_FILE") {
-                plan.add_file_dir(Path::new(&file));
+            if let Some(file) = &config.system_trust.file {
+                plan.add_file_dir(file);
             }
-            if let Ok(dirs) = std::env::var("SSL_CERT_DIR") {
-                for dir in dirs.split(':').filter(|d| !d.is_empty()) {
-                    plan.read_only.insert(dir.into());
+            if let Some(dirs) = &config.system_trust.dir {
+                for dir in std::env::split_paths(dirs).filter(|d| !d.as_os_str().is_empty()) {
+                    plan.read_only.insert(dir);
                 }
             }
         }
@@ -92,10 +166,8 @@ impl Plan {
             plan.connect.insert(53);
         }
         if let Mode::Client(opts) = &config.mode {
-            let proxy = opts
-                .proxy
-                .as_deref()
-                .and_then(|url| ProxyUrl::parse(url).ok());
+            // An unusable URL has already failed startup before the sandbox is planned.
+            let proxy = opts.proxy.as_ref().and_then(|p| p.url.as_ref().ok());
             if let Some(port) = proxy.and_then(|p| p.addr.tcp_port()) {
                 plan.connect.insert(port);
             }
@@ -112,27 +184,41 @@ impl Plan {
                 plan.connect.insert(53);
             }
         }
-        plan.allow_abstract_unix = notify_socket.is_some_and(|s| s.starts_with('@'));
+        plan.allow_abstract_unix = abstract_notify;
         plan
     }
 
-    fn add_file_dir(&mut self, file: &Path) {
+    /// Grants reading `file`'s directory (so that a file renamed into place is readable on a
+    /// reload) and, for a symlink, the directory of its target as resolved now.
+    pub fn add_file_dir(&mut self, file: &Path) {
         self.read_only.insert(parent(file));
         if let Ok(real) = std::fs::canonicalize(file) {
             self.read_only.insert(parent(&real));
         }
     }
 
-    /// Applies the plan to the calling thread and every thread it starts later. Returns the
-    /// line to log: what is enforced, or why nothing is.
-    pub fn apply(&self) -> String {
-        match self.try_apply() {
-            Ok(status) => status,
-            Err(e) => format!("warning: unable to set up landlock: {e}"),
+    /// Turns Landlock off, for a back-end that cannot work inside it; `why` is logged as a
+    /// warning and shown in `/_status`. `--disable-landlock` wins (nothing is logged then).
+    pub fn disable(&mut self, why: impl Into<String>) {
+        if self.disabled.is_none() {
+            self.disabled = Some(Disabled::Needed(why.into()));
         }
     }
 
-    fn try_apply(&self) -> Result<String, landlock::RulesetError> {
+    /// Applies the plan to the calling thread and every thread it starts later, unless it is
+    /// disabled. Must run before any other thread exists.
+    pub fn apply(&self) -> Outcome {
+        if let Some(why) = &self.disabled {
+            return Outcome::Disabled(why.clone());
+        }
+        log::info!("setting up landlock rules to limit process privileges");
+        match self.try_apply() {
+            Ok(status) => Outcome::Applied(status, self.connect.clone()),
+            Err(e) => Outcome::Failed(e),
+        }
+    }
+
+    fn try_apply(&self) -> Result<RulesetStatus, landlock::RulesetError> {
         let abi = ABI_WANTED;
         let read = AccessFs::from_read(abi);
         let mut ruleset = Ruleset::default()
@@ -160,21 +246,7 @@ impl Plan {
             .add_rules(self.connect.iter().map(|&p| {
                 Ok::<_, landlock::RulesetError>(NetPort::new(p, AccessNet::ConnectTcp))
             }))?;
-        let status = created.restrict_self()?;
-        Ok(match status.ruleset {
-            RulesetStatus::FullyEnforced => {
-                format!(
-                    "landlock: fully enforced (filesystem, network: connect to ports {:?} only, scoping)",
-                    self.connect
-                )
-            }
-            RulesetStatus::PartiallyEnforced => {
-                "landlock: partially enforced (the kernel lacks some Landlock features)".to_string()
-            }
-            RulesetStatus::NotEnforced => {
-                "landlock: not enforced (Landlock is unavailable in this kernel)".to_string()
-            }
-        })
+        Ok(created.restrict_self()?.ruleset)
     }
 }
 
@@ -202,11 +274,53 @@ mod tests {
     use crate::cli::{self, Parsed};
 
     fn plan(args: &[&str], notify: Option<&str>) -> Plan {
+        plan_env(args, notify, &[])
+    }
+
+    fn plan_env(args: &[&str], notify: Option<&str>, vars: &[(&str, &str)]) -> Plan {
         let args = args.iter().map(OsString::from).collect();
-        let Ok(Parsed::Run(raw)) = cli::parse(args, &|_| None) else {
+        let env = |name: &str| {
+            vars.iter()
+                .find(|(n, _)| *n == name)
+                .map(|(_, v)| v.to_string())
+        };
+        let Ok(Parsed::Run(raw)) = cli::parse(args, &env) else {
             panic!("parse")
         };
-        Plan::from_config(&raw.into_config().expect("valid"), notify)
+        let config = raw.into_config().expect("valid");
+        let identity = crate::identity::from_config(&config).expect("identity");
+        let authz = crate::authz::from_config(&config);
+        let abstract_notify = notify.is_some_and(|s| s.starts_with('@'));
+        Plan::from_config(&config, &*identity, &*authz, abstract_notify)
+    }
+
+    /// `SSL_CERT_FILE=` (set but empty) is an unset variable: it used to grant read access to
+    /// the working directory (the "parent" of an empty path), while the trust store ignored it.
+    #[test]
+    fn empty_ssl_cert_variables_grant_nothing() {
+        let args = [
+            "server",
+            "--listen=:8443",
+            "--target=localhost:8080",
+            "--keystore=/k/s.p12",
+            "--allow-all",
+        ];
+        let p = plan_env(&args, None, &[("SSL_CERT_FILE", ""), ("SSL_CERT_DIR", "")]);
+        assert_eq!(p.read_only, plan(&args, None).read_only);
+        assert!(!p.read_only.contains(Path::new(".")), "{:?}", p.read_only);
+        let p = plan_env(
+            &args,
+            None,
+            &[("SSL_CERT_FILE", "/b/ca.pem"), ("SSL_CERT_DIR", "/d1::/d2")],
+        );
+        for dir in ["/b", "/d1", "/d2"] {
+            assert!(
+                p.read_only.contains(Path::new(dir)),
+                "{dir}: {:?}",
+                p.read_only
+            );
+        }
+        assert!(!p.read_only.contains(Path::new(".")), "{:?}", p.read_only);
     }
 
     #[test]
@@ -334,6 +448,29 @@ mod tests {
         assert_eq!(p.connect, BTreeSet::from([53, 8125, 8443]));
     }
 
+    #[test]
+    fn a_back_end_that_needs_no_landlock_gets_a_warning_with_its_reason_but_the_flag_wins() {
+        let mut p = Plan::default();
+        p.disable("the PKCS#11 module needs device access");
+        let outcome = p.apply();
+        assert!(outcome.is_warning());
+        assert_eq!(
+            outcome.to_string(),
+            "warning: landlock disabled: the PKCS#11 module needs device access"
+        );
+        let mut p = Plan {
+            disabled: Some(Disabled::ByFlag),
+            ..Plan::default()
+        };
+        p.disable("ignored");
+        let outcome = p.apply();
+        assert!(!outcome.is_warning());
+        assert_eq!(
+            outcome.to_string(),
+            "landlock: disabled by --disable-landlock"
+        );
+    }
+
     /// The child half of `network_rules_refuse_unplanned_ports`: sandboxes this process and
     /// reports through its exit code. Does nothing unless the parent test started it.
     #[test]
@@ -347,8 +484,10 @@ mod tests {
             connect: BTreeSet::from([allowed]),
             ..Plan::default()
         };
-        let state = plan.apply();
-        if !state.starts_with("landlock: fully enforced") {
+        if !matches!(
+            plan.apply(),
+            Outcome::Applied(RulesetStatus::FullyEnforced, _)
+        ) {
             std::process::exit(3);
         }
         let connect = |port| std::net::TcpStream::connect(("127.0.0.1", port));

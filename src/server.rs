@@ -1,6 +1,6 @@
-//! Server mode: TLS in, plaintext out (SPEC 7.2). Each connection completes its TLS handshake
-//! (with client authentication) under `--connect-timeout`, then the backend is dialled within
-//! the same budget, an optional PROXY v2 header is written, and the pipe runs.
+//! Server mode: TLS in, plaintext out (docs/behaviour.md §7.2). Each connection completes its TLS
+//! handshake (with client authentication) under `--connect-timeout`, then the backend is dialled
+//! within the same budget, an optional PROXY v2 header is written, and the pipe runs.
 
 use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
@@ -14,7 +14,7 @@ use crate::metrics::Metrics;
 use crate::net::{self, Addr, Stream};
 use crate::proxy::{self, Connector, Proxy};
 use crate::relay::{self, Endpoint, HandshakeError};
-use crate::tls::{Reloadable, ServerTls};
+use crate::tls::{self, Accepted, Reloadable, ServerTls};
 
 /// The server-mode connector.
 pub struct Server {
@@ -30,28 +30,46 @@ impl Connector for Server {
         let deadline = started + self.timeouts.connect;
         let peer = inbound.peer_ip_port();
         let ctx = self.tls.current();
-        let handshake = ServerConnection::new(ctx.config.clone())
-            .map_err(HandshakeError::Tls)
-            .and_then(|c| {
-                let mut conn = Connection::Server(c);
-                relay::handshake(&mut inbound, &mut conn, deadline, proxy.cancel_flag())?;
-                if let Connection::Server(c) = &conn {
-                    ctx.recheck_resumed(c).map_err(HandshakeError::Tls)?;
-                }
-                Ok(conn)
-            });
+        // With ACME TLS-ALPN-01, the ClientHello picks the configuration.
+        let server = match &ctx.challenge {
+            None => ServerConnection::new(ctx.config.clone()).map_err(HandshakeError::Tls),
+            Some(challenge) => {
+                relay::read_client_hello(&mut inbound, deadline, proxy.cancel_flag()).and_then(
+                    |hello| {
+                        let config = match tls::wants_challenge(&hello.client_hello()) {
+                            true => challenge.clone(),
+                            false => ctx.config.clone(),
+                        };
+                        hello
+                            .into_connection(config)
+                            .map_err(|(e, _)| HandshakeError::Tls(e))
+                    },
+                )
+            }
+        };
+        let handshake = server.and_then(|c| {
+            let mut conn = Connection::Server(c);
+            relay::handshake(&mut inbound, &mut conn, deadline, proxy.cancel_flag())?;
+            let accepted = match &conn {
+                Connection::Server(c) => ctx.accepted(c).map_err(HandshakeError::Tls)?,
+                Connection::Client(_) => Accepted::Peer,
+            };
+            Ok((conn, accepted))
+        });
         let metrics = proxy.metrics();
         if let Some(m) = metrics {
             m.handshake.record(started.elapsed());
         }
-        // Every failure before the pipe counts as an accept error (SPEC 7.5).
+        // Every failure before the pipe counts as an accept error (docs/behaviour.md §7.5).
         let failed = || {
             if let Some(m) = metrics {
                 Metrics::inc(&m.accept_error);
             }
         };
         let conn = match handshake {
-            Ok(conn) => conn,
+            Ok((conn, Accepted::Peer)) => conn,
+            // An ACME TLS-ALPN-01 validation: the handshake was the answer.
+            Ok((_, Accepted::Challenge)) => return,
             Err(e) => {
                 if let (Some(m), HandshakeError::Timeout) = (metrics, &e) {
                     Metrics::inc(&m.accept_timeout);
@@ -108,7 +126,7 @@ const SIGNATURE: [u8; 12] = [
     0x0D, 0x0A, 0x0D, 0x0A, 0x00, 0x0D, 0x0A, 0x51, 0x55, 0x49, 0x54, 0x0A,
 ];
 
-/// Builds a PROXY protocol v2 header for this connection (SPEC 7.4).
+/// Builds a PROXY protocol v2 header for this connection (docs/behaviour.md §7.4).
 fn proxy_header(
     mode: ProxyProtocolMode,
     inbound: &Stream,

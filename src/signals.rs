@@ -1,6 +1,7 @@
-//! Signals, reloads and shutdown (SPEC 9, 12): a signal-hook thread turns SIGTERM/SIGINT into a
-//! graceful shutdown and SIGHUP/SIGUSR1 into a reload; a timer thread runs `--timed-reload`.
-//! Handlers only record; the [`Controller`] acts, on whichever thread asked.
+//! Signals, reloads and shutdown (docs/behaviour.md §9, §12): a signal-hook thread turns
+//! SIGTERM/SIGINT into a graceful shutdown and SIGHUP/SIGUSR1 into a reload; a timer thread runs
+//! `--timed-reload`. Handlers only record; the [`Controller`] acts, on whichever thread asked, and
+//! leaves the reloading itself to `reload.rs`.
 
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -8,19 +9,17 @@ use std::time::Duration;
 use signal_hook::consts::{SIGHUP, SIGINT, SIGTERM, SIGUSR1};
 use signal_hook::iterator::Signals;
 
+use crate::lifecycle::{Lifecycle, Phase};
 use crate::net::Listener;
 use crate::proxy::Proxy;
-use crate::status::{Lifecycle, Phase};
-
-/// Re-reads identity and trust and swaps them in; `Ok` carries the new leaf's subject.
-pub type ReloadFn = dyn Fn() -> Result<String, String> + Send + Sync;
+use crate::reload::Reloader;
 
 /// Starts reloads and the shutdown. Every method may be called from any thread, concurrently
 /// and repeatedly.
 pub struct Controller {
     pub proxy: Arc<Proxy>,
     pub lifecycle: Arc<Lifecycle>,
-    reloader: Arc<ReloadFn>,
+    reloader: Arc<Reloader>,
     /// The listener until shutdown takes it (so shutdown happens once).
     listener: Mutex<Option<Arc<Listener>>>,
     /// Reloads are serialized so their log lines never interleave.
@@ -31,7 +30,7 @@ impl Controller {
     pub fn new(
         proxy: Arc<Proxy>,
         lifecycle: Arc<Lifecycle>,
-        reloader: Arc<ReloadFn>,
+        reloader: Arc<Reloader>,
         listener: Arc<Listener>,
     ) -> Controller {
         Controller {
@@ -43,18 +42,18 @@ impl Controller {
         }
     }
 
-    /// Runs one reload with its log lines, bracketed by the `reloading` phase, in SPEC 9's
-    /// order: `announce` (the signal's line) first, the phase last. Skipped once shutdown
+    /// Runs one reload with its log lines, bracketed by the `reloading` phase, in docs/behaviour.md
+    /// §9's order: `announce` (the signal's line) first, the phase last. Skipped once shutdown
     /// started.
     pub fn reload(&self, announce: Option<&str>) {
         if let Some(line) = announce {
             log::info!("{line}");
         }
-        let _serial = self.reloading.lock();
+        let _serial = crate::sync::lock(&self.reloading);
         if self.proxy.is_shutting_down() || !self.lifecycle.enter(Phase::Reloading) {
             return;
         }
-        let result = (self.reloader)();
+        let result = self.reloader.reload();
         if let Some(m) = self.proxy.metrics() {
             m.reloaded(result.is_ok());
         }
@@ -66,13 +65,10 @@ impl Controller {
         self.lifecycle.enter(Phase::Listening);
     }
 
-    /// Starts the graceful shutdown (SPEC 12.2) with `message` as its first log line; a second
-    /// call does nothing.
+    /// Starts the graceful shutdown (docs/behaviour.md §12.2) with `message` as its first log line;
+    /// a second call does nothing.
     pub fn shutdown(&self, message: &str) {
-        let taken = match self.listener.lock() {
-            Ok(mut l) => l.take(),
-            Err(p) => p.into_inner().take(),
-        };
+        let taken = crate::sync::lock(&self.listener).take();
         let Some(listener) = taken else { return };
         log::info!("{message}");
         restore_default(SIGTERM);
@@ -83,7 +79,7 @@ impl Controller {
 }
 
 /// Installs the handlers and starts the signal thread. Signals that arrived before this call
-/// had their default action (SPEC 12.1).
+/// had their default action (docs/behaviour.md §12.1).
 pub fn start(controller: Arc<Controller>) -> std::io::Result<()> {
     let mut signals = Signals::new([SIGTERM, SIGINT, SIGHUP, SIGUSR1])?;
     std::thread::Builder::new()
@@ -124,7 +120,7 @@ pub fn start_timer(every: Duration, controller: Arc<Controller>) -> std::io::Res
     Ok(())
 }
 
-/// Gives `sig` back its default action, so a second SIGTERM/SIGINT kills (SPEC 12.1).
+/// Gives `sig` back its default action, so a second SIGTERM/SIGINT kills (docs/behaviour.md §12.1).
 fn restore_default(sig: i32) {
     // SAFETY: installing SIG_DFL passes no pointers; signal-hook's own handler for `sig` is
     // simply replaced, which is the point.

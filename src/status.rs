@@ -1,11 +1,10 @@
-//! The status endpoint and the lifecycle state it reports (SPEC 8.1-8.3, 8.6).
+//! The status endpoint (docs/behaviour.md §8.1-8.3, 8.6): it reports the lifecycle
+//! (`lifecycle.rs`).
 //!
-//! [`Lifecycle`] owns the state machine `initializing → listening ⇄ reloading → stopping` and
-//! tells its observer (systemd) about every change under the same lock, so nothing but watchdog
-//! pings can follow `stopping`. The HTTP/1.1 responder serves `/_status`, `/_metrics*` and
+//! The HTTP/1.1 responder serves `/_status`, `/_metrics*` and
 //! `/_shutdown` over plain TCP, TLS or a UNIX socket; request heads are parsed by httparse.
-//! Owns no proxy logic: the backend check, the identity, the connection count and the shutdown
-//! trigger are injected, and metrics are only rendered here (`metrics.rs`).
+//! Owns no proxy logic: it asks the [`BackendCheck`], the reloader (identity), the proxy
+//! (connection count) and the signal controller (shutdown), and only renders metrics.
 //!
 //! A status client can never hold up the proxy: the server has its own threads, at most
 //! [`MAX_CONNS`] of them (further connections are closed at once), and every read and write has
@@ -13,87 +12,21 @@
 //! a request body within 30 s, the next request within the 120 s keep-alive.
 
 use std::io::{self, Read, Write};
+use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant, SystemTime};
 
-use rustls::{ServerConfig, ServerConnection, StreamOwned};
+use rustls::{ClientConfig, ServerConnection, StreamOwned};
 
+use crate::client::Client;
+
+use crate::lifecycle::{Lifecycle, Phase};
 use crate::metrics::Metrics;
-use crate::net::{Listener, Stream};
-
-/// The lifecycle phase, as `/_status` and systemd see it.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Phase {
-    Initializing,
-    Listening,
-    Reloading,
-    Stopping,
-}
-
-impl Phase {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Phase::Initializing => "initializing",
-            Phase::Listening => "listening",
-            Phase::Reloading => "reloading",
-            Phase::Stopping => "stopping",
-        }
-    }
-}
-
-/// Called with every phase change, under the lifecycle lock.
-pub type Observer = dyn Fn(Phase) + Send + Sync;
-
-struct State {
-    phase: Phase,
-    last_reload: Option<SystemTime>,
-}
-
-/// The process's lifecycle state. Shared by the signal thread, the accept loop and the status
-/// server; every method may be called from any thread.
-pub struct Lifecycle {
-    state: Mutex<State>,
-    observer: Box<Observer>,
-}
-
-impl Lifecycle {
-    pub fn new(observer: Box<Observer>) -> Lifecycle {
-        Lifecycle {
-            state: Mutex::new(State {
-                phase: Phase::Initializing,
-                last_reload: None,
-            }),
-            observer,
-        }
-    }
-
-    fn state(&self) -> std::sync::MutexGuard<'_, State> {
-        match self.state.lock() {
-            Ok(g) => g,
-            Err(p) => p.into_inner(),
-        }
-    }
-
-    /// Moves to `phase` unless stopping already began (stopping is final). Returns whether the
-    /// move happened.
-    pub fn enter(&self, phase: Phase) -> bool {
-        let mut st = self.state();
-        if st.phase == Phase::Stopping {
-            return false;
-        }
-        if phase == Phase::Reloading {
-            st.last_reload = Some(SystemTime::now());
-        }
-        st.phase = phase;
-        (self.observer)(phase);
-        true
-    }
-
-    pub fn phase(&self) -> Phase {
-        self.state().phase
-    }
-}
+use crate::net::{self, Addr, Listener, Stream};
+use crate::proxy::Proxy;
+use crate::reload::Reloader;
+use crate::report::{self, HttpUrl};
+use crate::signals::Controller;
 
 /// Everything `/_status` reports besides the lifecycle.
 pub struct StatusInfo {
@@ -103,19 +36,64 @@ pub struct StatusInfo {
     /// What the Landlock sandbox enforces, as logged at startup.
     pub sandbox: String,
     pub connect_timeout: Duration,
-    /// Checks the backend; `Err` carries the text for `backend_error`.
-    pub backend_check: Box<dyn Fn() -> Result<(), String> + Send + Sync>,
-    /// TLS for the status port, re-fetched per connection so reloads apply; `None` = plain HTTP.
-    pub tls: Option<Box<dyn Fn() -> Option<Arc<ServerConfig>> + Send + Sync>>,
-    /// `--enable-shutdown`: what POST `/_shutdown` triggers.
-    pub shutdown: Option<Box<dyn Fn() + Send + Sync>>,
-    /// The served identity's leaf subject and notAfter, read per request so reloads show;
-    /// an empty subject means no certificate (the keys are then omitted).
-    pub identity: Box<dyn Fn() -> (String, Option<SystemTime>) + Send + Sync>,
-    /// Connections in a worker right now.
-    pub open_connections: Box<dyn Fn() -> usize + Send + Sync>,
+    /// The `/_status` backend check.
+    pub backend: BackendCheck,
+    /// Whether the status port speaks TLS (with the served identity, re-fetched per
+    /// connection so reloads apply) rather than plain HTTP.
+    pub tls: bool,
+    /// The served identity (subject, notAfter, extra fields) and the status port's TLS.
+    pub reloader: Arc<Reloader>,
+    /// `--enable-shutdown`: POST `/_shutdown` starts the drain through it.
+    pub shutdown: Option<Arc<Controller>>,
+    /// Counts the open connections.
+    pub proxy: Arc<Proxy>,
     /// The registry behind `/_metrics*`.
     pub metrics: Arc<Metrics>,
+}
+
+/// The `/_status` backend check: dial `--target` (server), a full TLS dial (client), or a GET
+/// of `--target-status` through the backend dialer, which must answer 200.
+pub enum BackendCheck {
+    Dial {
+        target: Addr,
+        timeout: Duration,
+    },
+    TargetStatus {
+        url: HttpUrl,
+        target: Addr,
+        https: Option<Arc<ClientConfig>>,
+        timeout: Duration,
+    },
+    TlsDial {
+        client: Arc<Client>,
+        proxy: Arc<Proxy>,
+        timeout: Duration,
+    },
+}
+
+impl BackendCheck {
+    /// Runs the check now; `Err` carries the text for `backend_error`. Any thread.
+    pub fn run(&self) -> Result<(), String> {
+        match self {
+            BackendCheck::Dial { target, timeout } => net::dial(target, Instant::now() + *timeout)
+                .map(drop)
+                .map_err(|e| e.to_string()),
+            BackendCheck::TargetStatus {
+                url,
+                target,
+                https,
+                timeout,
+            } => {
+                let dial = || net::dial(target, Instant::now() + *timeout);
+                report::target_status(url, dial, https.as_ref(), *timeout)
+            }
+            BackendCheck::TlsDial {
+                client,
+                proxy,
+                timeout,
+            } => client.dial(Instant::now() + *timeout, proxy).map(drop),
+        }
+    }
 }
 
 /// At most this many status connections are served at once; more are closed on accept.
@@ -180,7 +158,10 @@ fn connection(stream: Stream, lifecycle: &Lifecycle, info: &StatusInfo) {
         // A zero timeout means "none" to the kernel: keep at least a millisecond.
         let _ = handle.set_read_timeout(Some(d.max(Duration::from_millis(1))));
     };
-    let tls = info.tls.as_ref().and_then(|f| f());
+    let tls = match info.tls {
+        true => info.reloader.status_tls(),
+        false => None,
+    };
     match (stream, tls) {
         (Stream::Tcp(tcp), Some(config)) => {
             let Ok(conn) = ServerConnection::new(config) else {
@@ -263,10 +244,10 @@ fn http<S: Read + Write>(
         let sent = respond(s, code, ctype, body.as_bytes(), method == "HEAD", close);
         // The answer goes out before the shutdown starts, so the caller sees its 200.
         let shutdown = path.split('?').next() == Some("/_shutdown") && method == "POST";
-        if let (true, Some(trigger)) = (shutdown, &info.shutdown) {
+        if let (true, Some(controller)) = (shutdown, &info.shutdown) {
             if lifecycle.phase() != Phase::Stopping {
                 log::info!("shutdown was requested via status endpoint");
-                trigger();
+                controller.shutdown("shutdown request processing");
             }
         }
         if sent.is_err() || close {
@@ -286,28 +267,25 @@ fn read_head<S: Read>(
     info: &StatusInfo,
 ) -> Option<(usize, Instant)> {
     let mut started = (!buf.is_empty()).then(Instant::now);
-    loop {
-        if let Some(i) = buf.windows(4).position(|w| w == b"\r\n\r\n") {
-            return Some((i + 4, started.unwrap_or_else(Instant::now)));
-        }
-        if buf.len() >= HEAD_LIMIT {
-            return None;
-        }
-        match started {
-            None => set_timeout(idle),
-            Some(t) => {
-                set_timeout((t + info.connect_timeout).checked_duration_since(Instant::now())?)
+    let mut before_read = |buffered: bool| {
+        let began = match started {
+            Some(t) => t,
+            None if buffered => *started.insert(Instant::now()),
+            None => {
+                set_timeout(idle);
+                return true;
             }
-        }
-        let mut chunk = [0u8; 1024];
-        match s.read(&mut chunk) {
-            Ok(0) | Err(_) => return None,
-            Ok(n) => {
-                started.get_or_insert_with(Instant::now);
-                buf.extend_from_slice(&chunk[..n]);
+        };
+        match (began + info.connect_timeout).checked_duration_since(Instant::now()) {
+            Some(left) => {
+                set_timeout(left);
+                true
             }
+            None => false,
         }
-    }
+    };
+    let len = net::read_http_head(s, buf, HEAD_LIMIT, 1024, &mut before_read).ok()?;
+    Some((len, started.unwrap_or_else(Instant::now)))
 }
 
 /// Drops a request body of `len` bytes (some may already be buffered) before `deadline`.
@@ -375,12 +353,12 @@ fn query_value<'a>(target: &'a str, key: &str) -> Option<&'a str> {
         .map(|(_, v)| v)
 }
 
-/// The `/_status` document with keys in the reference's order (SPEC 8.3), then ours:
+/// The `/_status` document with keys in the reference's order (docs/behaviour.md §8.3), then ours:
 /// `sandbox`, the served certificate's subject and expiry, and the open connection count.
 fn status_json(lifecycle: &Lifecycle, info: &StatusInfo) -> (bool, String) {
     let phase = lifecycle.phase();
     let listening = matches!(phase, Phase::Listening | Phase::Reloading);
-    let backend = (info.backend_check)();
+    let backend = info.backend.run();
     let ok = listening && backend.is_ok();
     let word = |b: bool| if b { "ok" } else { "critical" };
     let mut out = format!(
@@ -394,13 +372,9 @@ fn status_json(lifecycle: &Lifecycle, info: &StatusInfo) -> (bool, String) {
     if let Err(e) = &backend {
         out.push_str(&format!(",\"backend_error\":{}", json_str(e)));
     }
-    let last_reload = {
-        let st = match lifecycle.state.lock() {
-            Ok(g) => g.last_reload,
-            Err(p) => p.into_inner().last_reload,
-        };
-        st.map_or_else(|| "0001-01-01T00:00:00Z".to_string(), rfc3339)
-    };
+    let last_reload = lifecycle
+        .last_reload()
+        .map_or_else(|| "0001-01-01T00:00:00Z".to_string(), rfc3339);
     out.push_str(&format!(
         ",\"time\":\"{}\",\"last_reload\":\"{last_reload}\"",
         rfc3339(SystemTime::now())
@@ -415,16 +389,22 @@ fn status_json(lifecycle: &Lifecycle, info: &StatusInfo) -> (bool, String) {
         json_str(env!("GHOSTUNNEL_TOOLCHAIN")),
         json_str(&info.sandbox),
     ));
-    let (subject, not_after) = (info.identity)();
-    if !subject.is_empty() {
-        out.push_str(&format!(",\"certificate_subject\":{}", json_str(&subject)));
+    let identity = info.reloader.identity();
+    if !identity.subject.is_empty() {
+        out.push_str(&format!(
+            ",\"certificate_subject\":{}",
+            json_str(&identity.subject)
+        ));
     }
-    if let Some(t) = not_after {
+    if let Some(t) = identity.not_after {
         out.push_str(&format!(",\"certificate_not_after\":\"{}\"", rfc3339(t)));
+    }
+    for (key, value) in info.reloader.status_fields() {
+        out.push_str(&format!(",{}:{}", json_str(key), json_str(&value)));
     }
     out.push_str(&format!(
         ",\"open_connections\":{}}}",
-        (info.open_connections)()
+        info.proxy.open_connections()
     ));
     (ok, out)
 }
@@ -479,29 +459,15 @@ pub fn json_str(s: &str) -> String {
 
 /// RFC 3339 with nanoseconds (trailing zeros trimmed) in the local zone, `Z` for UTC.
 pub fn rfc3339(t: SystemTime) -> String {
-    let d = t.duration_since(UNIX_EPOCH).unwrap_or_default();
-    let secs = d.as_secs() as libc::time_t;
-    // SAFETY: localtime_r writes only into the zeroed `tm` we own; `secs` outlives the call.
-    #[allow(unsafe_code)]
-    let tm = unsafe {
-        let mut tm: libc::tm = std::mem::zeroed();
-        libc::localtime_r(&secs, &mut tm);
-        tm
-    };
+    let tm = crate::logging::LocalTime::at(t);
     let mut out = format!(
         "{:04}-{:02}-{:02}T{:02}:{:02}:{:02}",
-        tm.tm_year + 1900,
-        tm.tm_mon + 1,
-        tm.tm_mday,
-        tm.tm_hour,
-        tm.tm_min,
-        tm.tm_sec
+        tm.year, tm.month, tm.day, tm.hour, tm.min, tm.sec
     );
-    let nanos = d.subsec_nanos();
-    if nanos != 0 {
-        out.push_str(format!(".{nanos:09}").trim_end_matches('0'));
+    if tm.nanos != 0 {
+        out.push_str(format!(".{:09}", tm.nanos).trim_end_matches('0'));
     }
-    let off = tm.tm_gmtoff;
+    let off = tm.utc_offset;
     if off == 0 {
         out.push('Z');
     } else {
@@ -512,7 +478,8 @@ pub fn rfc3339(t: SystemTime) -> String {
     out
 }
 
-/// The host name, read once at startup (SPEC 8.3 omits the key when it cannot be read).
+/// The host name, read once at startup (docs/behaviour.md §8.3 omits the key when it cannot be
+/// read).
 pub fn hostname() -> Option<String> {
     std::fs::read_to_string("/proc/sys/kernel/hostname")
         .ok()

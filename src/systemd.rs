@@ -1,5 +1,6 @@
-//! The systemd protocols without libsystemd (SPEC 10): readiness/reload/stop notifications and
-//! watchdog pings over `NOTIFY_SOCKET`, and socket activation through `LISTEN_FDS`.
+//! The systemd protocols without libsystemd (docs/behaviour.md §10): readiness/reload/stop
+//! notifications and watchdog pings over `NOTIFY_SOCKET`, and socket activation through
+//! `LISTEN_FDS`.
 //!
 //! Owns `NOTIFY_SOCKET`, `WATCHDOG_*` and `LISTEN_*`; never touches TLS.
 
@@ -24,25 +25,33 @@ const SD_LISTEN_FDS_START: RawFd = 3;
 /// between threads; a missing `NOTIFY_SOCKET` makes every call a no-op.
 pub struct Notifier {
     socket: Option<UnixDatagram>,
+    /// `NOTIFY_SOCKET` names an abstract socket (`@name`).
+    is_abstract: bool,
     warned: AtomicBool,
 }
 
 impl Notifier {
     pub fn from_env() -> Notifier {
-        let socket = std::env::var(NOTIFY_SOCKET)
-            .ok()
-            .filter(|s| !s.is_empty())
-            .and_then(|path| {
-                let connected = connect(&path);
-                if let Err(e) = &connected {
-                    log::warn!("warning: cannot reach NOTIFY_SOCKET {path}: {e}");
-                }
-                connected.ok()
-            });
+        let path = std::env::var(NOTIFY_SOCKET).ok().filter(|s| !s.is_empty());
+        let is_abstract = path.as_deref().is_some_and(|p| p.starts_with('@'));
+        let socket = path.and_then(|path| {
+            let connected = connect(&path);
+            if let Err(e) = &connected {
+                log::warn!("warning: cannot reach NOTIFY_SOCKET {path}: {e}");
+            }
+            connected.ok()
+        });
         Notifier {
             socket,
+            is_abstract,
             warned: AtomicBool::new(false),
         }
+    }
+
+    /// Whether the notify socket is abstract: the sandbox must then leave abstract UNIX
+    /// sockets reachable.
+    pub fn is_abstract(&self) -> bool {
+        self.is_abstract
     }
 
     /// Sends one datagram. A failure is logged once, never fatal.
@@ -112,12 +121,18 @@ fn watchdog_period(usec: Option<&str>, pid: Option<&str>, me: u32) -> Option<Dur
     Some(Duration::from_micros(usec / 2))
 }
 
-/// Starts the watchdog thread: `WATCHDOG=1` every `period` while `alive()` says the process is
+/// What the watchdog asks before each ping.
+pub trait Liveness: Send + Sync {
+    /// Whether the process is healthy, answered within `within`.
+    fn alive(&self, within: Duration) -> bool;
+}
+
+/// Starts the watchdog thread: `WATCHDOG=1` every `period` while `alive` says the process is
 /// healthy; a wedged process stops pinging and systemd restarts it.
 pub fn start_watchdog(
     notifier: std::sync::Arc<Notifier>,
     period: Duration,
-    alive: Box<dyn Fn() -> bool + Send>,
+    alive: std::sync::Arc<dyn Liveness>,
 ) -> std::io::Result<()> {
     std::thread::Builder::new()
         .name("watchdog".into())
@@ -125,7 +140,7 @@ pub fn start_watchdog(
         .spawn(move || {
             loop {
                 std::thread::sleep(period);
-                if alive() {
+                if alive.alive(period) {
                     notifier.watchdog();
                 }
             }
@@ -154,10 +169,7 @@ struct Inherited {
 /// `LISTEN_FD_<fd>`). The environment is read and cleared on the first call, which must happen
 /// before any thread starts.
 pub fn take_listener(name: &str) -> Result<ActivatedSocket, String> {
-    let mut cache = match ACTIVATED.lock() {
-        Ok(g) => g,
-        Err(p) => p.into_inner(),
-    };
+    let mut cache = crate::sync::lock(&ACTIVATED);
     let inherited = cache.get_or_insert_with(read_listen_fds);
     if inherited.unusable.iter().any(|n| n == name) && !inherited.listeners.contains_key(name) {
         return Err(format!(

@@ -1,4 +1,4 @@
-//! TLS policy and the reloadable TLS contexts (SPEC 4, 9).
+//! TLS policy and the reloadable TLS contexts (docs/behaviour.md §4, §9).
 //!
 //! Owns the rustls configurations: protocol versions and AEAD-only suites, the server's
 //! client-certificate verifier (chain + `--allow-*`, or pins), the client's server verifier
@@ -6,6 +6,7 @@
 //! reload. Reads certificate files only through `certs.rs`; owns no sockets.
 
 use std::fmt;
+use std::path::Path;
 use std::sync::{Arc, RwLock};
 use std::time::SystemTime;
 
@@ -23,11 +24,16 @@ use rustls::{
 };
 
 use crate::auth::{self, SpkiPin};
-use crate::certs;
-use crate::config::{Acl, CipherGroup, ClientVerify, Config, ServerAuth, TlsPolicy};
+use crate::authz::Authorizer;
+use crate::certs::{self, CertError};
+use crate::config::{
+    CipherGroup, ClientVerify, Config, MaxTlsVersion, ServerAuth, SystemTrust, TlsPolicy,
+};
+use crate::identity::{self, IdentitySource};
 
-/// The crypto provider restricted to the suites we allow (SPEC 4.1): the three TLS 1.3 suites
-/// and the ECDHE + AEAD TLS 1.2 suites of the selected groups. Nothing else is ever offered.
+/// The crypto provider restricted to the suites we allow (docs/behaviour.md §4.1): the three TLS
+/// 1.3 suites and the ECDHE + AEAD TLS 1.2 suites of the selected groups. Nothing else is ever
+/// offered.
 pub fn provider(policy: &TlsPolicy) -> CryptoProvider {
     #[cfg(feature = "aws-lc-rs")]
     let mut provider = rustls::crypto::aws_lc_rs::default_provider();
@@ -69,16 +75,19 @@ pub fn provider(policy: &TlsPolicy) -> CryptoProvider {
     provider
 }
 
-/// Protocol versions from `--max-tls-version` (SPEC 2.6): TLS 1.3 preferred, 1.2 minimum.
-pub fn versions(max: &str) -> Result<&'static [&'static SupportedProtocolVersion], String> {
+/// Protocol versions from `--max-tls-version` (docs/behaviour.md §2.6): TLS 1.3 preferred, 1.2
+/// minimum.
+pub fn versions(
+    max: &MaxTlsVersion,
+) -> Result<&'static [&'static SupportedProtocolVersion], String> {
     static BOTH: [&SupportedProtocolVersion; 2] =
         [&rustls::version::TLS13, &rustls::version::TLS12];
     static TLS12: [&SupportedProtocolVersion; 1] = [&rustls::version::TLS12];
-    match max.to_ascii_uppercase().as_str() {
-        "" | "TLS1.3" => Ok(&BOTH),
-        "TLS1.2" => Ok(&TLS12),
-        _ => Err(format!(
-            "invalid max TLS version: unsupported TLS version: {max}"
+    match max {
+        MaxTlsVersion::Tls13 => Ok(&BOTH),
+        MaxTlsVersion::Tls12 => Ok(&TLS12),
+        MaxTlsVersion::Unsupported(word) => Err(format!(
+            "invalid max TLS version: unsupported TLS version: {word}"
         )),
     }
 }
@@ -90,11 +99,21 @@ struct Material {
 }
 
 impl Material {
-    fn load(config: &Config, provider: &CryptoProvider) -> Result<Material, String> {
-        let identity = certs::load_identity(&config.identity, provider)?;
+    /// The source's identity, and its trust anchors or else `--cacert` / the system store.
+    fn load(
+        source: &dyn IdentitySource,
+        cacert: Option<&Path>,
+        system: &SystemTrust,
+        provider: &CryptoProvider,
+    ) -> Result<Material, CertError> {
+        let identity = source.load(provider)?;
+        let anchors = match source.trust_anchors() {
+            Some(anchors) => anchors,
+            None => certs::load_trust(cacert, system).map_err(CertError::Trust)?,
+        };
         let mut roots = RootCertStore::empty();
         // Unusable anchors are skipped, as the reference skips what it cannot parse.
-        roots.add_parsable_certificates(certs::load_trust(config.cacert.as_deref())?);
+        roots.add_parsable_certificates(anchors);
         Ok(Material {
             identity,
             roots: Arc::new(roots),
@@ -106,32 +125,54 @@ impl Material {
 /// current one; established sessions keep theirs.
 pub struct Reloadable<C> {
     current: RwLock<Arc<C>>,
-    build: Box<dyn Fn() -> Result<Arc<C>, String> + Send + Sync>,
+    build: Box<Build<C>>,
 }
 
+/// How a [`Reloadable`] makes its next configuration: reads identity and trust, builds.
+type Build<C> = dyn Fn() -> Result<Arc<C>, CertError> + Send + Sync;
+
 impl<C> Reloadable<C> {
-    fn new(build: Box<dyn Fn() -> Result<Arc<C>, String> + Send + Sync>) -> Result<Self, String> {
+    fn new(build: Box<Build<C>>) -> Result<Self, CertError> {
         let current = RwLock::new(build()?);
         Ok(Reloadable { current, build })
     }
 
     /// The configuration for the next handshake. Any thread, any time.
     pub fn current(&self) -> Arc<C> {
-        match self.current.read() {
-            Ok(c) => c.clone(),
-            Err(poisoned) => poisoned.into_inner().clone(),
-        }
+        crate::sync::read(&self.current).clone()
     }
 
     /// Re-reads every file and swaps in the new configuration; on error the old one stays.
     /// Any thread, any time; concurrent reloads are each atomic.
-    pub fn reload(&self) -> Result<(), String> {
+    pub fn reload(&self) -> Result<(), CertError> {
         let next = (self.build)()?;
-        match self.current.write() {
-            Ok(mut c) => *c = next,
-            Err(poisoned) => *poisoned.into_inner() = next,
-        }
+        *crate::sync::write(&self.current) = next;
         Ok(())
+    }
+}
+
+/// The TLS contexts of either mode, for the reload path (`reload.rs`), which needs only what
+/// both have in common.
+pub enum Contexts {
+    Server(Arc<Reloadable<ServerTls>>),
+    Client(Arc<Reloadable<ClientTls>>),
+}
+
+impl Contexts {
+    /// Rebuilds the contexts from the identity source and trust; on error the old ones stay.
+    pub fn reload(&self) -> Result<(), CertError> {
+        match self {
+            Contexts::Server(tls) => tls.reload(),
+            Contexts::Client(tls) => tls.reload(),
+        }
+    }
+
+    /// What the current contexts serve.
+    pub fn served(&self) -> Arc<Served> {
+        match self {
+            Contexts::Server(tls) => tls.current().served.clone(),
+            Contexts::Client(tls) => tls.current().served.clone(),
+        }
     }
 }
 
@@ -143,8 +184,8 @@ pub struct Served {
     pub subject: String,
     /// The leaf notAfter, for `/_status` and the expiry metric.
     pub not_after: Option<SystemTime>,
-    /// The status port's configuration: same identity, no client certificate (SPEC 4.4);
-    /// `None` when there is no identity to serve with.
+    /// The status port's configuration: same identity, no client certificate (docs/behaviour.md
+    /// §4.4); `None` when there is no identity to serve with.
     pub status: Option<Arc<ServerConfig>>,
 }
 
@@ -153,50 +194,63 @@ impl Served {
         identity: Option<&Arc<CertifiedKey>>,
         provider: &Arc<CryptoProvider>,
         versions: &[&'static SupportedProtocolVersion],
-    ) -> Result<Served, String> {
+    ) -> Result<Arc<Served>, CertError> {
         let Some(identity) = identity else {
-            return Ok(Served::default());
+            return Ok(Arc::default());
         };
-        Ok(Served {
+        Ok(Arc::new(Served {
             subject: certs::subject_string(&identity.cert[0]),
             not_after: certs::not_after(&identity.cert[0]),
             status: Some(status_config(provider, versions, identity.clone())?),
-        })
-    }
-}
-
-impl AsRef<Served> for ServerTls {
-    fn as_ref(&self) -> &Served {
-        &self.served
-    }
-}
-
-impl AsRef<Served> for ClientTls {
-    fn as_ref(&self) -> &Served {
-        &self.served
+        }))
     }
 }
 
 /// The server-side configuration plus the verifier used to re-check resumed sessions.
 pub struct ServerTls {
     pub config: Arc<ServerConfig>,
-    pub served: Served,
+    pub served: Arc<Served>,
     verifier: Arc<ClientAuthVerifier>,
+    /// With an identity source that answers ACME TLS-ALPN-01: the configuration for
+    /// `acme-tls/1` ClientHellos (the challenge certificate, that ALPN, no client
+    /// certificate).
+    pub challenge: Option<Arc<ServerConfig>>,
+}
+
+/// What a completed server handshake is for.
+#[derive(Debug, PartialEq, Eq)]
+pub enum Accepted {
+    /// An authorized peer: forward.
+    Peer,
+    /// A TLS-ALPN-01 challenge connection: its handshake was the answer; close it.
+    Challenge,
+}
+
+/// Whether a ClientHello asks for an ACME TLS-ALPN-01 challenge.
+pub fn wants_challenge(hello: &rustls::server::ClientHello<'_>) -> bool {
+    hello
+        .alpn()
+        .is_some_and(|mut protocols| protocols.any(|p| p == identity::ACME_TLS_ALPN))
 }
 
 impl ServerTls {
-    /// Re-runs authentication on a resumed session's stored client certificate (SPEC 4.1: a
-    /// resumption must never widen access). Full handshakes were already checked.
-    pub fn recheck_resumed(&self, conn: &rustls::ServerConnection) -> Result<(), Error> {
+    /// Completes authorization once the handshake is done. Full handshakes were checked by the
+    /// verifier; a resumed session's stored client certificate is checked again (a resumption
+    /// must never widen access). A connection made with [`challenge`](Self::challenge) is a
+    /// challenge.
+    pub fn accepted(&self, conn: &rustls::ServerConnection) -> Result<Accepted, Error> {
+        if self.challenge.is_some() && conn.alpn_protocol() == Some(identity::ACME_TLS_ALPN) {
+            return Ok(Accepted::Challenge);
+        }
         if conn.handshake_kind() != Some(HandshakeKind::Resumed) {
-            return Ok(());
+            return Ok(Accepted::Peer);
         }
         match conn.peer_certificates() {
             Some([leaf, rest @ ..]) => self
                 .verifier
                 .verify_client_cert(leaf, rest, UnixTime::now())
-                .map(drop),
-            _ if !self.verifier.client_auth_mandatory() => Ok(()),
+                .map(|_| Accepted::Peer),
+            _ if !self.verifier.client_auth_mandatory() => Ok(Accepted::Peer),
             _ => Err(Error::NoCertificatesPresented),
         }
     }
@@ -205,7 +259,7 @@ impl ServerTls {
 /// The client-side configuration plus what is needed to re-check resumed sessions.
 pub struct ClientTls {
     pub config: Arc<ClientConfig>,
-    pub served: Served,
+    pub served: Arc<Served>,
     verifier: Arc<dyn ServerCertVerifier>,
     pub server_name: ServerName<'static>,
 }
@@ -226,61 +280,97 @@ impl ClientTls {
     }
 }
 
-/// Builds the reloadable server context (SPEC 4.2). Fails like the initial load would.
-pub fn server(config: Arc<Config>, auth: &ServerAuth) -> Result<Reloadable<ServerTls>, String> {
+/// Builds the reloadable server context: the identity from `source`, client certificates
+/// verified against its trust anchors (or `--cacert` / the system store) and then put to
+/// `authz`. Fails like the initial load would.
+pub fn server(
+    config: &Config,
+    auth: &ServerAuth,
+    source: Arc<dyn IdentitySource>,
+    authz: Arc<dyn Authorizer>,
+) -> Result<Reloadable<ServerTls>, CertError> {
     let auth = auth.clone();
+    let cacert = config.cacert.clone();
+    let system = config.system_trust.clone();
     let provider = Arc::new(provider(&config.tls));
-    let versions = versions(&config.tls.max_version)?;
+    let versions = versions(&config.tls.max_version).map_err(CertError::Tls)?;
+    let challenge = source.alpn_challenge();
     Reloadable::new(Box::new(move || {
-        let material = Material::load(&config, &provider)?;
+        let material = Material::load(&*source, cacert.as_deref(), &system, &provider)?;
         let Some(identity) = material.identity else {
-            return Err("certificate cannot be used as a server".into());
+            return Err(CertError::Identity(
+                "certificate cannot be used as a server".into(),
+            ));
         };
         let served = Served::of(Some(&identity), &provider, versions)?;
-        let verifier = Arc::new(ClientAuthVerifier::new(&auth, material.roots, &provider)?);
+        let verifier = Arc::new(ClientAuthVerifier::new(
+            &auth,
+            material.roots,
+            &provider,
+            authz.clone(),
+        )?);
         let tls = ServerConfig::builder_with_provider(provider.clone())
             .with_protocol_versions(versions)
-            .map_err(|e| e.to_string())?
+            .map_err(|e| CertError::Tls(e.to_string()))?
             .with_client_cert_verifier(verifier.clone())
             .with_cert_resolver(Arc::new(rustls::sign::SingleCertAndKey::from(identity)));
+        let challenge = match &challenge {
+            Some(resolver) => {
+                let mut tls = ServerConfig::builder_with_provider(provider.clone())
+                    .with_protocol_versions(versions)
+                    .map_err(|e| CertError::Tls(e.to_string()))?
+                    .with_no_client_auth()
+                    .with_cert_resolver(resolver.clone());
+                tls.alpn_protocols = vec![identity::ACME_TLS_ALPN.to_vec()];
+                Some(Arc::new(tls))
+            }
+            None => None,
+        };
         Ok(Arc::new(ServerTls {
             config: Arc::new(tls),
             served,
             verifier,
+            challenge,
         }))
     }))
 }
 
-/// Builds the reloadable client context (SPEC 4.3).
+/// Builds the reloadable client context: the identity from `source` (if any) as the client
+/// certificate, the server verified against the trust anchors and hostname, then put to
+/// `authz` (or checked against `--verify-spki-pin` pins instead).
 pub fn client(
-    config: Arc<Config>,
+    config: &Config,
     verify: &ClientVerify,
     server_name: ServerName<'static>,
-) -> Result<Reloadable<ClientTls>, String> {
+    source: Arc<dyn IdentitySource>,
+    authz: Arc<dyn Authorizer>,
+) -> Result<Reloadable<ClientTls>, CertError> {
     let verify = verify.clone();
+    let cacert = config.cacert.clone();
+    let system = config.system_trust.clone();
     let provider = Arc::new(provider(&config.tls));
-    let versions = versions(&config.tls.max_version)?;
+    let versions = versions(&config.tls.max_version).map_err(CertError::Tls)?;
     let sessions: Arc<dyn rustls::client::ClientSessionStore> =
         Arc::new(rustls::client::ClientSessionMemoryCache::new(256));
-    let resume = resumption_enabled();
+    let resume = config.tls.resumption;
     Reloadable::new(Box::new(move || {
-        let material = Material::load(&config, &provider)?;
+        let material = Material::load(&*source, cacert.as_deref(), &system, &provider)?;
         let verifier: Arc<dyn ServerCertVerifier> = match &verify {
             ClientVerify::Pins(pins) => Arc::new(PinVerifier::new(pins.clone(), &provider)),
-            ClientVerify::Standard(acl) => {
+            ClientVerify::Standard(_) => {
                 let webpki =
                     WebPkiServerVerifier::builder_with_provider(material.roots, provider.clone())
                         .build()
-                        .map_err(|e| format!("unable to build TLS config: {e}"))?;
+                        .map_err(|e| CertError::Tls(format!("unable to build TLS config: {e}")))?;
                 Arc::new(ServerAclVerifier {
                     webpki,
-                    acl: acl.clone(),
+                    authz: authz.clone(),
                 })
             }
         };
         let builder = ClientConfig::builder_with_provider(provider.clone())
             .with_protocol_versions(versions)
-            .map_err(|e| e.to_string())?
+            .map_err(|e| CertError::Tls(e.to_string()))?
             .dangerous()
             .with_custom_certificate_verifier(verifier.clone());
         let served = Served::of(material.identity.as_ref(), &provider, versions)?;
@@ -304,23 +394,16 @@ pub fn client(
     }))
 }
 
-/// Client mode resumes TLS sessions with the server unless `GHOSTUNNEL_TLS_RESUMPTION=off`
-/// (the reference's client keeps no session cache, so every connection is a full handshake;
-/// the benchmark measures both).
-fn resumption_enabled() -> bool {
-    !matches!(
-        std::env::var("GHOSTUNNEL_TLS_RESUMPTION").as_deref(),
-        Ok("off" | "0" | "no" | "false")
-    )
-}
-
 /// The TLS client of `--metrics-url` and `--target-status` over https: our versions and suites,
 /// the `--cacert` bundle or the system roots (read once, at startup), standard hostname
 /// verification and no client certificate.
 pub fn https_client(config: &Config) -> Result<Arc<ClientConfig>, String> {
     let provider = Arc::new(provider(&config.tls));
     let mut roots = RootCertStore::empty();
-    roots.add_parsable_certificates(certs::load_trust(config.cacert.as_deref())?);
+    roots.add_parsable_certificates(certs::load_trust(
+        config.cacert.as_deref(),
+        &config.system_trust,
+    )?);
     let verifier = WebPkiServerVerifier::builder_with_provider(Arc::new(roots), provider.clone())
         .build()
         .map_err(|e| format!("unable to build TLS config: {e}"))?;
@@ -337,10 +420,10 @@ fn status_config(
     provider: &Arc<CryptoProvider>,
     versions: &[&'static SupportedProtocolVersion],
     identity: Arc<CertifiedKey>,
-) -> Result<Arc<ServerConfig>, String> {
+) -> Result<Arc<ServerConfig>, CertError> {
     let config = ServerConfig::builder_with_provider(provider.clone())
         .with_protocol_versions(versions)
-        .map_err(|e| e.to_string())?
+        .map_err(|e| CertError::Tls(e.to_string()))?
         .with_no_client_auth()
         .with_cert_resolver(Arc::new(rustls::sign::SingleCertAndKey::from(identity)));
     Ok(Arc::new(config))
@@ -386,10 +469,10 @@ struct ClientAuthVerifier {
 #[derive(Debug)]
 enum ClientAuthMode {
     Disabled,
-    /// Chain verification, then the ACL (an `AllowAll` server has `acl: None`).
+    /// Chain verification, then the authorizer.
     Chain {
         webpki: Arc<dyn ClientCertVerifier>,
-        acl: Option<Acl>,
+        authz: Arc<dyn Authorizer>,
     },
     Pins(Vec<SpkiPin>),
 }
@@ -399,18 +482,16 @@ impl ClientAuthVerifier {
         auth: &ServerAuth,
         roots: Arc<RootCertStore>,
         provider: &Arc<CryptoProvider>,
-    ) -> Result<Self, String> {
+        authz: Arc<dyn Authorizer>,
+    ) -> Result<Self, CertError> {
         let mode = match auth {
             ServerAuth::Disabled => ClientAuthMode::Disabled,
             ServerAuth::Pins(pins) => ClientAuthMode::Pins(pins.clone()),
             ServerAuth::AllowAll | ServerAuth::Acl(_) => ClientAuthMode::Chain {
                 webpki: WebPkiClientVerifier::builder_with_provider(roots, provider.clone())
                     .build()
-                    .map_err(|e| format!("unable to build TLS config: {e}"))?,
-                acl: match auth {
-                    ServerAuth::Acl(acl) => Some(acl.clone()),
-                    _ => None,
-                },
+                    .map_err(|e| CertError::Tls(format!("unable to build TLS config: {e}")))?,
+                authz,
             },
         };
         Ok(ClientAuthVerifier {
@@ -432,7 +513,7 @@ impl ClientCertVerifier for ClientAuthVerifier {
     fn root_hint_subjects(&self) -> &[DistinguishedName] {
         match &self.mode {
             ClientAuthMode::Chain { webpki, .. } => webpki.root_hint_subjects(),
-            // Pin mode sends no CA names (SPEC 4.2).
+            // Pin mode sends no CA names (docs/behaviour.md §4.2).
             _ => &[],
         }
     }
@@ -451,11 +532,11 @@ impl ClientCertVerifier for ClientAuthVerifier {
                 auth::check_pins(pins, end_entity).map_err(unauthorized)?;
                 Ok(ClientCertVerified::assertion())
             }
-            ClientAuthMode::Chain { webpki, acl } => {
+            ClientAuthMode::Chain { webpki, authz } => {
                 let verified = webpki.verify_client_cert(end_entity, intermediates, now)?;
-                if let Some(acl) = acl {
-                    auth::check_acl(acl, end_entity).map_err(unauthorized)?;
-                }
+                authz
+                    .authorize(end_entity, intermediates)
+                    .map_err(|d| unauthorized(d.0))?;
                 Ok(verified)
             }
         }
@@ -537,12 +618,11 @@ impl ServerCertVerifier for PinVerifier {
     }
 }
 
-/// Standard chain + hostname verification, then the `--verify-*` ACL when one is given.
+/// Standard chain + hostname verification, then the authorizer (`--verify-*`).
 #[derive(Debug)]
 struct ServerAclVerifier {
     webpki: Arc<WebPkiServerVerifier>,
-    /// `--verify-*`; empty means chain and hostname checks only.
-    acl: Acl,
+    authz: Arc<dyn Authorizer>,
 }
 
 impl ServerCertVerifier for ServerAclVerifier {
@@ -561,9 +641,9 @@ impl ServerCertVerifier for ServerAclVerifier {
             ocsp_response,
             now,
         )?;
-        if !self.acl.is_empty() {
-            auth::check_acl(&self.acl, end_entity).map_err(unauthorized)?;
-        }
+        self.authz
+            .authorize(end_entity, intermediates)
+            .map_err(|d| unauthorized(d.0))?;
         Ok(verified)
     }
 
@@ -592,18 +672,168 @@ impl ServerCertVerifier for ServerAclVerifier {
 
 #[cfg(test)]
 mod tests {
+    use rustls::server::ResolvesServerCert;
+
     use super::*;
 
     fn suites(groups: Vec<CipherGroup>) -> Vec<CipherSuite> {
         let policy = TlsPolicy {
-            max_version: String::new(),
+            max_version: MaxTlsVersion::Tls13,
             cipher_suites: groups,
+            resumption: true,
         };
         provider(&policy)
             .cipher_suites
             .iter()
             .map(|s| s.suite())
             .collect()
+    }
+
+    /// An identity source with an ACME TLS-ALPN-01 challenge certificate.
+    struct Challenging {
+        identity: Arc<CertifiedKey>,
+        challenge: Arc<rustls::sign::SingleCertAndKey>,
+    }
+
+    impl IdentitySource for Challenging {
+        fn describe(&self) -> String {
+            "test".into()
+        }
+        fn location(&self) -> String {
+            "test".into()
+        }
+        fn load(&self, _: &CryptoProvider) -> Result<Option<Arc<CertifiedKey>>, CertError> {
+            Ok(Some(self.identity.clone()))
+        }
+        fn alpn_challenge(&self) -> Option<Arc<dyn ResolvesServerCert>> {
+            Some(self.challenge.clone())
+        }
+    }
+
+    /// Runs a handshake between two in-memory connections.
+    fn handshake(client: &mut rustls::ClientConnection, server: &mut rustls::ServerConnection) {
+        for _ in 0..20 {
+            let mut buf = Vec::new();
+            client.write_tls(&mut buf).unwrap();
+            server.read_tls(&mut buf.as_slice()).unwrap();
+            server.process_new_packets().unwrap();
+            let mut buf = Vec::new();
+            server.write_tls(&mut buf).unwrap();
+            client.read_tls(&mut buf.as_slice()).unwrap();
+            client.process_new_packets().unwrap();
+            if !client.is_handshaking() && !server.is_handshaking() {
+                return;
+            }
+        }
+        panic!("handshake did not finish");
+    }
+
+    /// The ACME seam: an `acme-tls/1` ClientHello gets the challenge certificate without
+    /// presenting a client certificate, and is a challenge (closed, never forwarded); any other
+    /// connection without a client certificate is refused once the handshake is done.
+    #[test]
+    fn acme_tls_alpn_challenges_need_no_client_certificate_other_connections_do() {
+        use crate::certs::test_support::{Spec, scratch_dir, self_signed};
+        let dir = scratch_dir("acme");
+        let (cert, key) = self_signed(
+            &rcgen::PKCS_ECDSA_P256_SHA256,
+            &Spec {
+                dns: &["localhost"],
+                ..Spec::default()
+            },
+        )
+        .write(&dir, "server");
+        let (ch_cert, ch_key) = self_signed(
+            &rcgen::PKCS_ECDSA_P256_SHA256,
+            &Spec {
+                cn: Some("challenge"),
+                dns: &["localhost"],
+                ..Spec::default()
+            },
+        )
+        .write(&dir, "challenge");
+        let path = |p: &std::path::Path| p.display().to_string();
+        let args = [
+            "server".to_string(),
+            "--listen=:1".into(),
+            "--target=localhost:2".into(),
+            format!("--cert={}", path(&cert)),
+            format!("--key={}", path(&key)),
+            format!("--cacert={}", path(&cert)),
+            "--allow-all".into(),
+        ];
+        let Ok(crate::cli::Parsed::Run(raw)) =
+            crate::cli::parse(args.iter().map(Into::into).collect(), &|_| None)
+        else {
+            panic!("parse")
+        };
+        let config = raw.into_config().unwrap();
+        let crate::config::Mode::Server(opts) = &config.mode else {
+            panic!("server")
+        };
+        let provider = Arc::new(provider(&config.tls));
+        let load = |cert: &std::path::Path, key: &std::path::Path| {
+            let source = crate::config::IdentitySource::CertKey {
+                cert: cert.into(),
+                key: key.into(),
+            };
+            certs::load_identity(&source, &provider).unwrap().unwrap()
+        };
+        let identity = load(&cert, &key);
+        let challenge = load(&ch_cert, &ch_key);
+        let source = Arc::new(Challenging {
+            identity,
+            challenge: Arc::new(rustls::sign::SingleCertAndKey::from(challenge.clone())),
+        });
+        let tls = server(
+            &config,
+            &opts.auth,
+            source,
+            crate::authz::from_config(&config),
+        )
+        .unwrap()
+        .current();
+        let mut roots = RootCertStore::empty();
+        roots.add_parsable_certificates(
+            certs::load_trust(Some(&ch_cert), &SystemTrust::default()).unwrap(),
+        );
+        roots.add_parsable_certificates(
+            certs::load_trust(Some(&cert), &SystemTrust::default()).unwrap(),
+        );
+        let connect = |alpn: &[u8]| {
+            let mut client = ClientConfig::builder_with_provider(provider.clone())
+                .with_safe_default_protocol_versions()
+                .unwrap()
+                .with_root_certificates(roots.clone())
+                .with_no_client_auth();
+            client.alpn_protocols = vec![alpn.to_vec()];
+            let name = ServerName::try_from("localhost").unwrap();
+            let mut client = rustls::ClientConnection::new(Arc::new(client), name).unwrap();
+            // What the server connector does: read the ClientHello, pick the configuration.
+            let mut hello = Vec::new();
+            client.write_tls(&mut hello).unwrap();
+            let mut acceptor = rustls::server::Acceptor::default();
+            acceptor.read_tls(&mut hello.as_slice()).unwrap();
+            let accepted = acceptor.accept().unwrap().unwrap();
+            let config = match wants_challenge(&accepted.client_hello()) {
+                true => tls.challenge.clone().unwrap(),
+                false => tls.config.clone(),
+            };
+            let mut server = accepted.into_connection(config).unwrap();
+            let done = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+                handshake(&mut client, &mut server)
+            }));
+            let served = client.peer_certificates().map(|c| c[0].clone());
+            (done.is_ok(), served, tls.accepted(&server))
+        };
+        let (done, served, accepted) = connect(identity::ACME_TLS_ALPN);
+        assert!(done);
+        assert_eq!(served, Some(challenge.cert[0].clone()));
+        assert_eq!(accepted, Ok(Accepted::Challenge));
+        // Any other connection is an ordinary one: the client certificate stays mandatory.
+        let (done, served, _) = connect(b"h2");
+        assert!(!done, "handshake without a client certificate succeeded");
+        assert_ne!(served, Some(challenge.cert[0].clone()));
     }
 
     #[test]

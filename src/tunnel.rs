@@ -1,5 +1,5 @@
-//! Client-mode `--proxy` (SPEC 6.6): reaching `--target` through an HTTP CONNECT or SOCKS5
-//! proxy. Owns the proxy URL grammar and the two handshakes; the TLS session runs over the
+//! Client-mode `--proxy` (docs/behaviour.md §6.6): reaching `--target` through an HTTP CONNECT or
+//! SOCKS5 proxy. Owns the proxy URL grammar and the two handshakes; the TLS session runs over the
 //! returned stream as if it were a direct connection.
 //!
 //! Credentials in the URL (`user:pass@`, percent-encoded as in any URL) are sent to either kind
@@ -12,7 +12,7 @@ use std::io::{self, Read, Write};
 use std::net::{IpAddr, SocketAddr};
 use std::time::Instant;
 
-use crate::net::{self, Addr, AddrKind, Stream};
+use crate::net::{self, Addr, AddrKind, HeadError, Stream};
 
 /// A parsed `--proxy` URL.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -177,19 +177,15 @@ fn http_connect(
     sock.write_all(request.as_bytes())?;
     // Read the response head byte by byte so no tunnelled byte is consumed.
     let mut head = Vec::with_capacity(256);
-    while !head.ends_with(b"\r\n\r\n") {
-        if head.len() >= 8192 {
-            return Err(io::Error::other("http_tunnel: response head too large"));
+    net::read_http_head(sock, &mut head, 8192, 1, &mut |_| true).map_err(|e| match e {
+        HeadError::Eof => {
+            io::Error::new(io::ErrorKind::UnexpectedEof, "http_tunnel: unexpected EOF")
         }
-        let mut byte = [0u8];
-        if sock.read(&mut byte)? == 0 {
-            return Err(io::Error::new(
-                io::ErrorKind::UnexpectedEof,
-                "http_tunnel: unexpected EOF",
-            ));
+        HeadError::Io(e) => e,
+        HeadError::TooLarge | HeadError::Deadline => {
+            io::Error::other("http_tunnel: response head too large")
         }
-        head.push(byte[0]);
-    }
+    })?;
     let mut headers = [httparse::EMPTY_HEADER; 32];
     let mut resp = httparse::Response::new(&mut headers);
     resp.parse(&head)

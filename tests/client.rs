@@ -1,4 +1,5 @@
-//! Client mode: plaintext listener, mutual TLS towards a remote server (SPEC 4.3, 5.2).
+//! Client mode: plaintext listener, mutual TLS towards a remote server (docs/behaviour.md §4.3,
+//! §5.2).
 
 use std::io::Write;
 use std::net::SocketAddr;
@@ -282,4 +283,33 @@ fn client_connect_timeout_on_silent_server() {
     );
     d.wait_log("error on dial: ", LOG_WAIT);
     drop(silent);
+}
+
+/// The client resumes its TLS session with the server: the second connection through the
+/// tunnel is an abbreviated handshake. `GHOSTUNNEL_TLS_RESUMPTION=off` makes every one full,
+/// as with the reference.
+#[test]
+fn client_resumes_sessions_unless_turned_off() {
+    use rustls::HandshakeKind::{Full, Resumed};
+    let pki = Pki::new();
+    for (setting, expected) in [(None, [Full, Resumed]), (Some("off"), [Full, Full])] {
+        let srv = TlsServer::start(&pki.server, required(&pki));
+        let (listen, addr) = free_addr();
+        let mut cmd = Cmd::new("client")
+            .args(["--listen", &listen, "--target", &srv.target_localhost()])
+            .args(pki.client_cred_args());
+        if let Some(v) = setting {
+            cmd = cmd.env("GHOSTUNNEL_TLS_RESUMPTION", v);
+        }
+        let d = cmd.spawn();
+        // One at a time: the first connection's echo arrives after its session ticket.
+        assert_served(&d, addr);
+        assert_served(&d, addr);
+        assert_eq!(
+            srv.handshake_kinds(),
+            expected,
+            "GHOSTUNNEL_TLS_RESUMPTION={setting:?}{}",
+            d.describe()
+        );
+    }
 }

@@ -1,5 +1,6 @@
-//! Hidden compatibility flags that existing command lines carry (SPEC 2.3, 2.4, 2.5, 2.6):
-//! each one has the reference's effect, or fails with a clear error; none is silently ignored.
+//! Hidden compatibility flags that existing command lines carry (docs/behaviour.md §2.3, §2.4,
+//! §2.5, §2.6): each one has the reference's effect, or fails with a clear error; none is silently
+//! ignored.
 
 use std::sync::Arc;
 use std::time::Duration;

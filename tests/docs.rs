@@ -2,7 +2,7 @@
 //! what the binary prints (so they cannot drift from the flag table), the man page renders
 //! without groff warnings, and the completion scripts work in the real shells.
 //!
-//! The tools these tests drive (groff, bash, zsh) are installed by `.ci/run`; a missing tool
+//! The tools these tests drive (groff, bash, zsh) are installed by `tests/run.sh`; a missing tool
 //! fails the test rather than skipping it.
 
 use std::path::Path;

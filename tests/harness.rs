@@ -16,7 +16,7 @@ fn harness_pki_works_with_plain_rustls() {
     assert_eq!(srv.peers(), vec![Some(pki.client.cert_der.clone())]);
 }
 
-/// `--help` prints usage to stderr and exits 0 (SPEC 2.1).
+/// `--help` prints usage to stderr and exits 0 (docs/behaviour.md §2.1).
 #[test]
 fn help_prints_usage_and_exits_zero() {
     let o = Cmd::bare().arg("--help").run(Duration::from_secs(10));

@@ -1,5 +1,5 @@
 //! Server identities from PKCS#12 (modern, legacy, empty password) and combined PEM
-//! keystores, for RSA, ECDSA P-256/P-384 and Ed25519 keys (SPEC 3.3, 3.4).
+//! keystores, for RSA, ECDSA P-256/P-384 and Ed25519 keys (docs/behaviour.md §3.3, §3.4).
 
 use std::time::Duration;
 
@@ -97,7 +97,7 @@ fn p12_password_from_env() {
     try_echo(addr, cfg, b"hello").unwrap_or_else(|e| panic!("{e}{}", d.describe()));
 }
 
-/// A wrong `--storepass` fails startup with the SPEC 3.4 text and exit 1.
+/// A wrong `--storepass` fails startup with the docs/behaviour.md §3.4 text and exit 1.
 #[test]
 fn p12_wrong_password() {
     let pki = Pki::new();

@@ -1,6 +1,6 @@
-//! Logging destinations (SPEC 13.1): `--syslog` framing on the local syslog socket, with a
-//! severity per line, and journald-style `<N>` lines when stdout is the journal stream named by
-//! `JOURNAL_STREAM`.
+//! Logging destinations (docs/behaviour.md §13.1): `--syslog` framing on the local syslog socket,
+//! with a severity per line, and journald-style `<N>` lines when stdout is the journal stream named
+//! by `JOURNAL_STREAM`.
 
 use std::fs::File;
 use std::os::unix::fs::MetadataExt;
@@ -12,9 +12,9 @@ use crate::util::*;
 
 const LOG_WAIT: Duration = Duration::from_secs(5);
 
-/// Runs the binary in a private mount namespace where the syslog socket paths (SPEC 13.1:
-/// `/dev/log`, then `/var/run/syslog`) lead into `dir`: a real `/dev/log` socket is hidden and
-/// `dir` is mounted on `/var/run`, so `dir/syslog` is what the binary finds. Needs root (as CI
+/// Runs the binary in a private mount namespace where the syslog socket paths (docs/behaviour.md
+/// §13.1: `/dev/log`, then `/var/run/syslog`) lead into `dir`: a real `/dev/log` socket is hidden
+/// and `dir` is mounted on `/var/run`, so `dir/syslog` is what the binary finds. Needs root (as CI
 /// runs) for `unshare -m` and `mount`.
 fn in_syslog_namespace(dir: &std::path::Path) -> Vec<String> {
     assert!(
@@ -161,7 +161,7 @@ fn syslog_framing_and_severity() {
     assert_eq!(d.stdout(), "", "nothing is logged to stdout with --syslog");
 }
 
-/// `--syslog` without a reachable syslog socket is a startup error (SPEC 13.1).
+/// `--syslog` without a reachable syslog socket is a startup error (docs/behaviour.md §13.1).
 #[test]
 fn syslog_unreachable_is_a_startup_error() {
     let pki = Pki::new();

@@ -1,6 +1,6 @@
-//! Metrics (SPEC 7.5, 8.5): what the proxy counts, as `/_metrics` serves it (checked by the real
-//! Prometheus text parser and a real JSON parser), and the Graphite and `--metrics-url` pushes
-//! under the Landlock sandbox.
+//! Metrics (docs/behaviour.md §7.5, §8.5): what the proxy counts, as `/_metrics` serves it (checked
+//! by the real Prometheus text parser and a real JSON parser), and the Graphite and `--metrics-url`
+//! pushes under the Landlock sandbox.
 
 use std::collections::BTreeMap;
 use std::io::{Read, Write};
@@ -223,8 +223,8 @@ fn graphite_collector() -> (u16, Arc<Mutex<Vec<String>>>) {
     (port, got)
 }
 
-/// Graphite push (SPEC 8.5) every `--metrics-interval`, a new connection per flush, with the
-/// Landlock sandbox on: the collector's port must be in the plan.
+/// Graphite push (docs/behaviour.md §8.5) every `--metrics-interval`, a new connection per flush,
+/// with the Landlock sandbox on: the collector's port must be in the plan.
 #[test]
 fn graphite_push_under_landlock() {
     let pki = Pki::new();

@@ -1,5 +1,5 @@
-//! Client-mode `--proxy` (SPEC 6.6) through real proxies started by the test: tinyproxy for
-//! HTTP CONNECT (with Basic credentials) and microsocks for SOCKS5 (with and without
+//! Client-mode `--proxy` (docs/behaviour.md §6.6) through real proxies started by the test:
+//! tinyproxy for HTTP CONNECT (with Basic credentials) and microsocks for SOCKS5 (with and without
 //! username/password, local and remote name resolution).
 
 use std::io::Write;

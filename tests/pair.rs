@@ -1,5 +1,5 @@
 //! Client → server pairs: plaintext in, mutual TLS between two ghostunnel processes,
-//! plaintext out (SPEC 7.3).
+//! plaintext out (docs/behaviour.md §7.3).
 
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{Shutdown, SocketAddr};

@@ -1,5 +1,5 @@
-//! PROXY protocol v2 (SPEC 7.4): the header ghostunnel writes to the backend, decoded by an
-//! independent parser (the `proxy-protocol` Python package) inside a real backend that then
+//! PROXY protocol v2 (docs/behaviour.md §7.4): the header ghostunnel writes to the backend, decoded
+//! by an independent parser (the `proxy-protocol` Python package) inside a real backend that then
 //! answers the client with what it decoded.
 
 use std::collections::BTreeMap;

@@ -75,7 +75,7 @@ fn reload_outside_the_granted_directories_is_denied() {
 }
 
 /// Every address form that is not literally loopback or a socket is refused without the
-/// matching `--unsafe-*` flag (SPEC 6.4), and accepted with it.
+/// matching `--unsafe-*` flag (docs/behaviour.md §6.4), and accepted with it.
 #[test]
 fn address_restrictions_cover_every_unsafe_form() {
     let unsafe_forms = [

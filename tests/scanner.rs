@@ -18,11 +18,7 @@ fn sslscan(addr: &str, extra: &[&str]) -> Option<String> {
 
 #[test]
 fn sslscan_finds_nothing_weak() {
-    if Command::new("sslscan").arg("--version").output().is_err() {
-        // .ci/run installs sslscan; a developer machine without it skips with a note.
-        eprintln!("sslscan not installed: TLS scan skipped");
-        return;
-    }
+    require_tool("sslscan", "sslscan");
     let pki = Pki::new();
     let backend = Backend::echo();
     // Without client authentication, so that the scanner can complete every handshake.

@@ -1,5 +1,5 @@
-//! systemd integration (SPEC 10): the exact notify datagrams, watchdog pings, socket activation,
-//! and the unit files in packaging/ checked by systemd-analyze.
+//! systemd integration (docs/behaviour.md §10): the exact notify datagrams, watchdog pings, socket
+//! activation, and the unit files in packaging/ checked by systemd-analyze.
 
 use std::os::unix::net::{UnixDatagram, UnixListener};
 use std::path::Path;
@@ -224,20 +224,10 @@ fn socket_activation_with_a_missing_name_fails_clearly() {
         .assert_stderr_contains("expected listener with name nope, but found none");
 }
 
-fn systemd_analyze() -> bool {
-    Command::new("systemd-analyze")
-        .arg("--version")
-        .output()
-        .is_ok_and(|o| o.status.success())
-}
-
 /// Every unit in packaging/ passes `systemd-analyze verify` with ExecStart on the built binary.
 #[test]
 fn unit_files_verify() {
-    if !systemd_analyze() {
-        eprintln!("systemd-analyze not installed: unit files not verified");
-        return;
-    }
+    require_tool("systemd-analyze", "systemd");
     let dir = TempDir::new();
     let units = [
         "ghostunnel.service",
@@ -272,10 +262,7 @@ fn unit_files_verify() {
 /// The hardened unit keeps systemd's exposure score at or below 2.0 (of 10).
 #[test]
 fn hardened_unit_exposure() {
-    if !systemd_analyze() {
-        eprintln!("systemd-analyze not installed: exposure not measured");
-        return;
-    }
+    require_tool("systemd-analyze", "systemd");
     let out = Command::new("systemd-analyze")
         .args([
             "security",
@@ -336,14 +323,7 @@ fn reload_swaps_the_certificate_without_dropping_connections() {
 /// it starts the daemon on the first connection, which is then served.
 #[test]
 fn systemd_socket_activate_starts_the_daemon() {
-    if Command::new("systemd-socket-activate")
-        .arg("--version")
-        .output()
-        .is_err()
-    {
-        eprintln!("systemd-socket-activate not installed: skipped");
-        return;
-    }
+    require_tool("systemd-socket-activate", "systemd");
     let pki = Pki::new();
     let backend = Backend::echo();
     let (listen, addr) = free_addr();

@@ -1,5 +1,5 @@
-//! Startup errors: parse-stage (SPEC 2.7.1), mode validation (2.7.2) and certificate loading
-//! (3.6). Each asserts the exact message, the stream it goes to, exit 1 and that nothing
+//! Startup errors: parse-stage (docs/behaviour.md §2.7.1), mode validation (2.7.2) and certificate
+//! loading (3.6). Each asserts the exact message, the stream it goes to, exit 1 and that nothing
 //! started listening.
 
 use std::time::Duration;
@@ -620,7 +620,7 @@ fn listen_address_in_use() {
         .assert_stdout_lacks(READY_LINE);
 }
 
-/// A bad `--allow-uri` pattern fails startup with exit 1 and the SPEC 2.7.3 text.
+/// A bad `--allow-uri` pattern fails startup with exit 1 and the docs/behaviour.md §2.7.3 text.
 #[test]
 fn bad_allow_uri_pattern() {
     let pki = Pki::new();

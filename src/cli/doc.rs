@@ -3,8 +3,10 @@
 //! The committed copies under `packaging/` are these outputs byte for byte; a test fails when
 //! they are stale. Output is deterministic: no dates, the version comes from Cargo. Owns no I/O.
 
-use super::{ABOUT, BUILTIN_HELP, CLIENT_ABOUT, FLAGS, Flag, Kind, QUIET_CLASSES, SERVER_ABOUT};
-use super::{Bool, Client, Duration, Global, Scope, Server, Uint32};
+use super::flags::{
+    ABOUT, BUILTIN_HELP, CLIENT_ABOUT, FLAGS, Flag, Kind, QUIET_CLASSES, SERVER_ABOUT,
+};
+use super::flags::{Bool, Client, Duration, Global, Scope, Server, Uint32};
 
 /// The commands, with their one-line descriptions, in help order.
 const COMMANDS: &[(&str, &str)] = &[
@@ -18,7 +20,20 @@ const OTHER_ENV: &[(&str, &str)] = &[
     (
         "SSL_CERT_FILE, SSL_CERT_DIR",
         "Where the system trust store is read from when no --cacert is given (a bundle file, \
-         and colon-separated directories of certificates).",
+         and colon-separated directories of certificates). Read once at startup; an empty \
+         value counts as unset.",
+    ),
+    (
+        "GHOSTUNNEL_TLS_RESUMPTION",
+        "Client mode keeps the server's TLS session tickets and resumes sessions with an \
+         abbreviated handshake, unless this is off, 0, no or false (the reference client keeps \
+         no sessions, so every connection is a full handshake). Read once at startup.",
+    ),
+    (
+        "JOURNAL_STREAM",
+        "Set by systemd when output goes to the journal: lines written to the stream it names \
+         carry a <N> severity prefix in place of the pid and timestamp (a startup error on \
+         stderr gets <3>).",
     ),
     (
         "NOTIFY_SOCKET",
@@ -777,6 +792,8 @@ mod tests {
             "LISTEN_FDS",
             "WATCHDOG_USEC",
             "SSL_CERT_FILE",
+            "GHOSTUNNEL_TLS_RESUMPTION",
+            "JOURNAL_STREAM",
         ] {
             assert!(man.contains(var), "{var}");
         }

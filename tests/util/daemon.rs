@@ -2,10 +2,11 @@
 //! log line, captured stdout/stderr, bounded waits, kill and reap on drop.
 
 use std::ffi::OsString;
+use std::fs::File;
 use std::io::Read;
 use std::net::{Ipv4Addr, SocketAddr, TcpListener};
 use std::process::{Child, Command, ExitStatus, Stdio};
-use std::sync::{Arc, Condvar, Mutex};
+use std::sync::{Arc, Condvar, Mutex, OnceLock};
 use std::thread;
 use std::time::{Duration, Instant};
 
@@ -16,21 +17,113 @@ pub const STARTUP_TIMEOUT: Duration = Duration::from_secs(10);
 /// Picks a free TCP port on 127.0.0.1 by binding port 0 and dropping the socket.
 ///
 /// ghostunnel listens with SO_REUSEPORT, so two daemons handed the same port would silently
-/// share it; ports are therefore never handed out twice within one test run.
+/// share it. A port is therefore handed out only with an exclusive lock on
+/// `$TMPDIR/ghostunnel-test-ports/<port>`, held until this process exits: no other test, in
+/// this process (cargo test's threads) or another (nextest runs each test in its own), gets
+/// it meanwhile. [`Cmd::start`] also checks that the daemon is alone on its port.
 pub fn free_port() -> u16 {
-    static USED: Mutex<Vec<u16>> = Mutex::new(Vec::new());
-    loop {
+    static HELD: Mutex<Vec<File>> = Mutex::new(Vec::new());
+    let dir = std::env::temp_dir().join("ghostunnel-test-ports");
+    std::fs::create_dir_all(&dir).expect("port lock directory");
+    for _ in 0..1000 {
         let port = TcpListener::bind((Ipv4Addr::LOCALHOST, 0))
             .expect("bind 127.0.0.1:0")
             .local_addr()
             .unwrap()
             .port();
-        let mut used = USED.lock().unwrap();
-        if !used.contains(&port) {
-            used.push(port);
+        let lock = File::create(dir.join(port.to_string())).expect("port lock file");
+        // flock(2) locks conflict between open files, even within one process.
+        // SAFETY: flock(2) on a descriptor this function owns and keeps open.
+        let locked = unsafe {
+            libc::flock(
+                std::os::fd::AsRawFd::as_raw_fd(&lock),
+                libc::LOCK_EX | libc::LOCK_NB,
+            )
+        } == 0;
+        if locked {
+            HELD.lock().unwrap().push(lock);
             return port;
         }
     }
+    panic!("no free port after 1000 tries");
+}
+
+/// How many sockets listen on TCP `port` (any address, IPv4 and IPv6), from /proc/net.
+pub fn listeners_on(port: u16) -> usize {
+    ["/proc/net/tcp", "/proc/net/tcp6"]
+        .iter()
+        .filter_map(|f| std::fs::read_to_string(f).ok())
+        .flat_map(|t| t.lines().skip(1).map(str::to_string).collect::<Vec<_>>())
+        .filter(|l| {
+            let cols: Vec<&str> = l.split_whitespace().collect();
+            // `sl local_address rem_address st ...`; 0A is LISTEN.
+            cols.len() > 3
+                && cols[3] == "0A"
+                && cols[1]
+                    .rsplit(':')
+                    .next()
+                    .and_then(|p| u16::from_str_radix(p, 16).ok())
+                    == Some(port)
+        })
+        .count()
+}
+
+/// Every environment variable the binary reads, cleared for each run so that the host's
+/// environment cannot change a test. The documented ones come from the man page's ENVIRONMENT
+/// section, which is generated from the flag table's fallbacks plus the variables read besides
+/// them; any inherited variable with one of their prefixes goes too, and so do the glibc
+/// tunables with which the binary re-executes itself and its marker.
+fn binary_env_vars() -> &'static [String] {
+    static VARS: OnceLock<Vec<String>> = OnceLock::new();
+    VARS.get_or_init(|| {
+        let out = Command::new(BIN)
+            .arg("--help-man")
+            .env_clear()
+            .output()
+            .expect("run --help-man");
+        let man = String::from_utf8_lossy(&out.stdout);
+        let section = man
+            .split("\n.SH ENVIRONMENT\n")
+            .nth(1)
+            .and_then(|s| s.split("\n.SH ").next())
+            .expect("the man page has an ENVIRONMENT section");
+        let mut vars: Vec<String> = section
+            .lines()
+            .filter_map(|l| l.strip_prefix("\\fB")?.strip_suffix("\\fR"))
+            .filter(|names| {
+                names
+                    .chars()
+                    .all(|c| c.is_ascii_uppercase() || "0123456789_, ".contains(c))
+            })
+            .flat_map(|names| names.split(", ").map(str::to_string))
+            .collect();
+        for known in [
+            "KEYSTORE_PATH",
+            "PKCS11_PIN",
+            "SSL_CERT_DIR",
+            "NOTIFY_SOCKET",
+            "LISTEN_FDS",
+        ] {
+            assert!(
+                vars.iter().any(|v| v == known),
+                "{known} not in the man page: {vars:?}"
+            );
+        }
+        let prefixes = [
+            "GHOSTUNNEL_",
+            "PKCS11_",
+            "SSL_CERT_",
+            "LISTEN_",
+            "WATCHDOG_",
+        ];
+        vars.extend(
+            std::env::vars_os()
+                .filter_map(|(k, _)| k.into_string().ok())
+                .filter(|k| prefixes.iter().any(|p| k.starts_with(p))),
+        );
+        vars.extend(["GLIBC_TUNABLES", "GHOSTUNNEL_MALLOC_TUNED"].map(String::from));
+        vars
+    })
 }
 
 /// `localhost:<free port>` plus the socket address to connect to.
@@ -134,15 +227,11 @@ impl Cmd {
                 c
             }
         };
+        // Keep the tests independent of the host's environment.
+        for var in binary_env_vars() {
+            c.env_remove(var);
+        }
         c.args(&self.args)
-            // Keep the tests independent of the host environment's fallbacks.
-            .env_remove("KEYSTORE_PATH")
-            .env_remove("CERT_PATH")
-            .env_remove("KEY_PATH")
-            .env_remove("KEYSTORE_PASS")
-            .env_remove("CACERT_PATH")
-            .env_remove("NOTIFY_SOCKET")
-            .env_remove("LISTEN_FDS")
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
             .stderr(Stdio::piped());
@@ -300,6 +389,7 @@ impl Daemon {
         let deadline = Instant::now() + STARTUP_TIMEOUT;
         loop {
             if self.stdout().contains(READY_LINE) {
+                self.assert_alone_on_port();
                 return;
             }
             if self.poll_status().is_some() {
@@ -314,6 +404,29 @@ impl Daemon {
             }
             self.wait_output(Duration::from_millis(50));
         }
+    }
+
+    /// A TCP listener must own its port: SO_REUSEPORT would let a second socket on the same
+    /// port (a leftover daemon, or a port handed out twice) silently take half the connections.
+    fn assert_alone_on_port(&self) {
+        let out = self.stdout();
+        let Some(line) = out.lines().find(|l| l.contains(READY_LINE)) else {
+            return;
+        };
+        let addr = line.rsplit(READY_LINE).next().unwrap_or_default().trim();
+        if addr.contains("unix:") || addr.contains("systemd:") || addr.contains("launchd:") {
+            return;
+        }
+        let Some(port) = addr
+            .rsplit(':')
+            .next()
+            .and_then(|p| p.parse::<u16>().ok())
+            .filter(|&p| p != 0)
+        else {
+            return;
+        };
+        let n = listeners_on(port);
+        assert_eq!(n, 1, "{n} sockets listen on port {port}{}", self.describe());
     }
 
     fn wait_output(&self, d: Duration) {
@@ -430,7 +543,7 @@ pub fn start_client(pki: &super::Pki, target: &str, extra: &[&str]) -> (Daemon, 
     (d, addr)
 }
 
-/// Checks the logger prefix of SPEC 13.1: `[<pid>] YYYY/MM/DD hh:mm:ss.µµµµµµ `.
+/// Checks the logger prefix of docs/behaviour.md §13.1: `[<pid>] YYYY/MM/DD hh:mm:ss.µµµµµµ `.
 /// Returns the message part.
 pub fn log_message(line: &str, pid: i32) -> Option<&str> {
     let rest = line.strip_prefix(&format!("[{pid}] "))?;

@@ -122,6 +122,8 @@ pub struct ServerLog {
     pub sni: Mutex<Vec<Option<String>>>,
     /// Handshake errors.
     pub errors: Mutex<Vec<String>>,
+    /// Full or resumed, per connection.
+    pub kinds: Mutex<Vec<rustls::HandshakeKind>>,
 }
 
 /// A rustls echo server on 127.0.0.1 (the remote end for client-mode tests).
@@ -183,6 +185,10 @@ impl TlsServer {
     pub fn sni(&self) -> Vec<Option<String>> {
         self.log.sni.lock().unwrap().clone()
     }
+
+    pub fn handshake_kinds(&self) -> Vec<rustls::HandshakeKind> {
+        self.log.kinds.lock().unwrap().clone()
+    }
 }
 
 fn serve_one(mut sock: TcpStream, cfg: Arc<ServerConfig>, log: &ServerLog) {
@@ -205,6 +211,9 @@ fn serve_one(mut sock: TcpStream, cfg: Arc<ServerConfig>, log: &ServerLog) {
         .lock()
         .unwrap()
         .push(conn.server_name().map(str::to_string));
+    if let Some(kind) = conn.handshake_kind() {
+        log.kinds.lock().unwrap().push(kind);
+    }
     let mut s = StreamOwned::new(conn, sock);
     let mut buf = [0u8; 16384];
     loop {
