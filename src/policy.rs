@@ -32,6 +32,13 @@ use std::sync::{Arc, RwLock};
 use std::time::{Duration, Instant};
 
 use regorus::utils::limits::ExecutionTimerConfig;
+use rustls::pki_types::CertificateDer;
+
+use crate::auth;
+use crate::authz::{Authorizer, Denied};
+use crate::config::{Acl, PolicySpec};
+use crate::metrics::Timer;
+use crate::sandbox::Plan;
 
 pub use bundle::{LoadError, load_archive_bytes};
 
@@ -65,16 +72,15 @@ impl fmt::Display for Denial {
 
 impl std::error::Error for Denial {}
 
-/// Counters for the metrics registry: evaluations started, denials (not allowed), errors
-/// (engine errors and timeouts) and the evaluation time of finished evaluations.
-#[derive(Debug, Default)]
+/// For the metrics registry: evaluations started, denials (not allowed), errors (engine
+/// errors and timeouts, timeouts also on their own) and the time of every evaluation.
+#[derive(Default)]
 pub struct Stats {
     pub evaluations: AtomicU64,
     pub denials: AtomicU64,
     pub errors: AtomicU64,
     pub timeouts: AtomicU64,
-    /// Sum and count of evaluation times, in nanoseconds, for callers without a timer.
-    pub eval_nanos: AtomicU64,
+    pub eval_time: Timer,
 }
 
 /// A compiled policy: the engine with modules and data loaded, and the query to run.
@@ -89,8 +95,6 @@ pub struct Policy {
     query: String,
     current: RwLock<Arc<Prepared>>,
     pub stats: Stats,
-    /// Called with each finished evaluation's duration (the metrics timer).
-    observer: Option<Box<dyn Fn(Duration) + Send + Sync>>,
 }
 
 impl fmt::Debug for Policy {
@@ -162,13 +166,7 @@ impl Policy {
             query: query.to_string(),
             current: RwLock::new(Arc::new(prepared)),
             stats: Stats::default(),
-            observer: None,
         })
-    }
-
-    /// Registers a callback for each finished evaluation's duration.
-    pub fn set_observer(&mut self, observer: Box<dyn Fn(Duration) + Send + Sync>) {
-        self.observer = Some(observer);
     }
 
     pub fn bundle(&self) -> &str {
@@ -216,15 +214,7 @@ impl Policy {
             Err(e) => Err(Denial::Error(format!("cannot start evaluation: {e}"))),
         };
         let elapsed = start.elapsed();
-        if outcome != Err(Denial::Timeout) {
-            self.stats.eval_nanos.fetch_add(
-                elapsed.as_nanos().min(u128::from(u64::MAX)) as u64,
-                Ordering::Relaxed,
-            );
-            if let Some(observer) = &self.observer {
-                observer(elapsed);
-            }
-        }
+        self.stats.eval_time.record(elapsed);
         match &outcome {
             Ok(()) => {}
             Err(Denial::NotAllowed) => {
@@ -307,4 +297,83 @@ pub fn sandbox_paths(bundle: &str) -> Vec<PathBuf> {
         }
     }
     out
+}
+
+/// The `--allow-*`/`--verify-*` names, then the policy for peers no name admitted (the
+/// reference's order: CN, OU, DNS, IP, URI, policy; the first match admits).
+pub struct PolicyAuthorizer {
+    acl: Acl,
+    policy: Policy,
+    /// `--connect-timeout`: how long one evaluation may take, counted from its start.
+    deadline: Duration,
+}
+
+impl fmt::Debug for PolicyAuthorizer {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("PolicyAuthorizer")
+            .field("policy", &self.policy)
+            .finish_non_exhaustive()
+    }
+}
+
+impl PolicyAuthorizer {
+    /// Loads the policy; the error is the `<e>` of `Invalid rego policy or query: <e>`.
+    pub fn new(acl: Acl, spec: &PolicySpec, deadline: Duration) -> Result<Self, LoadError> {
+        Ok(PolicyAuthorizer {
+            policy: Policy::load(&spec.bundle, &spec.query)?,
+            acl,
+            deadline,
+        })
+    }
+}
+
+impl Authorizer for PolicyAuthorizer {
+    fn authorize(&self, leaf: &CertificateDer<'_>, _: &[CertificateDer<'_>]) -> Result<(), Denied> {
+        if !self.acl.names_empty() && auth::check_acl(&self.acl, leaf).is_ok() {
+            return Ok(());
+        }
+        self.policy
+            .evaluate(leaf, self.deadline)
+            .map_err(|d| Denied(d.to_string()))
+    }
+
+    fn reload(&self) -> Result<(), String> {
+        self.policy
+            .reload()
+            .map_err(|e| format!("{RELOAD_PREFIX}{e}"))
+    }
+
+    fn sandbox(&self, plan: &mut Plan) {
+        plan.add_file_dir(Path::new(self.policy.bundle().trim_end_matches('/')));
+    }
+
+    fn counters(&self) -> Vec<(&'static str, u64)> {
+        let s = &self.policy.stats;
+        let n = |a: &AtomicU64| a.load(Ordering::Relaxed);
+        vec![
+            ("policy.evaluations", n(&s.evaluations)),
+            ("policy.denials", n(&s.denials)),
+            ("policy.errors", n(&s.errors)),
+            ("policy.timeouts", n(&s.timeouts)),
+        ]
+    }
+
+    fn timers(&self) -> Vec<(&'static str, &Timer)> {
+        vec![("policy.eval", &self.policy.stats.eval_time)]
+    }
+
+    fn status_fields(&self) -> Vec<(&'static str, String)> {
+        vec![
+            ("policy", self.policy.bundle().to_string()),
+            ("policy_query", self.policy.query().to_string()),
+        ]
+    }
+
+    fn check_lines(&self) -> Vec<String> {
+        vec![format!(
+            "policy: {} (query {})",
+            self.policy.bundle(),
+            self.policy.query()
+        )]
+    }
 }

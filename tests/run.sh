@@ -17,8 +17,9 @@ as_root() {
 # tests. python3-prometheus-client: the real Prometheus text parser for the metrics tests.
 # tinyproxy, microsocks: real HTTP CONNECT and SOCKS5 proxies for the --proxy tests.
 # python3-pip: installs the PROXY v2 decoder below. util-linux: unshare for the syslog tests.
+# tar (with gzip): the OPA policy bundles the policy tests build.
 packages=(openssl ca-certificates systemd sslscan groff-base bash zsh python3
-    python3-prometheus-client python3-pip tinyproxy microsocks util-linux)
+    python3-prometheus-client python3-pip tinyproxy microsocks util-linux tar gzip)
 missing=()
 if command -v apt-get >/dev/null 2>&1; then
     for p in "${packages[@]}"; do

@@ -13,6 +13,8 @@ mod logging;
 mod metrics;
 mod outbound_proxy;
 mod pair;
+#[cfg(feature = "opa")]
+mod policy;
 mod proxy_protocol;
 mod sandbox;
 mod scanner;

@@ -205,6 +205,14 @@ pub(super) struct Flag {
     pub(super) help: &'static str,
 }
 
+/// OPA policies are built in (cargo feature `opa`).
+const OPA: bool = cfg!(feature = "opa");
+
+/// A help text for builds with the feature, and the one for builds without it.
+const fn built_help(built: bool, with: &'static str, without: &'static str) -> &'static str {
+    if built { with } else { without }
+}
+
 const fn f(id: Id, kind: Kind, scope: Scope, help: &'static str) -> Flag {
     Flag {
         id,
@@ -245,6 +253,11 @@ impl Flag {
     }
     const fn unsupported(mut self) -> Flag {
         self.unsupported = true;
+        self
+    }
+    /// Unsupported when the cargo feature behind it is off.
+    const fn unsupported_unless(mut self, built: bool) -> Flag {
+        self.unsupported = !built;
         self
     }
     const fn aliases(mut self, a: &'static [&'static str]) -> Flag {
@@ -397,12 +410,13 @@ pub(super) const FLAGS: &[Flag] = &[
         .hidden(),
     f(Id::AllowSpkiPin, List, Server, "Allow clients whose leaf certificate's SPKI hash matches <algo>:<base64> (can be repeated).")
         .placeholder("PIN"),
-    f(Id::AllowPolicy, Str, Server, "Allow passing the location of an OPA bundle (not supported by this build).")
+    f(Id::AllowPolicy, Str, Server, built_help(OPA, "Allow passing the location of an OPA bundle.", "Allow passing the location of an OPA bundle (not supported by this build)."))
         .placeholder("BUNDLE")
-        .unsupported(),
-    f(Id::AllowQuery, Str, Server, "Allow defining a query to validate against the client certificate and the policy (not supported by this build).")
+        .file()
+        .unsupported_unless(OPA),
+    f(Id::AllowQuery, Str, Server, built_help(OPA, "Allow defining a query to validate against the client certificate and the policy.", "Allow defining a query to validate against the client certificate and the policy (not supported by this build)."))
         .placeholder("QUERY")
-        .unsupported(),
+        .unsupported_unless(OPA),
     f(Id::DisableAuthentication, Bool, Server, "Disable client authentication, no client certificate will be required."),
     f(Id::AutoAcmeCert, Str, Server, "Automatically obtain a certificate via ACME for the specified FQDN (not supported by this build).")
         .placeholder("FQDN")
@@ -451,12 +465,13 @@ pub(super) const FLAGS: &[Flag] = &[
         .hidden(),
     f(Id::VerifySpkiPin, List, Client, "Allow servers whose leaf certificate's SPKI hash matches <algo>:<base64> (can be repeated).")
         .placeholder("PIN"),
-    f(Id::VerifyPolicy, Str, Client, "Allow passing the location of an OPA bundle (not supported by this build).")
+    f(Id::VerifyPolicy, Str, Client, built_help(OPA, "Allow passing the location of an OPA bundle.", "Allow passing the location of an OPA bundle (not supported by this build)."))
         .placeholder("BUNDLE")
-        .unsupported(),
-    f(Id::VerifyQuery, Str, Client, "Allow defining a query to validate against the server certificate and the policy (not supported by this build).")
+        .file()
+        .unsupported_unless(OPA),
+    f(Id::VerifyQuery, Str, Client, built_help(OPA, "Allow defining a query to validate against the server certificate and the policy.", "Allow defining a query to validate against the server certificate and the policy (not supported by this build)."))
         .placeholder("QUERY")
-        .unsupported(),
+        .unsupported_unless(OPA),
     f(Id::DisableAuthentication, Bool, Client, "Disable client authentication, no certificate will be provided to the server."),
 ];
 

@@ -10,8 +10,8 @@ use super::scan::{RawArgs, parse_go_uint32};
 use crate::auth::{SpkiPin, UriPattern};
 use crate::config::{
     Acl, CipherGroup, ClientOpts, ClientVerify, Config, IdentitySource, MaxTlsVersion, MetricsOpts,
-    Mode, ProxyProtocolMode, ProxySetting, ServerAuth, ServerOpts, StatusAddr, StatusScheme,
-    Timeouts, TlsPolicy,
+    Mode, PolicySpec, ProxyProtocolMode, ProxySetting, ServerAuth, ServerOpts, StatusAddr,
+    StatusScheme, Timeouts, TlsPolicy,
 };
 use crate::net::{Addr, AddrKind};
 use crate::report::HttpUrl;
@@ -240,6 +240,7 @@ impl RawArgs {
                 .filter_map(|s| s.parse().ok())
                 .collect(),
             uri: Vec::new(),
+            policy: None,
         }
     }
 
@@ -253,6 +254,23 @@ impl RawArgs {
                 })
             })
             .collect()
+    }
+
+    /// `--allow-policy`/`--allow-query` (or the `--verify-*` pair): both or neither.
+    fn policy(&self, bundle: Id, query: Id) -> Result<Option<PolicySpec>, CliError> {
+        match (self.str(bundle), self.str(query)) {
+            ("", "") => Ok(None),
+            ("", _) | (_, "") => Err(format!(
+                "--{} and --{} have to be used together",
+                bundle.name(),
+                query.name()
+            )
+            .into()),
+            (b, q) => Ok(Some(PolicySpec {
+                bundle: b.to_string(),
+                query: q.to_string(),
+            })),
+        }
     }
 
     fn pins(&self, id: Id) -> Result<Vec<SpkiPin>, CliError> {
@@ -280,6 +298,8 @@ impl RawArgs {
             Id::AllowUri,
         ]);
         let p = !self.list(Id::AllowSpkiPin).is_empty();
+        let o = !self.str(Id::AllowPolicy).is_empty() || !self.str(Id::AllowQuery).is_empty();
+        let a = a || o;
         if !(disable || all || a || p) {
             return Err("at least one access control flag (--allow-{all,cn,ou,dns,uri,spki-pin}, or OPA flags, or --disable-authentication) is required".into());
         }
@@ -312,6 +332,7 @@ impl RawArgs {
                 addr.network()
             ).into());
         }
+        let policy = self.policy(Id::AllowPolicy, Id::AllowQuery)?;
         let proxy_protocol = match (
             self.bool(Id::ProxyProtocol),
             self.str(Id::ProxyProtocolMode),
@@ -336,7 +357,10 @@ impl RawArgs {
         } else if p {
             ServerAuth::Pins(pins)
         } else {
-            ServerAuth::Acl(self.acl([Id::AllowCn, Id::AllowOu, Id::AllowDns, Id::AllowIp]))
+            ServerAuth::Acl(Acl {
+                policy,
+                ..self.acl([Id::AllowCn, Id::AllowOu, Id::AllowDns, Id::AllowIp])
+            })
         };
         let target_status = match self.str(Id::TargetStatus) {
             "" => None,
@@ -370,15 +394,15 @@ impl RawArgs {
             Id::VerifyIp,
             Id::VerifyUri,
         ];
+        let policy = self.policy(Id::VerifyPolicy, Id::VerifyQuery)?;
         let verify = if self.list(Id::VerifySpkiPin).is_empty() {
-            ClientVerify::Standard(self.acl([
-                Id::VerifyCn,
-                Id::VerifyOu,
-                Id::VerifyDns,
-                Id::VerifyIp,
-            ]))
+            ClientVerify::Standard(Acl {
+                policy,
+                ..self.acl([Id::VerifyCn, Id::VerifyOu, Id::VerifyDns, Id::VerifyIp])
+            })
         } else {
-            if self.any_list(&names) {
+            let o = !self.str(Id::VerifyPolicy).is_empty() || !self.str(Id::VerifyQuery).is_empty();
+            if self.any_list(&names) || o {
                 return Err(
                     "--verify-spki-pin is mutually exclusive with other verification flags".into(),
                 );
@@ -640,8 +664,6 @@ mod tests {
             ("--pkcs11-module=/x.so", Id::Pkcs11Module),
             ("--pkcs11-token-label=t", Id::Pkcs11TokenLabel),
             ("--pkcs11-pin=1", Id::Pkcs11Pin),
-            ("--allow-policy=b", Id::AllowPolicy),
-            ("--allow-query=q", Id::AllowQuery),
             ("--auto-acme-cert=a.example", Id::AutoAcmeCert),
             ("--auto-acme-email=a@b", Id::AutoAcmeEmail),
             ("--auto-acme-agree-to-tos", Id::AutoAcmeAgreeToTos),
@@ -666,6 +688,26 @@ mod tests {
             server_err(&["--allow-all", "--status=:1", "--enable-pprof"]),
             "--enable-pprof is not supported by this build"
         );
+        // Unsupported flags fail before any other mode validation message.
+        assert_eq!(
+            config(&[&BARE[..], &["--pkcs11-module=/x.so"]].concat()).unwrap_err(),
+            "--pkcs11-module is not supported by this build"
+        );
+    }
+
+    /// Without the `opa` feature the policy flags are refused by name.
+    #[cfg(not(feature = "opa"))]
+    #[test]
+    fn policy_flags_unsupported_without_the_feature() {
+        for (flag, name) in [
+            ("--allow-policy=b", Id::AllowPolicy),
+            ("--allow-query=q", Id::AllowQuery),
+        ] {
+            assert_eq!(
+                server_err(&["--allow-all", flag]),
+                format!("--{} is not supported by this build", name.name())
+            );
+        }
         for (flag, name) in [
             ("--verify-policy=b", Id::VerifyPolicy),
             ("--verify-query=q", Id::VerifyQuery),
@@ -675,11 +717,77 @@ mod tests {
                 format!("--{} is not supported by this build", name.name())
             );
         }
-        // Unsupported flags fail before any other mode validation message.
+    }
+
+    /// The OPA flags: both of a pair or neither, ORed with the names, exclusive with
+    /// `--allow-all`, pins and server `--disable-authentication`, in the reference's order.
+    #[cfg(feature = "opa")]
+    #[test]
+    fn policy_flags_pairing_and_exclusivity() {
+        const PIN: &str = "--allow-spki-pin=sha256:47DEQpj8HBSa+/TImW+5JCeuQeRkm5NMpJWZG3hSuFU=";
+        let pair = "--allow-policy and --allow-query have to be used together";
+        assert_eq!(server_err(&["--allow-policy=b"]), pair);
+        assert_eq!(server_err(&["--allow-query=q"]), pair);
         assert_eq!(
-            config(&[&BARE[..], &["--allow-policy=b"]].concat()).unwrap_err(),
-            "--allow-policy is not supported by this build"
+            server_err(&["--allow-policy=b", "--allow-query=q", "--allow-all"]),
+            "--allow-all is mutually exclusive with other access control flags"
         );
+        assert_eq!(
+            server_err(&["--allow-query=q", "--disable-authentication"]),
+            "--disable-authentication is mutually exclusive with other access control flags"
+        );
+        assert_eq!(
+            server_err(&["--allow-policy=b", PIN]),
+            "--allow-spki-pin is mutually exclusive with other access control flags"
+        );
+        // The pair check comes after the target checks.
+        assert_eq!(
+            config(&[
+                "server",
+                "--listen=:1",
+                "--target=example.com:1",
+                "--keystore=/k",
+                "--allow-policy=b"
+            ])
+            .unwrap_err(),
+            "--target must be unix:PATH or localhost:PORT (unless --unsafe-target is set)"
+        );
+        let c = server(&["--allow-cn=a", "--allow-policy=b", "--allow-query=q"]).unwrap();
+        let Mode::Server(ServerOpts {
+            auth: ServerAuth::Acl(acl),
+            ..
+        }) = &c.mode
+        else {
+            panic!("{c:?}")
+        };
+        assert_eq!(acl.cn, ["a"]);
+        assert_eq!(
+            acl.policy,
+            Some(PolicySpec {
+                bundle: "b".into(),
+                query: "q".into()
+            })
+        );
+        let vpair = "--verify-policy and --verify-query have to be used together";
+        assert_eq!(client_err(&["--verify-policy=b"]), vpair);
+        assert_eq!(client_err(&["--verify-query=q"]), vpair);
+        assert_eq!(
+            client_err(&[
+                "--verify-policy=b",
+                "--verify-query=q",
+                "--verify-spki-pin=sha256:47DEQpj8HBSa+/TImW+5JCeuQeRkm5NMpJWZG3hSuFU="
+            ]),
+            "--verify-spki-pin is mutually exclusive with other verification flags"
+        );
+        let c = config(&[
+            "client",
+            "--listen=localhost:1",
+            "--target=h:2",
+            "--disable-authentication",
+            "--verify-policy=b",
+            "--verify-query=q",
+        ]);
+        assert!(c.is_ok(), "{c:?}");
     }
 
     #[test]
