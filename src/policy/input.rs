@@ -268,7 +268,8 @@ fn attribute_string(tlv: &Tlv) -> String {
         0x1c => tlv
             .body
             .chunks(4)
-            .filter_map(|c| (c.len() == 4).then(|| u32::from_be_bytes([c[0], c[1], c[2], c[3]])))
+            .filter(|c| c.len() == 4)
+            .map(|c| u32::from_be_bytes([c[0], c[1], c[2], c[3]]))
             .map(|u| char::from_u32(u).unwrap_or('\u{fffd}'))
             .collect(),
         _ => String::from_utf8_lossy(tlv.body).into_owned(),
