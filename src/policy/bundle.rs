@@ -62,6 +62,63 @@ pub fn engine_error(text: &str) -> String {
     out
 }
 
+/// Deepest bracket nesting a module may have. The engine's parser backtracks on `[`, so its
+/// time grows exponentially with nesting depth (a module of forty `[` took minutes); real
+/// policies stay far below this.
+const MAX_NESTING: usize = 16;
+
+/// Refuses a module nested deeper than [`MAX_NESTING`] before the parser sees it. Strings
+/// and comments are skipped; the error names the file and line like the parser's errors.
+fn check_nesting(display: &str, text: &str) -> Result<(), String> {
+    let mut depth = 0usize;
+    let mut line = 1;
+    let mut chars = text.chars();
+    while let Some(c) = chars.next() {
+        match c {
+            '\n' => line += 1,
+            '#' => {
+                for c in chars.by_ref() {
+                    if c == '\n' {
+                        line += 1;
+                        break;
+                    }
+                }
+            }
+            '"' => {
+                while let Some(c) = chars.next() {
+                    match c {
+                        '\\' => {
+                            chars.next();
+                        }
+                        '"' | '\n' => break,
+                        _ => {}
+                    }
+                }
+            }
+            '`' => {
+                for c in chars.by_ref() {
+                    match c {
+                        '`' => break,
+                        '\n' => line += 1,
+                        _ => {}
+                    }
+                }
+            }
+            '[' | '{' | '(' => {
+                depth += 1;
+                if depth > MAX_NESTING {
+                    return Err(format!(
+                        "{display}:{line}: brackets nested deeper than {MAX_NESTING} levels"
+                    ));
+                }
+            }
+            ']' | '}' | ')' => depth = depth.saturating_sub(1),
+            _ => {}
+        }
+    }
+    Ok(())
+}
+
 /// Largest bundle, compressed or not, and largest single file read from one.
 const MAX_BUNDLE: u64 = 64 << 20;
 
@@ -127,6 +184,7 @@ fn single(path: &str) -> Result<Engine, LoadError> {
         .filter(|f| f.rel.is_empty() || f.rel.ends_with(".rego"))
     {
         let text = String::from_utf8_lossy(&f.bytes).into_owned();
+        check_nesting(&f.display, &text).map_err(during)?;
         engine
             .add_policy(f.display.clone(), text)
             .map_err(|e| during(engine_error(&e.to_string())))?;
@@ -373,6 +431,7 @@ fn bundle_engine(path: &str, files: Vec<File>) -> Result<Engine, LoadError> {
     for f in files.iter().filter(|f| f.rel.ends_with(".rego")) {
         engine.set_rego_v0(manifest.is_v0(&f.rel));
         let text = String::from_utf8_lossy(&f.bytes).into_owned();
+        check_nesting(&f.display, &text).map_err(|e| failed(format!("1 error occurred: {e}")))?;
         let package = engine.add_policy(f.display.clone(), text).map_err(|e| {
             failed(format!(
                 "1 error occurred: {}",

@@ -542,3 +542,38 @@ fn sandbox_grants_the_parent_and_the_link_target() {
     );
     assert_eq!(sandbox_paths("policy.rego"), vec![PathBuf::from(".")]);
 }
+
+/// Deeply nested brackets are refused before the engine's parser, whose time grows
+/// exponentially with nesting (found by fuzzing); the deepest allowed nesting parses quickly.
+#[test]
+fn deep_nesting_is_refused_quickly() {
+    let s = Scratch::new("nesting");
+    let deep = format!("package t\nallow if {}\n", "[".repeat(40));
+    s.write("deep/p.rego", &deep);
+    let start = Instant::now();
+    let e = load_err(&s.path("deep"), "true");
+    assert!(
+        e.ends_with("p.rego:2: brackets nested deeper than 16 levels"),
+        "{e}"
+    );
+    // Sixteen levels (one inside the rule body's braces) still load, and fast.
+    let ok = format!(
+        "package t\n# [[[[ in a comment\nx := \"[[[[[[\"\nallow if {{ {}1{} == 1 }}\n",
+        "[".repeat(15),
+        "]".repeat(15)
+    );
+    s.write("ok/p.rego", &ok);
+    let t = Instant::now();
+    let p = Policy::load(&s.path("ok"), "true");
+    assert!(p.is_ok(), "{:?}", p.err());
+    assert!(t.elapsed() < 3 * SECOND, "{:?}", t.elapsed());
+    // Sixteen unclosed levels are a parse error, still found quickly.
+    s.write(
+        "open/p.rego",
+        &format!("package t\nallow if {}\n", "[".repeat(16)),
+    );
+    let t = Instant::now();
+    assert!(Policy::load(&s.path("open"), "true").is_err());
+    assert!(t.elapsed() < 3 * SECOND, "{:?}", t.elapsed());
+    assert!(start.elapsed() < 9 * SECOND);
+}
