@@ -6,7 +6,7 @@ set -euo pipefail
 cd "$(dirname "$0")"
 secs=${SECONDS_PER_TARGET:-60}
 command -v cargo-fuzz >/dev/null 2>&1 || cargo install cargo-fuzz --locked
-for target in cli uri_pattern keystore jceks workload_update; do
+for target in cli uri_pattern keystore jceks workload_update policy_bundle; do
     echo "== fuzzing $target for ${secs}s"
     RUSTC_BOOTSTRAP=1 cargo fuzz run "$target" -- -max_total_time="$secs" -max_len=4096 -rss_limit_mb=2048
 done

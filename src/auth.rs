@@ -869,6 +869,7 @@ mod tests {
             dns: vec!["only".into()],
             ip: vec!["127.0.0.1".parse().unwrap()],
             uri: vec![uri("**")],
+            policy: None,
         };
         assert_eq!(check_acl(&all, &der).unwrap_err(), UNAUTHORIZED);
         assert_eq!(

@@ -20,6 +20,7 @@ use rustls::pki_types::CertificateDer;
 
 use crate::auth;
 use crate::config::{Acl, ClientVerify, Config, Mode, ServerAuth};
+use crate::metrics::Timer;
 use crate::sandbox::Plan;
 
 /// A refusal. Its `Display` is the text of the handshake error log line, e.g.
@@ -55,8 +56,9 @@ pub trait Authorizer: Send + Sync + fmt::Debug {
     ) -> Result<(), Denied>;
 
     /// Re-reads what the decision depends on (e.g. a policy bundle), on every reload (SIGHUP,
-    /// SIGUSR1, `--timed-reload`), after the identity reloaded. On `Err` the previous state
-    /// stays in use and the text is logged as `error reloading TLS configuration: <e>`.
+    /// SIGUSR1, `--timed-reload`), after the identity reloaded (whether or not that worked).
+    /// On `Err` the previous state stays in use and the text is logged as a whole line (e.g.
+    /// `error reloading OPA policy: <e>`), after the certificate's line.
     fn reload(&self) -> Result<(), String> {
         Ok(())
     }
@@ -74,6 +76,12 @@ pub trait Authorizer: Send + Sync + fmt::Debug {
         Vec::new()
     }
 
+    /// Timers for `/_metrics` (e.g. `("policy.eval-time", &timer)`), rendered like the
+    /// built-in timers in every format; names get the `--metrics-prefix`.
+    fn timers(&self) -> Vec<(&'static str, &Timer)> {
+        Vec::new()
+    }
+
     /// Extra `/_status` string fields, appended after the identity's. Default: none.
     fn status_fields(&self) -> Vec<(&'static str, String)> {
         Vec::new()
@@ -85,21 +93,61 @@ pub trait Authorizer: Send + Sync + fmt::Debug {
     }
 }
 
+/// An authorizer that cannot be built (a policy bundle or query that does not load): the
+/// lines to log, and the `<e>` of stderr's `error: <e>`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct BuildError {
+    pub logged: Vec<String>,
+    pub printed: String,
+}
+
 /// Builds the authorizer the configuration asks for. Every authorizer is chosen here.
 ///
 /// Pins (`--allow-spki-pin`, `--verify-spki-pin`) are checked by the verifier instead of chain
 /// verification, and then admit the peer; so do `--allow-all` and a client without
-/// `--verify-*`.
-pub fn from_config(config: &Config) -> Arc<dyn Authorizer> {
-    match &config.mode {
+/// `--verify-*`. A policy (`--allow-policy`, `--verify-policy`) is loaded here, so a bad one
+/// fails the start.
+pub fn from_config(config: &Config) -> Result<Arc<dyn Authorizer>, BuildError> {
+    let client = matches!(config.mode, Mode::Client(_));
+    Ok(match &config.mode {
         Mode::Server(opts) => match &opts.auth {
-            ServerAuth::Acl(acl) => Arc::new(AclAuthorizer(acl.clone())),
+            ServerAuth::Acl(acl) => acl_authorizer(acl, config, client)?,
             ServerAuth::AllowAll | ServerAuth::Pins(_) | ServerAuth::Disabled => Arc::new(Anyone),
         },
         Mode::Client(opts) => match &opts.verify {
-            ClientVerify::Standard(acl) if !acl.is_empty() => Arc::new(AclAuthorizer(acl.clone())),
+            ClientVerify::Standard(acl) if !acl.is_empty() => acl_authorizer(acl, config, client)?,
             ClientVerify::Standard(_) | ClientVerify::Pins(_) => Arc::new(Anyone),
         },
+    })
+}
+
+/// The name ACL, with the OPA policy after it when one is configured.
+fn acl_authorizer(
+    acl: &Acl,
+    config: &Config,
+    client: bool,
+) -> Result<Arc<dyn Authorizer>, BuildError> {
+    let Some(spec) = &acl.policy else {
+        return Ok(Arc::new(AclAuthorizer(acl.clone())));
+    };
+    #[cfg(feature = "opa")]
+    {
+        crate::policy::PolicyAuthorizer::new(acl.clone(), spec, config.timeouts.connect)
+            .map(|a| Arc::new(a) as Arc<dyn Authorizer>)
+            .map_err(|e| {
+                let e = e.to_string();
+                let mut logged = vec![format!("{}{e}", crate::policy::STARTUP_PREFIX)];
+                if client {
+                    logged.push(format!("error: unable to build dialer: {e}"));
+                }
+                BuildError { logged, printed: e }
+            })
+    }
+    #[cfg(not(feature = "opa"))]
+    {
+        // Validation refuses the policy flags in this build; nothing gets here.
+        let _ = (spec, config, client);
+        Ok(Arc::new(AclAuthorizer(acl.clone())))
     }
 }
 
@@ -135,7 +183,7 @@ mod tests {
         let Ok(Parsed::Run(raw)) = cli::parse(args, &|_| None) else {
             panic!("parse")
         };
-        from_config(&raw.into_config().expect("valid"))
+        from_config(&raw.into_config().expect("valid")).expect("builds")
     }
 
     /// The factory gives the ACL flags of either mode to the ACL, and admits everyone where

@@ -133,7 +133,8 @@ pub enum ClientVerify {
     Pins(Vec<SpkiPin>),
 }
 
-/// Name-based access control list; an empty list (client mode only) accepts everyone.
+/// Name-based access control list, and the OPA policy consulted after the names (they are
+/// ORed, names first); an empty list (client mode only) accepts everyone.
 #[derive(Debug, Clone, Default)]
 pub struct Acl {
     pub cn: Vec<String>,
@@ -141,16 +142,31 @@ pub struct Acl {
     pub dns: Vec<String>,
     pub ip: Vec<IpAddr>,
     pub uri: Vec<UriPattern>,
+    /// `--allow-policy`/`--allow-query` or `--verify-policy`/`--verify-query`.
+    pub policy: Option<PolicySpec>,
 }
 
 impl Acl {
     pub fn is_empty(&self) -> bool {
+        self.names_empty() && self.policy.is_none()
+    }
+
+    /// No `--allow-cn/-ou/-dns/-ip/-uri` (or `--verify-*`) name at all.
+    pub fn names_empty(&self) -> bool {
         self.cn.is_empty()
             && self.ou.is_empty()
             && self.dns.is_empty()
             && self.ip.is_empty()
             && self.uri.is_empty()
     }
+}
+
+/// An OPA policy: the bundle (a directory, a `.tar.gz` bundle or a `.rego` file) and the
+/// query whose single `true` result admits the peer. Loaded when the authorizer is built.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PolicySpec {
+    pub bundle: String,
+    pub query: String,
 }
 
 /// Where the identity comes from (docs/behaviour.md §3.1).

@@ -26,6 +26,8 @@ pub mod net;
 pub mod pkcs11;
 #[cfg(feature = "pkcs12")]
 pub mod pkcs12;
+#[cfg(feature = "opa")]
+pub mod policy;
 pub mod pprof;
 pub mod procinfo;
 pub mod proxy;

@@ -130,7 +130,10 @@ fn run(args: Vec<std::ffi::OsString>) -> Result<ExitCode, Failure> {
 
     // 4. The identity source and the authorizer.
     let identity = identity::from_config(&config).map_err(cert_failure)?;
-    let authz = authz::from_config(&config);
+    let authz = authz::from_config(&config).map_err(|e| Failure::Startup {
+        logged: e.logged,
+        printed: e.printed,
+    })?;
     log::info!("{}", identity.describe());
 
     // 5. Metrics (only when something observes them; otherwise nothing records) and the

@@ -187,6 +187,13 @@ impl Metrics {
                 .flat_map(|a| a.counters())
                 .map(|(name, v)| (name, Value::Counter(v))),
         )
+        .chain(
+            self.authz
+                .get()
+                .into_iter()
+                .flat_map(|a| a.timers())
+                .map(|(name, t)| (name, Value::Timer(t.snapshot(uptime)))),
+        )
         .collect()
     }
 

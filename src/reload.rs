@@ -20,22 +20,21 @@ use crate::metrics::Metrics;
 use crate::sync::lock;
 use crate::tls::Contexts;
 
-/// What a reload could not do; the old state stays. `Display` is the `<e>` of
-/// `error reloading TLS configuration: <e>`.
+/// What a reload did. The certificates and the authorizer reload independently (the
+/// authorizer re-reads its state whether or not the certificates loaded, as the reference
+/// re-reads its policy); each failure keeps that part's previous state.
 #[derive(Debug)]
-pub enum ReloadError {
-    /// The identity or trust could not be loaded into new TLS contexts.
-    Certificates(CertError),
-    /// The authorizer could not re-read its state (e.g. a policy bundle).
-    Authorizer(String),
+pub struct Reloaded {
+    /// The new leaf's subject, or why identity or trust could not be loaded into new TLS
+    /// contexts (logged as `error reloading TLS configuration: <e>`).
+    pub certificates: Result<String, CertError>,
+    /// The authorizer's failure as its whole log line (e.g. `error reloading OPA policy: …`).
+    pub authorizer: Result<(), String>,
 }
 
-impl std::fmt::Display for ReloadError {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        match self {
-            ReloadError::Certificates(e) => e.fmt(f),
-            ReloadError::Authorizer(e) => f.write_str(e),
-        }
+impl Reloaded {
+    pub fn is_ok(&self) -> bool {
+        self.certificates.is_ok() && self.authorizer.is_ok()
     }
 }
 
@@ -84,14 +83,18 @@ impl Reloader {
     }
 
     /// Re-reads identity, trust and the authorizer's state and swaps in new TLS contexts for
-    /// new handshakes; established connections keep theirs. `Ok` carries the new leaf's
-    /// subject. On error the previous state stays.
-    pub fn reload(&self) -> Result<String, ReloadError> {
+    /// new handshakes; established connections keep theirs. What fails keeps its previous
+    /// state.
+    pub fn reload(&self) -> Reloaded {
         let _serial = lock(&self.serial);
-        self.contexts.reload().map_err(ReloadError::Certificates)?;
-        self.publish_expiry();
-        self.authz.reload().map_err(ReloadError::Authorizer)?;
-        Ok(self.contexts.served().subject.clone())
+        let certificates = self.contexts.reload().map(|()| {
+            self.publish_expiry();
+            self.contexts.served().subject.clone()
+        });
+        Reloaded {
+            certificates,
+            authorizer: self.authz.reload(),
+        }
     }
 
     /// The identity being served now.

@@ -308,7 +308,7 @@ mod tests {
         };
         let config = raw.into_config().expect("valid");
         let identity = crate::identity::from_config(&config).expect("identity");
-        let authz = crate::authz::from_config(&config);
+        let authz = crate::authz::from_config(&config).expect("authorizer");
         let abstract_notify = notify.is_some_and(|s| s.starts_with('@'));
         Plan::from_config(&config, &*identity, &*authz, abstract_notify)
     }

@@ -57,9 +57,12 @@ impl Controller {
         if let Some(m) = self.proxy.metrics() {
             m.reloaded(result.is_ok());
         }
-        match result {
+        match &result.certificates {
             Ok(subject) => log::info!("loaded certificate: {subject}"),
             Err(e) => log::error!("error reloading TLS configuration: {e}"),
+        }
+        if let Err(line) = &result.authorizer {
+            log::error!("{line}");
         }
         log::info!("reloading configuration complete");
         self.lifecycle.enter(Phase::Listening);

@@ -835,7 +835,7 @@ mod tests {
             &config,
             &opts.auth,
             source,
-            crate::authz::from_config(&config),
+            crate::authz::from_config(&config).expect("authorizer"),
         )
         .unwrap()
         .current();

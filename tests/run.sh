@@ -20,9 +20,10 @@ as_root() {
 # pebble: the ACME test CA (and pebble-challtestsrv, its DNS) for the ACME tests.
 # softhsm2: a real PKCS#11 token (module and softhsm2-util) for the PKCS#11 tests.
 # default-jre-headless: keytool, which makes the JCEKS/JKS keystores of the keystore tests.
+# tar (with gzip): the OPA policy bundles the policy tests build.
 packages=(openssl ca-certificates systemd sslscan groff-base bash zsh python3
     python3-prometheus-client python3-pip tinyproxy microsocks util-linux pebble softhsm2
-    default-jre-headless)
+    default-jre-headless tar gzip)
 missing=()
 if command -v apt-get >/dev/null 2>&1; then
     for p in "${packages[@]}"; do

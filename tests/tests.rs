@@ -18,6 +18,8 @@ mod outbound_proxy;
 mod pair;
 mod parity;
 mod pkcs11;
+#[cfg(feature = "opa")]
+mod policy;
 mod proxy_protocol;
 mod sandbox;
 mod scanner;

@@ -39,6 +39,12 @@ _ghostunnel_value() {
         --proxy-protocol-mode)
             mapfile -t COMPREPLY < <(compgen -W 'conn tls tls-full' -- "$2")
             ;;
+        --allow-policy)
+            mapfile -t COMPREPLY < <(compopt -o filenames 2>/dev/null; compgen -f -- "$2")
+            ;;
+        --verify-policy)
+            mapfile -t COMPREPLY < <(compopt -o filenames 2>/dev/null; compgen -f -- "$2")
+            ;;
         *)
             COMPREPLY=()
             ;;

@@ -224,6 +224,14 @@ macro_rules! acme_help {
     };
 }
 
+/// OPA policies are built in (cargo feature `opa`).
+const OPA: bool = cfg!(feature = "opa");
+
+/// A help text for builds with the feature, and the one for builds without it.
+const fn built_help(built: bool, with: &'static str, without: &'static str) -> &'static str {
+    if built { with } else { without }
+}
+
 const fn f(id: Id, kind: Kind, scope: Scope, help: &'static str) -> Flag {
     Flag {
         id,
@@ -260,15 +268,6 @@ impl Flag {
     }
     const fn file(mut self) -> Flag {
         self.file = true;
-        self
-    }
-    /// Unsupported when the cargo feature behind it is off (`supported` is its `cfg!`).
-    const fn unsupported_unless(mut self, supported: bool) -> Flag {
-        self.unsupported = !supported;
-        self
-    }
-    const fn unsupported(mut self) -> Flag {
-        self.unsupported = true;
         self
     }
     /// Unsupported unless the build has the feature (`cfg!(feature = ...)`).
@@ -350,7 +349,7 @@ pub(super) const FLAGS: &[Flag] = &[
     } else {
         "If true, certificate and root CAs are retrieved via the SPIFFE Workload API (not supported by this build)."
     })
-        .unsupported_unless(cfg!(feature = "spiffe")),
+        .supported_if(cfg!(feature = "spiffe")),
     f(Id::UseWorkloadApiAddr, Str, Global, if cfg!(feature = "spiffe") {
         "If set, certificates and root CAs are retrieved via the SPIFFE Workload API at the specified address (implies --use-workload-api)."
     } else {
@@ -358,14 +357,14 @@ pub(super) const FLAGS: &[Flag] = &[
     })
         .env("SPIFFE_ENDPOINT_SOCKET")
         .placeholder("ADDR")
-        .unsupported_unless(cfg!(feature = "spiffe")),
+        .supported_if(cfg!(feature = "spiffe")),
     f(Id::UseWorkloadApiTimeout, Duration, Global, if cfg!(feature = "spiffe") {
         "Timeout for the initial SPIFFE Workload API certificate fetch; 0 waits indefinitely."
     } else {
         "Timeout for the initial SPIFFE Workload API certificate fetch; 0 waits indefinitely (not supported by this build)."
     })
         .default("10m")
-        .unsupported_unless(cfg!(feature = "spiffe")),
+        .supported_if(cfg!(feature = "spiffe")),
     f(Id::TimedReload, Duration, Global, "Reload keystores every given interval (e.g. 300s), refresh listener/client on changes.")
         .default("0"),
     f(Id::ShutdownTimeout, Duration, Global, "Process will wait for this duration to allow open connections to finish.")
@@ -451,12 +450,13 @@ pub(super) const FLAGS: &[Flag] = &[
         .hidden(),
     f(Id::AllowSpkiPin, List, Server, "Allow clients whose leaf certificate's SPKI hash matches <algo>:<base64> (can be repeated).")
         .placeholder("PIN"),
-    f(Id::AllowPolicy, Str, Server, "Allow passing the location of an OPA bundle (not supported by this build).")
+    f(Id::AllowPolicy, Str, Server, built_help(OPA, "Allow passing the location of an OPA bundle.", "Allow passing the location of an OPA bundle (not supported by this build)."))
         .placeholder("BUNDLE")
-        .unsupported(),
-    f(Id::AllowQuery, Str, Server, "Allow defining a query to validate against the client certificate and the policy (not supported by this build).")
+        .file()
+        .supported_if(OPA),
+    f(Id::AllowQuery, Str, Server, built_help(OPA, "Allow defining a query to validate against the client certificate and the policy.", "Allow defining a query to validate against the client certificate and the policy (not supported by this build)."))
         .placeholder("QUERY")
-        .unsupported(),
+        .supported_if(OPA),
     f(Id::DisableAuthentication, Bool, Server, "Disable client authentication, no client certificate will be required."),
     f(Id::AutoAcmeCert, Str, Server, acme_help!("Automatically obtain a certificate via ACME for the specified FQDN"))
         .placeholder("FQDN")
@@ -505,12 +505,13 @@ pub(super) const FLAGS: &[Flag] = &[
         .hidden(),
     f(Id::VerifySpkiPin, List, Client, "Allow servers whose leaf certificate's SPKI hash matches <algo>:<base64> (can be repeated).")
         .placeholder("PIN"),
-    f(Id::VerifyPolicy, Str, Client, "Allow passing the location of an OPA bundle (not supported by this build).")
+    f(Id::VerifyPolicy, Str, Client, built_help(OPA, "Allow passing the location of an OPA bundle.", "Allow passing the location of an OPA bundle (not supported by this build)."))
         .placeholder("BUNDLE")
-        .unsupported(),
-    f(Id::VerifyQuery, Str, Client, "Allow defining a query to validate against the server certificate and the policy (not supported by this build).")
+        .file()
+        .supported_if(OPA),
+    f(Id::VerifyQuery, Str, Client, built_help(OPA, "Allow defining a query to validate against the server certificate and the policy.", "Allow defining a query to validate against the server certificate and the policy (not supported by this build)."))
         .placeholder("QUERY")
-        .unsupported(),
+        .supported_if(OPA),
     f(Id::DisableAuthentication, Bool, Client, "Disable client authentication, no certificate will be provided to the server."),
 ];
 

@@ -10,8 +10,8 @@ use super::scan::{RawArgs, parse_go_uint32};
 use crate::auth::{SpkiPin, UriPattern};
 use crate::config::{
     Acl, CipherGroup, ClientOpts, ClientVerify, Config, IdentitySource, MaxTlsVersion, MetricsOpts,
-    Mode, ProxyProtocolMode, ProxySetting, ServerAuth, ServerOpts, StatusAddr, StatusScheme,
-    Timeouts, TlsPolicy,
+    Mode, PolicySpec, ProxyProtocolMode, ProxySetting, ServerAuth, ServerOpts, StatusAddr,
+    StatusScheme, Timeouts, TlsPolicy,
 };
 use crate::net::{Addr, AddrKind};
 use crate::report::HttpUrl;
@@ -336,6 +336,7 @@ impl RawArgs {
                 .filter_map(|s| s.parse().ok())
                 .collect(),
             uri: Vec::new(),
+            policy: None,
         }
     }
 
@@ -345,6 +346,23 @@ impl RawArgs {
             .iter()
             .map(|p| UriPattern::compile(p).map_err(|e| CliError::UriPattern(flag, e.to_string())))
             .collect()
+    }
+
+    /// `--allow-policy`/`--allow-query` (or the `--verify-*` pair): both or neither.
+    fn policy(&self, bundle: Id, query: Id) -> Result<Option<PolicySpec>, CliError> {
+        match (self.str(bundle), self.str(query)) {
+            ("", "") => Ok(None),
+            ("", _) | (_, "") => Err(format!(
+                "--{} and --{} have to be used together",
+                bundle.name(),
+                query.name()
+            )
+            .into()),
+            (b, q) => Ok(Some(PolicySpec {
+                bundle: b.to_string(),
+                query: q.to_string(),
+            })),
+        }
     }
 
     fn pins(&self, id: Id) -> Result<Vec<SpkiPin>, CliError> {
@@ -372,6 +390,8 @@ impl RawArgs {
             Id::AllowUri,
         ]);
         let p = !self.list(Id::AllowSpkiPin).is_empty();
+        let o = !self.str(Id::AllowPolicy).is_empty() || !self.str(Id::AllowQuery).is_empty();
+        let a = a || o;
         if !(disable || all || a || p) {
             return Err("at least one access control flag (--allow-{all,cn,ou,dns,uri,spki-pin}, or OPA flags, or --disable-authentication) is required".into());
         }
@@ -415,6 +435,7 @@ impl RawArgs {
                 return Err("--auto-acme-agree-to-tos was not specified and is required if --auto-acme-cert is specified".into());
             }
         }
+        let policy = self.policy(Id::AllowPolicy, Id::AllowQuery)?;
         let proxy_protocol = match (
             self.bool(Id::ProxyProtocol),
             self.str(Id::ProxyProtocolMode),
@@ -439,7 +460,10 @@ impl RawArgs {
         } else if p {
             ServerAuth::Pins(pins)
         } else {
-            ServerAuth::Acl(self.acl([Id::AllowCn, Id::AllowOu, Id::AllowDns, Id::AllowIp]))
+            ServerAuth::Acl(Acl {
+                policy,
+                ..self.acl([Id::AllowCn, Id::AllowOu, Id::AllowDns, Id::AllowIp])
+            })
         };
         let target_status = match self.str(Id::TargetStatus) {
             "" => None,
@@ -473,20 +497,20 @@ impl RawArgs {
             Id::VerifyIp,
             Id::VerifyUri,
         ];
+        let policy = self.policy(Id::VerifyPolicy, Id::VerifyQuery)?;
         let verify = if self.list(Id::VerifySpkiPin).is_empty() {
-            ClientVerify::Standard(self.acl([
-                Id::VerifyCn,
-                Id::VerifyOu,
-                Id::VerifyDns,
-                Id::VerifyIp,
-            ]))
+            ClientVerify::Standard(Acl {
+                policy,
+                ..self.acl([Id::VerifyCn, Id::VerifyOu, Id::VerifyDns, Id::VerifyIp])
+            })
         } else {
             if self.workload_api() {
                 return Err(
                     "--verify-spki-pin is mutually exclusive with --use-workload-api".into(),
                 );
             }
-            if self.any_list(&names) {
+            let o = !self.str(Id::VerifyPolicy).is_empty() || !self.str(Id::VerifyQuery).is_empty();
+            if self.any_list(&names) || o {
                 return Err(
                     "--verify-spki-pin is mutually exclusive with other verification flags".into(),
                 );
@@ -980,11 +1004,7 @@ mod tests {
         } else {
             &workload[..]
         };
-        let cases = [
-            ("--pkcs11-module=/x.so", Id::Pkcs11Module),
-            ("--allow-policy=b", Id::AllowPolicy),
-            ("--allow-query=q", Id::AllowQuery),
-        ];
+        let cases = [("--pkcs11-module=/x.so", Id::Pkcs11Module)];
         // With the feature, the PKCS#11 flags are ordinary ones (tested below).
         let supported = |flag: &str| cfg!(feature = "pkcs11") && flag.starts_with("--pkcs11");
         let cases = cases.into_iter().chain(workload.iter().copied());
@@ -1015,20 +1035,6 @@ mod tests {
         );
         let c = server(&["--allow-all", "--status=:1", "--enable-pprof"]).unwrap();
         assert!(c.enable_pprof);
-        for (flag, name) in [
-            ("--verify-policy=b", Id::VerifyPolicy),
-            ("--verify-query=q", Id::VerifyQuery),
-        ] {
-            assert_eq!(
-                client_err(&[flag]),
-                format!("--{} is not supported by this build", name.name())
-            );
-        }
-        // Unsupported flags fail before any other mode validation message.
-        assert_eq!(
-            config(&[&BARE[..], &["--allow-policy=b"]].concat()).unwrap_err(),
-            "--allow-policy is not supported by this build"
-        );
     }
 
     #[cfg(not(feature = "acme"))]
@@ -1146,6 +1152,101 @@ mod tests {
             .unwrap_err()
             .contains("--auto-acme-alt-tls-alpn-port")
         );
+    }
+
+    /// Without the `opa` feature the policy flags are refused by name.
+    #[cfg(not(feature = "opa"))]
+    #[test]
+    fn policy_flags_unsupported_without_the_feature() {
+        for (flag, name) in [
+            ("--allow-policy=b", Id::AllowPolicy),
+            ("--allow-query=q", Id::AllowQuery),
+        ] {
+            assert_eq!(
+                server_err(&["--allow-all", flag]),
+                format!("--{} is not supported by this build", name.name())
+            );
+        }
+        for (flag, name) in [
+            ("--verify-policy=b", Id::VerifyPolicy),
+            ("--verify-query=q", Id::VerifyQuery),
+        ] {
+            assert_eq!(
+                client_err(&[flag]),
+                format!("--{} is not supported by this build", name.name())
+            );
+        }
+    }
+
+    /// The OPA flags: both of a pair or neither, ORed with the names, exclusive with
+    /// `--allow-all`, pins and server `--disable-authentication`, in the reference's order.
+    #[cfg(feature = "opa")]
+    #[test]
+    fn policy_flags_pairing_and_exclusivity() {
+        const PIN: &str = "--allow-spki-pin=sha256:47DEQpj8HBSa+/TImW+5JCeuQeRkm5NMpJWZG3hSuFU=";
+        let pair = "--allow-policy and --allow-query have to be used together";
+        assert_eq!(server_err(&["--allow-policy=b"]), pair);
+        assert_eq!(server_err(&["--allow-query=q"]), pair);
+        assert_eq!(
+            server_err(&["--allow-policy=b", "--allow-query=q", "--allow-all"]),
+            "--allow-all is mutually exclusive with other access control flags"
+        );
+        assert_eq!(
+            server_err(&["--allow-query=q", "--disable-authentication"]),
+            "--disable-authentication is mutually exclusive with other access control flags"
+        );
+        assert_eq!(
+            server_err(&["--allow-policy=b", PIN]),
+            "--allow-spki-pin is mutually exclusive with other access control flags"
+        );
+        // The pair check comes after the target checks.
+        assert_eq!(
+            config(&[
+                "server",
+                "--listen=:1",
+                "--target=example.com:1",
+                "--keystore=/k",
+                "--allow-policy=b"
+            ])
+            .unwrap_err(),
+            "--target must be unix:PATH or localhost:PORT (unless --unsafe-target is set)"
+        );
+        let c = server(&["--allow-cn=a", "--allow-policy=b", "--allow-query=q"]).unwrap();
+        let Mode::Server(ServerOpts {
+            auth: ServerAuth::Acl(acl),
+            ..
+        }) = &c.mode
+        else {
+            panic!("{c:?}")
+        };
+        assert_eq!(acl.cn, ["a"]);
+        assert_eq!(
+            acl.policy,
+            Some(PolicySpec {
+                bundle: "b".into(),
+                query: "q".into()
+            })
+        );
+        let vpair = "--verify-policy and --verify-query have to be used together";
+        assert_eq!(client_err(&["--verify-policy=b"]), vpair);
+        assert_eq!(client_err(&["--verify-query=q"]), vpair);
+        assert_eq!(
+            client_err(&[
+                "--verify-policy=b",
+                "--verify-query=q",
+                "--verify-spki-pin=sha256:47DEQpj8HBSa+/TImW+5JCeuQeRkm5NMpJWZG3hSuFU="
+            ]),
+            "--verify-spki-pin is mutually exclusive with other verification flags"
+        );
+        let c = config(&[
+            "client",
+            "--listen=localhost:1",
+            "--target=h:2",
+            "--disable-authentication",
+            "--verify-policy=b",
+            "--verify-query=q",
+        ]);
+        assert!(c.is_ok(), "{c:?}");
     }
 
     #[test]
