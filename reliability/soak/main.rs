@@ -780,7 +780,9 @@ fn hostile(ctx: &mut Ctx) {
     let timeouts = server
         .log_text()
         .lines()
-        .filter(|l| l.contains("error on TLS handshake from") && l.ends_with("i/o timeout"))
+        .filter(|l| {
+            l.contains("error on TLS handshake from") && l.ends_with("context deadline exceeded")
+        })
         .count();
     ctx.check(
         lines == total && timeouts == n_silent + 2 * n_each,
